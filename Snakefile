@@ -1,0 +1,21 @@
+# lumos: reproducing "Learning Visual Generative Priors without Text" as a Snakemake workflow.
+#
+#   snakemake results/table1.csv                                   # tiny preset, local CPU
+#   snakemake results/table1.csv --configfile config/smoke.yaml    # smoke preset (CI)
+#   snakemake results/table1.csv --configfile config/paper.yaml    # paper scale
+#
+# The pipeline reads top to bottom: data -> components -> features -> pretrain -> evaluate -> report.
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/components.smk"
+include: "rules/features.smk"
+include: "rules/pretrain.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        "results/table1.csv",

@@ -1,0 +1,224 @@
+"""The `lumos` command line: one subcommand per pipeline step; the Snakemake rules call these.
+
+Each command takes `--cfg JSON`, the slice of the validated workflow config it needs (the rule
+builds it), so Snakemake reruns a step exactly when its own settings change.
+
+    python -m lumos --help
+    python -m lumos <command> --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _setup(args) -> dict:
+    from lumos.utils import resolve_device, setup_logging, setup_torch
+
+    setup_logging()
+    cfg = json.loads(args.cfg) if getattr(args, "cfg", None) else {}
+    setup_torch(args.threads, cfg.get("seed", 0))
+    cfg["_device"] = resolve_device(cfg.get("device", "auto"))
+    return cfg
+
+
+def _write_json(path, obj) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(obj, indent=1))
+
+
+def cmd_data(args):
+    """Build one data split (Shapes world or curated folder)."""
+    from lumos.data.build import build_shapes_split, curate_folder
+
+    cfg = _setup(args)
+    data = cfg["data"]
+    split = data["splits"][args.split]
+    if data["source"] == "shapes":
+        build_shapes_split(args.split, split, data["image_size"], cfg["seed"], data.get("shard_size", 5000), args.out)
+    else:
+        folder = data.get("paths", {}).get(args.split)
+        if not folder:
+            raise SystemExit(f"error: data.source is 'paths' but config key data.paths.{args.split} is not set")
+        curate_folder(args.split, folder, split["n"], data["image_size"], data.get("curation", {}).get("min_side", 512),
+                      data.get("shard_size", 5000), args.out)
+
+
+def cmd_train_component(args):
+    """Train a small pretrained component (VAE, DINO/MoCo-style ViT, FID classifier) and save it."""
+    from lumos.data.shards import read_images, read_records
+
+    cfg = _setup(args)
+    spec = cfg["spec"]
+    if not spec.get("train"):
+        raise SystemExit(f"error: components.{args.component} has no train block; it is loaded from '{spec['pretrained']}'")
+    images = read_images(args.data)
+    t, seed = spec["train"], cfg["seed"]
+    if args.component == "vae":
+        from lumos.components.vae import train_vae
+
+        metrics = train_vae(images, t, args.out, seed, cfg["_device"])
+    elif args.component == "dino":
+        from lumos.components.encoders import train_dino
+
+        metrics = train_dino(images, t, args.out, seed)
+    elif args.component == "moco":
+        from lumos.components.encoders import train_moco
+
+        metrics = train_moco(images, t, args.out, seed)
+    else:
+        from lumos.components.classifier import train_fid_net
+
+        metrics = train_fid_net(images, read_records(args.data), t, args.out, seed)
+    _write_json(Path(args.out) / "train_metrics.json", metrics)
+
+
+def cmd_features(args):
+    """Extract VAE latents and encoder tokens of a split into feature shards."""
+    from lumos.features import extract_features
+
+    cfg = _setup(args)
+    extract_features(args.data, args.out, cfg["components"], cfg["encoders"], cfg["features"]["batch_size"],
+                     cfg["features"].get("patch_tokens", False), cfg["_device"])
+
+
+def cmd_pretrain(args):
+    """Train one I2I run (resumes from --state after a kill)."""
+    from lumos.pretrain import pretrain
+
+    cfg = _setup(args)
+    summary = pretrain(args.features, cfg["run"], cfg["model"], cfg["train"], args.out, args.state, cfg["seed"],
+                       cfg["_device"], stop_after=args.stop_after)
+    print(json.dumps(summary))
+
+
+def cmd_sample(args):
+    """Generate one image per eval image, conditioned on its cached features."""
+    from lumos.components.vae import load_vae
+    from lumos.pretrain import build_model, load_run_data
+    from lumos.sample import generate, load_model
+
+    cfg = _setup(args)
+    run = cfg["run"]
+    latents, cond, mask = load_run_data(args.features, run)
+    n = min(len(cond), cfg.get("n_samples") or len(cond))
+
+    def fresh():
+        import torch
+
+        torch.manual_seed(cfg["seed"])
+        return build_model(cfg["model"], run, latents.shape[1:], cond.shape[-1], cond.shape[1])
+
+    model = load_model(None if args.model == "none" else args.model, fresh)
+    codec = load_vae(cfg["vae"], cfg["_device"])
+    generate(model, codec, cond[:n], mask[:n], tuple(latents.shape[1:]), args.out, args.work, cfg["sample"],
+             cfg["seed"], cfg["_device"])
+
+
+def cmd_fid_reference(args):
+    """FID reference statistics of a data split, in the configured feature space."""
+    from lumos.data.shards import read_images
+    from lumos.eval.fid import array_features, load_extractor, save_statistics, statistics
+
+    cfg = _setup(args)
+    ext = load_extractor(cfg["extractor"], cfg.get("fid_net"), cfg["_device"])
+    stats = statistics(array_features(read_images(args.data), ext, cfg.get("batch_size", 250)))
+    save_statistics(args.out, stats)
+
+
+def cmd_fid(args):
+    """FID of a sample folder (or a real split, for the floor row) against reference statistics."""
+    from lumos.data.shards import read_images
+    from lumos.eval.fid import (array_features, folder_features, frechet_distance, load_extractor,
+                                load_statistics, statistics)
+
+    cfg = _setup(args)
+    ext = load_extractor(cfg["extractor"], cfg.get("fid_net"), cfg["_device"])
+    bs = cfg.get("batch_size", 250)
+    feats = folder_features(args.samples, ext, bs) if args.samples else array_features(read_images(args.data), ext, bs)
+    ref = load_statistics(args.reference)
+    fid = frechet_distance(statistics(feats), ref)
+    result = {"run": args.run, "split": args.split, "fid": fid, "n_samples": int(len(feats)),
+              "n_reference": int(ref["n"]), "extractor": ext.name}
+    _write_json(args.out, result)
+    print(json.dumps(result))
+
+
+def cmd_table1(args):
+    """Write Table 1 (CSV + Markdown) and the eval | Lumos-I2I | RCG sample grid."""
+    from lumos.data.shards import read_images
+    from lumos.report.table1 import build_table1, to_markdown, write_grid
+    from lumos.sample import read_pngs
+
+    cfg = _setup(args)
+    df = build_table1(args.fid, cfg["preset"])
+    Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(args.csv, index=False)
+    Path(args.md).write_text(to_markdown(df))
+    n = cfg.get("grid_images", 32)
+    cols = dict(kv.split("=", 1) for kv in args.grid_samples)
+    write_grid(read_images(args.grid_data, n), {k: read_pngs(v, n) for k, v in cols.items()}, args.grid, n)
+    print(df.to_string(index=False))
+
+
+def cmd_bench(args):
+    """Print throughput numbers (training from cached vs online features, sampling)."""
+    from lumos.bench import run_benchmarks
+
+    run_benchmarks(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lumos", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name, fn, **paths):
+        sp = sub.add_parser(name, help=fn.__doc__, description=fn.__doc__)
+        sp.add_argument("--cfg", default="{}", help="JSON: the config slice this step needs")
+        sp.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
+        for flag, (help_, kw) in paths.items():
+            sp.add_argument(f"--{flag.replace('_', '-')}", help=help_, **kw)
+        sp.set_defaults(func=fn)
+        return sp
+
+    req = {"required": True}
+    add("data", cmd_data, split=("split name, e.g. pool", req), out=("output split folder", req))
+    add("train-component", cmd_train_component,
+        component=("vae | dino | moco | fid_net", {"required": True, "choices": ["vae", "dino", "moco", "fid_net"]}),
+        data=("training split folder", req), out=("output model folder (HF format)", req))
+    add("features", cmd_features, data=("split folder", req), out=("output features folder", req))
+    add("pretrain", cmd_pretrain, features=("pool features folder", req), out=("output run folder", req),
+        state=("resumable state folder (outside declared outputs)", req),
+        stop_after=("stop after this many steps (simulates a kill; for tests)", {"type": int, "default": None}))
+    add("sample", cmd_sample, run=("run name", req), features=("eval split features folder", req),
+        model=("trained model folder, or 'none' for an untrained model", req), out=("output PNG folder", req),
+        work=("resumable work folder", req))
+    add("fid-reference", cmd_fid_reference, data=("reference split folder", req), out=("output .npz", req))
+    add("fid", cmd_fid, run=("run name", req), split=("eval split", req), reference=("reference statistics .npz", req),
+        samples=("sample PNG folder", {"default": None}), data=("or a real split folder (floor row)", {"default": None}),
+        out=("output .json", req))
+    add("table1", cmd_table1, fid=("FID json files", {"nargs": "+", "required": True}), csv=("output CSV", req),
+        md=("output Markdown", req), grid=("output PNG grid", req), grid_data=("eval split folder", req),
+        grid_samples=("NAME=FOLDER sample folders", {"nargs": "+", "required": True}))
+    bench = add("bench", cmd_bench)
+    bench.add_argument("--quick", action="store_true", help="fewer iterations (for a smoke check)")
+    return p
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (FileNotFoundError, FloatingPointError, ValueError, KeyError) as err:
+        from lumos.config import ConfigError
+
+        kind = "config error" if isinstance(err, ConfigError) else type(err).__name__
+        print(f"lumos {args.command}: {kind}: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

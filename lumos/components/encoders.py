@@ -1,0 +1,227 @@
+"""Vision encoders: a ViT exposing a CLS token and patch tokens.
+
+Tiny/smoke: a small `transformers.ViTModel` trained in the DAG, DINO-style (self-distillation,
+no labels) or MoCo-v3-style (contrastive). Paper: `facebook/dino-vitb16` (transformers) or the
+MoCo v3 authors' checkpoint loaded into a timm ViT-B/16. One loader, `load_encoder`, for all.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lumos.components.loading import MissingWeightsError, from_pretrained, looks_local
+from lumos.utils import log, progress
+
+
+class VisionEncoder:
+    """Wraps a ViT: uint8 images in, (CLS (B, D), patch tokens (B, N, D)) out."""
+
+    def __init__(self, model: nn.Module, kind: str, input_size: int, mean, std, device="cpu"):
+        self.model = model.to(device).eval()
+        self.kind = kind
+        self.input_size = input_size
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
+        self.device = device
+
+    def preprocess(self, images) -> torch.Tensor:
+        """Resize the shorter side to `input_size` (bicubic), center-crop, normalise."""
+        x = torch.as_tensor(np.asarray(images)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        h, w = x.shape[-2:]
+        if min(h, w) != self.input_size:
+            s = self.input_size / min(h, w)
+            x = F.interpolate(x, size=(round(h * s), round(w * s)), mode="bicubic", antialias=True)
+            h, w = x.shape[-2:]
+        top, left = (h - self.input_size) // 2, (w - self.input_size) // 2
+        x = x[..., top : top + self.input_size, left : left + self.input_size]
+        return (x - self.mean) / self.std
+
+    @torch.no_grad()
+    def __call__(self, images) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.tokens(self.preprocess(images))
+        return tokens[:, 0], tokens[:, 1:]
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """All output tokens (B, 1 + N, D) after the final norm."""
+        if self.kind == "transformers":
+            return self.model(pixel_values=x).last_hidden_state
+        return self.model.forward_features(x)
+
+
+def build_tiny_vit(image_size: int, cfg: dict):
+    """A small transformers ViTModel (no pooler) from a `components.<enc>.train` block."""
+    from transformers import ViTConfig, ViTModel
+
+    config = ViTConfig(
+        image_size=image_size,
+        patch_size=cfg["patch_size"],
+        hidden_size=cfg["hidden_size"],
+        num_hidden_layers=cfg["layers"],
+        num_attention_heads=cfg["heads"],
+        intermediate_size=4 * cfg["hidden_size"],
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    return ViTModel(config, add_pooling_layer=False)
+
+
+def random_views(x: torch.Tensor, gen: torch.Generator, scale=(0.35, 1.0)) -> torch.Tensor:
+    """Batched random-resized crops with horizontal flips (no colour jitter: colour is content here)."""
+    b = x.shape[0]
+    area = torch.empty(b).uniform_(*scale, generator=gen)
+    side = area.sqrt()
+    cx = (torch.rand(b, generator=gen) * 2 - 1) * (1 - side)
+    cy = (torch.rand(b, generator=gen) * 2 - 1) * (1 - side)
+    flip = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = side * flip, cx
+    theta[:, 1, 1], theta[:, 1, 2] = side, cy
+    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def mlp(dim_in: int, dim_hidden: int, dim_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim_in, dim_hidden), nn.GELU(), nn.Linear(dim_hidden, dim_out))
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, source: nn.Module, momentum: float) -> None:
+    for t, s in zip(target.parameters(), source.parameters()):
+        t.mul_(momentum).add_(s.detach(), alpha=1 - momentum)
+
+
+def _batches(images: np.ndarray, cfg: dict, seed: int, desc: str):
+    """Yield (step, two augmented views in [-1, 1]) for `cfg['steps']` steps."""
+    gen = torch.Generator().manual_seed(seed)
+    for step in progress(range(cfg["steps"]), desc=desc):
+        idx = torch.randint(0, len(images), (cfg["batch_size"],), generator=gen).numpy()
+        x = torch.from_numpy(images[idx]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        yield step, random_views(x, gen), random_views(x, gen)
+
+
+def _cls(vit, x):
+    return vit(pixel_values=x).last_hidden_state[:, 0]
+
+
+def _check(loss: torch.Tensor, step: int, what: str) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{what} loss is {loss.item()} at step {step}")
+
+
+def train_dino(images: np.ndarray, cfg: dict, out_dir: str, seed: int = 0) -> dict:
+    """DINO-style self-distillation: a student matches an EMA teacher's centred, sharpened
+    output distribution on another view of the same image. No labels are used."""
+    torch.manual_seed(seed)
+    student = build_tiny_vit(images.shape[1], cfg)
+    s_head = mlp(cfg["hidden_size"], 2 * cfg["hidden_size"], cfg["out_dim"])
+    teacher, t_head = copy.deepcopy(student), copy.deepcopy(s_head)
+    for p in [*teacher.parameters(), *t_head.parameters()]:
+        p.requires_grad_(False)
+    params = [*student.parameters(), *s_head.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=0.04)
+    center = torch.zeros(cfg["out_dim"])
+    t_temp, s_temp = 0.04, 0.1
+    for step, v1, v2 in _batches(images, cfg, seed, "dino"):
+        s_out = [s_head(_cls(student, v)) / s_temp for v in (v1, v2)]
+        with torch.no_grad():
+            t_raw = [t_head(_cls(teacher, v)) for v in (v1, v2)]
+            t_out = [F.softmax((t - center) / t_temp, dim=-1) for t in t_raw]
+        loss = sum(-(t_out[i] * F.log_softmax(s_out[1 - i], dim=-1)).sum(-1).mean() for i in (0, 1)) / 2
+        _check(loss, step, "DINO")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 3.0)
+        opt.step()
+        ema_update(teacher, student, cfg["momentum"])
+        ema_update(t_head, s_head, cfg["momentum"])
+        center = 0.9 * center + 0.1 * torch.cat(t_raw).mean(0)
+    teacher.save_pretrained(out_dir)  # DINO keeps the teacher
+    log.info("dino: final loss %.4f", loss.item())
+    return {"final_loss": float(loss.item())}
+
+
+def train_moco(images: np.ndarray, cfg: dict, out_dir: str, seed: int = 0) -> dict:
+    """MoCo-v3-style contrastive learning: query (encoder + projector + predictor) against keys
+    from a momentum encoder on another view; InfoNCE over the batch, symmetrised."""
+    torch.manual_seed(seed)
+    base = build_tiny_vit(images.shape[1], cfg)
+    proj = mlp(cfg["hidden_size"], 2 * cfg["hidden_size"], cfg["out_dim"])
+    pred = mlp(cfg["out_dim"], 2 * cfg["hidden_size"], cfg["out_dim"])
+    m_base, m_proj = copy.deepcopy(base), copy.deepcopy(proj)
+    for p in [*m_base.parameters(), *m_proj.parameters()]:
+        p.requires_grad_(False)
+    params = [*base.parameters(), *proj.parameters(), *pred.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=0.1)
+    tau = cfg["temperature"]
+
+    def contrast(q, k):
+        q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
+        logits = q @ k.t() / tau
+        return F.cross_entropy(logits, torch.arange(len(q))) * 2 * tau
+
+    for step, v1, v2 in _batches(images, cfg, seed, "moco"):
+        q1, q2 = (pred(proj(_cls(base, v))) for v in (v1, v2))
+        with torch.no_grad():
+            k1, k2 = (m_proj(_cls(m_base, v)) for v in (v1, v2))
+        loss = contrast(q1, k2) + contrast(q2, k1)
+        _check(loss, step, "MoCo")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 3.0)
+        opt.step()
+        ema_update(m_base, base, cfg["momentum"])
+        ema_update(m_proj, proj, cfg["momentum"])
+    base.save_pretrained(out_dir)  # MoCo v3 keeps the base encoder
+    log.info("moco: final loss %.4f", loss.item())
+    return {"final_loss": float(loss.item())}
+
+
+def _load_moco_v3_checkpoint(spec: dict):
+    """The MoCo v3 authors' `.pth.tar` (keys `module.base_encoder.*`) into a timm ViT."""
+    import timm
+
+    path = spec["pretrained"]
+    if not looks_local(path):
+        raise MissingWeightsError(f"format moco_v3 needs a checkpoint file path, got '{path}'")
+    from pathlib import Path
+
+    if not Path(path).exists():
+        raise MissingWeightsError(
+            f"missing MoCo v3 checkpoint '{path}': download the authors' ViT-B checkpoint "
+            f"(vit-b-300ep.pth.tar) and place it there, or set config key 'components.moco.pretrained'."
+        )
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = state.get("state_dict", state)
+    prefix = "module.base_encoder."
+    state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix) and ".head" not in k}
+    model = timm.create_model(spec.get("timm_name", "vit_base_patch16_224"), pretrained=False, num_classes=0)
+    missing, _ = model.load_state_dict(state, strict=False)
+    if missing:
+        raise MissingWeightsError(f"MoCo v3 checkpoint '{path}' lacks {len(missing)} weights, e.g. {missing[:3]}")
+    return model
+
+
+def load_encoder(spec: dict, name: str, device="cpu") -> VisionEncoder:
+    """Load the vision encoder of config block `components.<name>`."""
+    fmt = spec.get("format", "transformers")
+    key = f"components.{name}.pretrained"
+    if fmt == "transformers":
+        from transformers import ViTModel
+
+        model = from_pretrained(ViTModel, spec["pretrained"], f"{name} vision encoder", key, add_pooling_layer=False)
+        kind = "transformers"
+    elif fmt == "moco_v3":
+        model, kind = _load_moco_v3_checkpoint(spec), "timm"
+    else:  # timm: a model name, weights from `pretrained` (a local file) via pretrained_cfg_overlay
+        import timm
+
+        model = timm.create_model(
+            spec["timm_name"], pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": spec["pretrained"]}
+        )
+        kind = "timm"
+    return VisionEncoder(model, kind, spec.get("input_size", 224), spec.get("mean", [0.5] * 3), spec.get("std", [0.5] * 3), device)

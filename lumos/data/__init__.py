@@ -1,0 +1,1 @@
+"""Synthetic data for the Lumos reproduction: the procedural Shapes world."""

@@ -1,0 +1,183 @@
+"""Gaussian diffusion for training: IDDPM linear schedule, epsilon + learned range.
+
+Notation (Ho et al. 2020; Nichol & Dhariwal 2021):
+
+* forward process ``q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)``;
+* posterior ``q(x_{t-1} | x_t, x_0) = N(mu_tilde, beta_tilde)`` with
+  ``mu_tilde = c1 x_0 + c2 x_t``, ``c1 = beta_t sqrt(abar_{t-1}) / (1 - abar_t)``,
+  ``c2 = (1 - abar_{t-1}) sqrt(alpha_t) / (1 - abar_t)`` and
+  ``beta_tilde = beta_t (1 - abar_{t-1}) / (1 - abar_t)``;
+* the model predicts epsilon and, with a learned sigma, a value ``v`` in
+  [-1, 1] that interpolates the log variance between ``log beta_tilde``
+  (clipped at t=0, where it is 0) and ``log beta_t``.
+
+The hybrid loss is ``L_simple + L_vb`` where ``L_vb`` is measured in bits per
+dimension, uses a stop-gradient on the predicted mean (so it only trains the
+variance) and is multiplied by ``T / 1000`` as in IDDPM.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+
+def linear_betas(num_timesteps: int) -> np.ndarray:
+    """IDDPM 'linear' schedule: 1e-4 .. 0.02 rescaled by 1000 / T (float64)."""
+    scale = 1000.0 / num_timesteps
+    return np.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=np.float64)
+
+
+def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
+    """Elementwise KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) in nats."""
+    return 0.5 * (logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2) - 1.0)
+
+
+def standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
+    """Phi(x) for the standard normal distribution."""
+    return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """Elementwise log-likelihood of data in [-1, 1] quantised into 256 bins.
+
+    Each value owns the bin ``[x - 1/255, x + 1/255]`` of a Gaussian with the
+    given mean and log standard deviation; the two edge bins extend to -inf and
+    +inf.
+    """
+    inv_std = torch.exp(-log_scale)
+    upper = standard_normal_cdf(inv_std * (x - mean + 1.0 / 255.0))
+    lower = standard_normal_cdf(inv_std * (x - mean - 1.0 / 255.0))
+    log_upper = torch.log(upper.clamp(min=1e-12))
+    log_one_minus_lower = torch.log((1.0 - lower).clamp(min=1e-12))
+    log_mid = torch.log((upper - lower).clamp(min=1e-12))
+    return torch.where(x < -0.999, log_upper, torch.where(x > 0.999, log_one_minus_lower, log_mid))
+
+
+def mean_flat(x: torch.Tensor) -> torch.Tensor:
+    """Mean over all non-batch dimensions -> (B,)."""
+    return x.mean(dim=tuple(range(1, x.ndim)))
+
+
+class GaussianDiffusion:
+    """Discrete-time diffusion with a linear beta schedule (training side).
+
+    Schedule tables are float64 numpy arrays; :meth:`_gather` reads them at the
+    timesteps of a batch and broadcasts to the data shape in its dtype.
+    """
+
+    def __init__(self, num_timesteps: int = 1000):
+        self.num_timesteps = int(num_timesteps)
+        betas = linear_betas(self.num_timesteps)
+        alphas = 1.0 - betas
+        abar = np.cumprod(alphas)
+        abar_prev = np.append(1.0, abar[:-1])
+        self.betas = betas
+        self.alphas_cumprod = abar
+        self.alphas_cumprod_prev = abar_prev
+        self.sqrt_alphas_cumprod = np.sqrt(abar)
+        self.sqrt_one_minus_alphas_cumprod = np.sqrt(1.0 - abar)
+        self.sqrt_recip_alphas_cumprod = np.sqrt(1.0 / abar)
+        self.sqrt_recipm1_alphas_cumprod = np.sqrt(1.0 / abar - 1.0)
+        self.posterior_variance = betas * (1.0 - abar_prev) / (1.0 - abar)
+        # beta_tilde_0 = 0: clip the log with the value at t=1.
+        self.posterior_log_variance_clipped = np.log(
+            np.append(self.posterior_variance[1], self.posterior_variance[1:])
+        )
+        self.posterior_mean_coef1 = betas * np.sqrt(abar_prev) / (1.0 - abar)
+        self.posterior_mean_coef2 = (1.0 - abar_prev) * np.sqrt(alphas) / (1.0 - abar)
+        self.log_betas = np.log(betas)
+
+    @staticmethod
+    def _gather(table: np.ndarray, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """table[t] as a tensor of shape (B, 1, ..., 1) in ``like``'s dtype/device."""
+        idx = t.detach().to("cpu", torch.long).numpy()
+        vals = torch.from_numpy(table[idx]).to(device=like.device, dtype=like.dtype)
+        return vals.reshape(-1, *([1] * (like.ndim - 1)))
+
+    # ----------------------------------------------------------- forward process
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Draw ``x_t ~ q(x_t | x_0)`` as ``sqrt(abar_t) x0 + sqrt(1 - abar_t) noise``."""
+        if noise is None:
+            noise = torch.randn_like(x0)
+        return (
+            self._gather(self.sqrt_alphas_cumprod, t, x0) * x0
+            + self._gather(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise
+        )
+
+    def q_posterior_mean_variance(self, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor):
+        """Mean, variance and clipped log-variance of ``q(x_{t-1} | x_t, x_0)``."""
+        mean = self._gather(self.posterior_mean_coef1, t, xt) * x0 + self._gather(self.posterior_mean_coef2, t, xt) * xt
+        var = self._gather(self.posterior_variance, t, xt).expand_as(xt)
+        log_var = self._gather(self.posterior_log_variance_clipped, t, xt).expand_as(xt)
+        return mean, var, log_var
+
+    # ------------------------------------------------------------ reverse process
+
+    def predict_x0_from_eps(self, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Invert the forward process: ``x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar)``."""
+        return self._gather(self.sqrt_recip_alphas_cumprod, t, xt) * xt - self._gather(
+            self.sqrt_recipm1_alphas_cumprod, t, xt
+        ) * eps
+
+    def learned_range_log_variance(self, v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``frac * log beta_t + (1 - frac) * log beta_tilde_t`` with ``frac = (v + 1) / 2``."""
+        frac = (v + 1.0) / 2.0
+        min_log = self._gather(self.posterior_log_variance_clipped, t, v)
+        max_log = self._gather(self.log_betas, t, v)
+        return frac * max_log + (1.0 - frac) * min_log
+
+    def p_mean_variance(self, model_output: torch.Tensor, xt: torch.Tensor, t: torch.Tensor):
+        """Mean and log-variance of ``p(x_{t-1} | x_t)`` from a (2C)-channel output."""
+        eps, v = model_output.split(xt.shape[1], dim=1)
+        log_var = self.learned_range_log_variance(v, t)
+        x0 = self.predict_x0_from_eps(xt, t, eps)
+        mean, _, _ = self.q_posterior_mean_variance(x0, xt, t)
+        return mean, log_var
+
+    # -------------------------------------------------------------------- losses
+
+    def vb_terms_bpd(self, model_output, x_start, xt, t) -> torch.Tensor:
+        """Per-sample variational-bound term in bits/dim: KL for t>0, decoder NLL at t=0."""
+        true_mean, _, true_log_var = self.q_posterior_mean_variance(x_start, xt, t)
+        mean, log_var = self.p_mean_variance(model_output, xt, t)
+        kl = mean_flat(normal_kl(true_mean, true_log_var, mean, log_var)) / math.log(2.0)
+        nll = -mean_flat(discretized_gaussian_log_likelihood(x_start, mean, 0.5 * log_var)) / math.log(2.0)
+        return torch.where(t.to(kl.device) == 0, nll, kl)
+
+    def training_losses(self, model, x_start: torch.Tensor, t: torch.Tensor, model_kwargs=None, noise=None) -> dict:
+        """Hybrid IDDPM loss for one batch.
+
+        Returns a dict of per-sample (B,) tensors: ``mse`` (epsilon MSE, mean
+        over non-batch dims), ``vb`` (learned-sigma bound term times T/1000,
+        zeros when the model does not learn sigma) and ``loss = mse + vb``.
+        """
+        model_kwargs = model_kwargs or {}
+        if noise is None:
+            noise = torch.randn_like(x_start)
+        xt = self.q_sample(x_start, t, noise)
+        out = model(xt, t, **model_kwargs)
+        c = x_start.shape[1]
+        if out.shape[1] == 2 * c:
+            eps, v = out.split(c, dim=1)
+            frozen = torch.cat([eps.detach(), v], dim=1)  # the bound only trains the variance
+            vb = self.vb_terms_bpd(frozen, x_start, xt, t) * (self.num_timesteps / 1000.0)
+        elif out.shape[1] == c:
+            eps = out
+            vb = torch.zeros(x_start.shape[0], device=x_start.device, dtype=out.dtype)
+        else:
+            raise ValueError(f"model output has {out.shape[1]} channels, expected {c} or {2 * c}")
+        mse = mean_flat((noise - eps) ** 2)
+        return {"loss": mse + vb, "mse": mse, "vb": vb}
+
+    def sample_timesteps(self, batch: int, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
+        """Uniform training timesteps in [0, T) of shape (batch,).
+
+        Drawn on the generator's device (if given) and moved to ``device``.
+        """
+        gen_device = generator.device if generator is not None else device
+        t = torch.randint(0, self.num_timesteps, (batch,), generator=generator, device=gen_device)
+        return t.to(device)

@@ -1,0 +1,95 @@
+"""Feature caching: VAE latents and vision-encoder tokens, extracted once per split.
+
+Training and sampling read these shards; no VAE or encoder runs in the training loop.
+A split's features folder mirrors its image shards::
+
+    results/features/pool/shard-00000.npz   latents (n, C, h, w) fp16, dino_cls (n, D), moco_cls, ...
+    results/features/pool/index.json
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lumos.data.shards import read_images
+from lumos.utils import log, progress
+
+
+def extract_features(split_dir: str, out_dir: str, components: dict, encoders: list[str],
+                     batch_size: int, patch_tokens: bool = False, device="cpu") -> dict:
+    """Encode every image of `split_dir` with the VAE and each named encoder; write shards."""
+    from lumos.components.encoders import load_encoder
+    from lumos.components.vae import load_vae
+
+    codec = load_vae(components["vae"], device)
+    encs = {name: load_encoder(components[name], name, device) for name in encoders}
+    index = json.loads((Path(split_dir) / "index.json").read_text())
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for k, shard in enumerate(index["shards"]):
+        with np.load(Path(split_dir) / shard) as z:
+            images = z["images"]
+        arrays: dict[str, list] = {}
+        for start in progress(range(0, len(images), batch_size), desc=f"features {shard}"):
+            batch = images[start : start + batch_size]
+            arrays.setdefault("latents", []).append(codec.encode(batch).cpu().half().numpy())
+            for name, enc in encs.items():
+                cls, patch = enc(batch)
+                arrays.setdefault(f"{name}_cls", []).append(cls.cpu().half().numpy())
+                if patch_tokens:
+                    arrays.setdefault(f"{name}_patch", []).append(patch.cpu().half().numpy())
+        name = f"shard-{k:05d}.npz"
+        np.savez(out / name, **{key: np.concatenate(v) for key, v in arrays.items()})
+        shards.append(name)
+    meta = {"n": index["n"], "shards": shards, "encoders": encoders, "patch_tokens": patch_tokens,
+            "latent_shape": list(arrays["latents"][0].shape[1:])}
+    (out / "index.json").write_text(json.dumps(meta, indent=1))
+    log.info("features of %s: %s", split_dir, meta)
+    return meta
+
+
+def read_features(features_dir: str, keys: list[str], limit: int | None = None) -> dict[str, np.ndarray]:
+    """Concatenate the named arrays over a features folder's shards (float32)."""
+    path = Path(features_dir) / "index.json"
+    if not path.exists():
+        raise FileNotFoundError(f"missing feature index {path}: run the `features` rule for this split")
+    index = json.loads(path.read_text())
+    parts: dict[str, list] = {k: [] for k in keys}
+    for shard in index["shards"]:
+        with np.load(Path(features_dir) / shard) as z:
+            for k in keys:
+                if k not in z.files:
+                    raise KeyError(f"feature '{k}' not in {Path(features_dir) / shard} (has {z.files})")
+                parts[k].append(z[k].astype(np.float32))
+    out = {k: np.concatenate(v) for k, v in parts.items()}
+    return {k: v[:limit] for k, v in out.items()} if limit else out
+
+
+def condition_tokens(features: dict[str, np.ndarray], encoder: str, tokens: str, injection: str):
+    """Condition tokens (n, L, D) and mask (n, L) for a run.
+
+    cls: the encoder's CLS token; patch: its patch tokens; cls_patch: both. Cross-attention runs
+    use L2-normalised tokens (as Lumos normalises the DINO CLS); adaLN (RCG) runs pass the raw
+    global vector, which the model standardises per sample.
+    """
+    parts = []
+    if tokens in ("cls", "cls_patch"):
+        parts.append(features[f"{encoder}_cls"][:, None])
+    if tokens in ("patch", "cls_patch"):
+        parts.append(features[f"{encoder}_patch"])
+    cond = torch.from_numpy(np.concatenate(parts, axis=1))
+    if injection == "cross_attn":
+        cond = torch.nn.functional.normalize(cond, dim=-1)
+    mask = torch.ones(cond.shape[:2], dtype=torch.bool)
+    return cond, mask
+
+
+def feature_keys(encoder: str, tokens: str) -> list[str]:
+    """The feature arrays a run with this encoder and token set needs (besides latents)."""
+    keys = [f"{encoder}_cls"] if tokens in ("cls", "cls_patch") else []
+    return keys + ([f"{encoder}_patch"] if tokens in ("patch", "cls_patch") else [])

@@ -1,0 +1,54 @@
+"""I2I pretraining: a Lumos DiT conditioned on vision-encoder features of the image itself.
+
+Lumos-I2I: DINO(-style) CLS token, L2-normalised, read through cross-attention (eq. 1).
+RCG-style: MoCo(-style) global vector, standardised, added to the timestep embedding (adaLN).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lumos.features import condition_tokens, feature_keys, read_features
+from lumos.utils import log
+
+
+def build_model(model_cfg: dict, run: dict, latent_shape, cond_dim: int, n_tokens: int):
+    """A fresh LumosDiT for a run (`pretrain.runs.<name>`) on latents of `latent_shape` (C, h, w)."""
+    from lumos.models import LumosDiT
+
+    c, h, w = latent_shape
+    if h != w:
+        raise ValueError(f"square latents expected, got {latent_shape}")
+    return LumosDiT.from_size(
+        model_cfg["size"],
+        sample_size=h,
+        in_channels=c,
+        learn_sigma=model_cfg.get("learn_sigma", True),
+        injection=run["injection"],
+        cond_dim=cond_dim,
+        max_cond_tokens=n_tokens,
+        cond_dropout=model_cfg.get("cond_dropout", 0.1),
+    )
+
+
+def load_run_data(features_dir: str, run: dict):
+    """Latents (n, C, h, w) and the run's condition tokens and mask from cached features."""
+    tokens = run.get("tokens", "cls")
+    feats = read_features(features_dir, ["latents", *feature_keys(run["encoder"], tokens)])
+    cond, mask = condition_tokens(feats, run["encoder"], tokens, run["injection"])
+    return torch.from_numpy(feats["latents"]), cond, mask
+
+
+def pretrain(features_dir: str, run: dict, model_cfg: dict, train_cfg: dict, out_dir: str, state_dir: str,
+             seed: int, device, stop_after: int | None = None) -> dict:
+    """Train one I2I run from cached pool features; see `lumos.train.train_diffusion`."""
+    from lumos.train import train_diffusion
+
+    latents, cond, mask = load_run_data(features_dir, run)
+    torch.manual_seed(seed)
+    model = build_model(model_cfg, run, latents.shape[1:], cond.shape[-1], cond.shape[1])
+    log.info("model %s: %.2fM parameters, %d training latents of shape %s, condition %s",
+             model_cfg["size"], sum(p.numel() for p in model.parameters()) / 1e6, len(latents),
+             tuple(latents.shape[1:]), tuple(cond.shape[1:]))
+    return train_diffusion(model, latents, cond, mask, train_cfg, out_dir, state_dir, seed=seed,
+                           device=device, stop_after=stop_after)

@@ -1,0 +1,63 @@
+"""Generating images: one sample per eval image, conditioned on that image's cached features.
+
+Samples are written as PNGs to a work folder outside the declared output first, so a killed job
+resumes where it stopped (finished batches are not regenerated); the folder is moved into place
+when all are done.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from lumos.utils import log, progress
+
+
+def load_model(model_dir: str | None, fresh_from=None):
+    """A trained LumosDiT from `model_dir`, or `fresh_from()` (an untrained model: the ceiling row)."""
+    from lumos.components.loading import from_pretrained
+    from lumos.models import LumosDiT
+
+    if model_dir is None:
+        return fresh_from()
+    return from_pretrained(LumosDiT, model_dir, "trained DiT", "pretrain (rerun the pretrain rule)")
+
+
+def generate(model, codec, cond: torch.Tensor, cond_mask: torch.Tensor, latent_shape, out_dir: str, work_dir: str,
+             sample_cfg: dict, seed: int, device="cpu") -> int:
+    """Sample `len(cond)` images (batch by batch, each batch seeded by its start index) as PNGs."""
+    from lumos.diffusion.sampling import sample
+
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    model = model.to(device).eval()
+    n, bs = len(cond), sample_cfg.get("batch_size", 250)
+    for start in progress(range(0, n, bs), desc="sample"):
+        stop = min(start + bs, n)
+        if all((work / f"{i:06d}.png").exists() for i in range(start, stop)):
+            continue
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + start)
+        lat = sample(model, (stop - start, *latent_shape), cond[start:stop].to(device), cond_mask[start:stop].to(device),
+                     sampler=sample_cfg["sampler"], num_steps=sample_cfg["steps"],
+                     guidance_scale=sample_cfg["guidance_scale"], generator=gen, device=device)
+        for i, img in zip(range(start, stop), codec.decode(lat)):
+            Image.fromarray(img).save(work / f"{i:06d}.png")
+    out = Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(work), str(out))
+    log.info("wrote %d samples to %s", n, out)
+    return n
+
+
+def read_pngs(folder: str, limit: int | None = None) -> np.ndarray:
+    """The PNGs of a sample folder, in name order, as (n, H, W, 3) uint8."""
+    files = sorted(Path(folder).glob("*.png"))[:limit]
+    if not files:
+        raise FileNotFoundError(f"no PNG samples in {folder}")
+    return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])

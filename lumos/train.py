@@ -1,0 +1,234 @@
+"""Diffusion training on cached features, with accelerate.
+
+One loop serves I2I pretraining (and later the fine-tunes): AdamW with linear warm-up then a
+constant learning rate, EMA of the weights (with warm-up), gradient clipping and accumulation,
+mixed precision on GPUs, checkpoints every `checkpoint_every` steps and resume after a kill.
+
+Resumable state lives in `state_dir`, *outside* the rule's declared outputs (Snakemake deletes
+those before a job runs): `state_dir/checkpoint-<step>/` holds accelerate's state (model,
+optimiser, scheduler, RNG) plus the EMA and the data sampler; `state_dir/loss.csv` the curve.
+The declared outputs are written only when training finishes.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import torch
+
+from lumos.utils import log, progress
+
+
+class BatchSampler:
+    """Random batches from a seeded generator whose state is checkpointed (the data position)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size = n, batch_size
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def next(self):
+        idx = torch.randint(0, self.n, (self.batch_size,), generator=self.gen)
+        return idx, self.gen
+
+    def state_dict(self):
+        return {"gen": self.gen.get_state()}
+
+    def load_state_dict(self, state):
+        self.gen.set_state(state["gen"])
+
+
+class EMA(torch.nn.Module):
+    """Exponential moving average of a model's parameters, with optional warm-up:
+    decay_n = min(decay, (1 + n) / (10 + n)), so a short run's EMA is not stuck near the init."""
+
+    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool):
+        super().__init__()
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay, self.warmup = decay, warmup
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module):
+        n = int(self.num_updates)
+        d = min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
+        for e, p in zip(self.model.parameters(), model.parameters()):
+            e.lerp_(p.detach().to(e.dtype), 1 - d)
+        for e, b in zip(self.model.buffers(), model.buffers()):
+            e.copy_(b)
+        self.num_updates += 1
+
+
+def latest_checkpoint(state_dir: Path) -> Path | None:
+    """The newest complete checkpoint folder (one with a DONE marker), if any."""
+    done = [p for p in state_dir.glob("checkpoint-*") if (p / "DONE").exists()]
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+class _StopRequested(Exception):
+    pass
+
+
+def train_diffusion(model, latents: torch.Tensor, cond: torch.Tensor | None, cond_mask: torch.Tensor | None,
+                    cfg: dict, out_dir: str, state_dir: str, seed: int = 0, device: str = "cpu",
+                    stop_after: int | None = None) -> dict:
+    """Train `model` to denoise `latents` given `cond`; save EMA and raw weights to `out_dir`.
+
+    `stop_after` ends this invocation after that many steps (after checkpointing), as a kill
+    would; a later call with the same `state_dir` resumes. SIGUSR1/SIGTERM do the same.
+    Returns a summary (steps, final loss, images/s).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from lumos.diffusion.gaussian import GaussianDiffusion
+
+    state, out = Path(state_dir), Path(out_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    accel = Accelerator(
+        mixed_precision=cfg.get("mixed_precision", "no"),
+        gradient_accumulation_steps=cfg.get("grad_accum", 1),
+        cpu=str(device) == "cpu",
+    )
+    set_seed(seed)
+    if cfg.get("gradient_checkpointing"):
+        model.enable_gradient_checkpointing()
+    diffusion = GaussianDiffusion()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0))
+    warmup = cfg.get("warmup_steps", 0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    ema = EMA(model, cfg.get("ema_decay", 0.9999), cfg.get("ema_warmup", True))
+    model, opt, sched = accel.prepare(model, opt, sched)
+    ema.to(accel.device)
+    sampler = BatchSampler(len(latents), cfg["batch_size"], seed + accel.process_index)
+    accel.register_for_checkpointing(ema, sampler)
+
+    step = 0
+    last = latest_checkpoint(state)
+    if last is not None:
+        accel.load_state(str(last))
+        step = int(last.name.split("-")[1])
+        log.info("resuming from %s at step %d", last, step)
+    curve_path = state / "loss.csv"
+    rows = []
+    if curve_path.exists():  # keep the curve up to the resumed step only
+        with open(curve_path) as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+
+    stop = {"flag": False}
+
+    def request_stop(signum, _frame):
+        log.warning("signal %d: checkpointing at the next step and exiting", signum)
+        stop["flag"] = True
+
+    old_handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGUSR1, signal.SIGTERM)}
+
+    def checkpoint(at: int):
+        """Every process saves its part (RNG states are per process); rank 0 marks it complete."""
+        path = state / f"checkpoint-{at}"
+        accel.save_state(str(path))
+        accel.wait_for_everyone()
+        if accel.is_main_process:
+            (path / "DONE").write_text(str(at))
+            for old in sorted(state.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[:-2]:
+                shutil.rmtree(old, ignore_errors=True)
+            _write_rows(rows, curve_path)
+        accel.wait_for_everyone()
+
+    total, every = cfg["steps"], cfg.get("checkpoint_every", 1000)
+    log_every = cfg.get("log_every", 50)
+    bar = progress(range(step, total), initial=step, total=total, desc="train", disable=not accel.is_main_process)
+    t0, seen, ran = time.time(), 0, 0
+    latents = latents.to(accel.device)
+    cond = cond.to(accel.device) if cond is not None else None
+    cond_mask = cond_mask.to(accel.device) if cond_mask is not None else None
+    try:
+        for step in bar:
+            with accel.accumulate(model):
+                idx, gen = sampler.next()
+                x0 = latents[idx]
+                t = torch.randint(0, diffusion.num_timesteps, (len(idx),), generator=gen).to(accel.device)
+                noise = torch.randn(x0.shape, generator=gen).to(accel.device)
+                kwargs = {}
+                if cond is not None:
+                    kwargs = {"cond": cond[idx], "cond_mask": cond_mask[idx] if cond_mask is not None else None}
+                with accel.autocast():
+                    losses = diffusion.training_losses(model, x0, t, model_kwargs=kwargs, noise=noise)
+                loss = losses["loss"].mean()
+                if not torch.isfinite(loss):
+                    good = latest_checkpoint(state)
+                    raise FloatingPointError(
+                        f"loss is {loss.item()} at step {step}; stopping. Last good checkpoint: "
+                        f"{good if good else 'none yet'}. Lower pretrain.train.lr or check the features."
+                    )
+                accel.backward(loss)
+                if accel.sync_gradients and cfg.get("grad_clip"):
+                    accel.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+            if accel.sync_gradients:
+                ema.update(accel.unwrap_model(model))
+            seen += len(idx) * accel.num_processes
+            ran += 1
+            if step % log_every == 0 or step == total - 1:
+                row = {"step": step + 1, "loss": f"{loss.item():.6f}", "mse": f"{losses['mse'].mean().item():.6f}",
+                       "vb": f"{losses['vb'].mean().item():.6f}", "lr": f"{sched.get_last_lr()[0]:.3e}"}
+                rows.append(row)
+                bar.set_postfix(loss=row["loss"])
+                log.info("step %d loss %s mse %s", step + 1, row["loss"], row["mse"])
+            done = step + 1
+            if done % every == 0 or done == total or stop["flag"] or (stop_after and ran >= stop_after):
+                checkpoint(done)
+            if done < total and (stop["flag"] or (stop_after and ran >= stop_after)):
+                raise _StopRequested(done)
+    except _StopRequested as s:
+        log.warning("stopped at step %s after a stop request; rerun to resume", s.args[0])
+        return {"stopped_at": int(s.args[0])}
+    finally:
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+
+    elapsed = time.time() - t0
+    summary = {"steps": total, "resumed_from": step + 1 - ran, "final_loss": float(rows[-1]["loss"]) if rows else math.nan,
+               "images_per_s": seen / max(elapsed, 1e-9), "seconds": elapsed}
+    if accel.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        ema.model.save_pretrained(out / "model")
+        accel.unwrap_model(model).save_pretrained(out / "model_raw")
+        _write_rows(rows, out / "loss.csv")
+        (out / "train_summary.json").write_text(json.dumps(summary, indent=1))
+        plot_loss(rows, out / "loss.png")
+    return summary
+
+
+def _write_rows(rows, path):
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["step", "loss", "mse", "vb", "lr"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def plot_loss(rows: list[dict], path) -> None:
+    """A loss-curve PNG (log scale) from the logged rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
+    ax.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows], label="loss (mse + vb)")
+    ax.plot([int(r["step"]) for r in rows], [float(r["mse"]) for r in rows], label="mse", alpha=0.7)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

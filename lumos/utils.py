@@ -1,0 +1,57 @@
+"""Small shared helpers: devices, threads, seeds, logging and progress bars."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+
+import numpy as np
+
+log = logging.getLogger("lumos")
+
+
+def setup_logging(verbose: bool = True) -> None:
+    """Log lines with a timestamp to stderr (rules redirect it to their `log:` file)."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def setup_torch(threads: int | None = None, seed: int | None = None):
+    """Set torch's CPU thread count and all seeds; return torch."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    if seed is not None:
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+    return torch
+
+
+def resolve_device(name: str = "auto"):
+    """'auto' -> cuda when available, else cpu. 'cuda' without a GPU is a clear error."""
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("config asks for device 'cuda' but no CUDA device is visible")
+    return torch.device(name)
+
+
+def progress(iterable=None, **kwargs):
+    """A tqdm bar that stays readable in a log file (fewer refreshes when not a terminal)."""
+    from tqdm.auto import tqdm
+
+    if not sys.stderr.isatty():
+        kwargs.setdefault("mininterval", 10.0)
+    kwargs.setdefault("dynamic_ncols", True)
+    kwargs.setdefault("disable", os.environ.get("LUMOS_NO_PROGRESS") == "1")
+    return tqdm(iterable, **kwargs)

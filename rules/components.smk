@@ -1,0 +1,23 @@
+# Components: at tiny/smoke scale the DAG trains the VAE, the DINO- and MoCo-style encoders and
+# the FID classifier, and saves them in Hugging Face format where the loaders expect them.
+
+
+def component_data(wildcards):
+    return "results/data/" + ("classifier" if wildcards.component == "fid_net" else "pool")
+
+
+rule train_component:
+    input:
+        component_data,
+    output:
+        directory("results/components/{component}"),
+    params:
+        cfg=lambda wc: as_json(spec=config["components"][wc.component]),
+    threads: 1
+    log:
+        "results/logs/components/{component}.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "{LUMOS} train-component --component {wildcards.component} --threads {threads}"
+        " --cfg {params.cfg:q} --data {input} --out {output} > {log} 2>&1"

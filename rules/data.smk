@@ -1,0 +1,14 @@
+# Data: one folder of image shards + ground truth per split (Shapes world or curated folders).
+
+
+rule data_split:
+    output:
+        directory("results/data/{split}"),
+    params:
+        cfg=lambda wc: as_json(data=config["data"]),
+    log:
+        "results/logs/data/{split}.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "{LUMOS} data --split {wildcards.split} --cfg {params.cfg:q} --out {output} > {log} 2>&1"

@@ -1,0 +1,28 @@
+# I2I pretraining. Resumable state lives in results/state/ (not a declared output, so
+# Snakemake does not delete it): a killed run continues from its last checkpoint.
+
+
+rule pretrain:
+    input:
+        "results/features/pool",
+    output:
+        model=directory("results/pretrain/{run}/model"),
+        raw=directory("results/pretrain/{run}/model_raw"),
+        curve="results/pretrain/{run}/loss.csv",
+        plot="results/pretrain/{run}/loss.png",
+        summary="results/pretrain/{run}/train_summary.json",
+    params:
+        cfg=lambda wc: as_json(
+            run=config["pretrain"]["runs"][wc.run],
+            model=config["pretrain"]["model"],
+            train=config["pretrain"]["train"],
+        ),
+        state="results/state/pretrain/{run}",
+    threads: 1
+    log:
+        "results/logs/pretrain/{run}.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "{LUMOS} pretrain --threads {threads} --cfg {params.cfg:q} --features {input}"
+        " --out results/pretrain/{wildcards.run} --state {params.state} > {log} 2>&1"
