@@ -11,6 +11,10 @@ sys.path.insert(0, workflow.basedir)
 from lumos.config import ConfigError, validate_config  # noqa: E402
 
 
+envvars:
+    "PATH",
+
+
 configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
@@ -19,8 +23,9 @@ try:
 except ConfigError as err:
     raise WorkflowError(str(err))
 
-# Rules call the package through its CLI, with the Python that runs Snakemake.
-LUMOS = f"{sys.executable} -m lumos"
+# Rules call the package through its `lumos` CLI, installed beside the Python running Snakemake
+# (also when that environment is not activated).
+os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 RUNS = sorted(config["pretrain"]["runs"])
 EVAL_SPLITS = config["eval"]["splits"]
 TRAINED_COMPONENTS = sorted(
@@ -72,3 +77,13 @@ def fid_config():
 
 def fid_inputs():
     return trained("fid_net") if config["eval"]["fid_extractor"] == "fid_net" else []
+
+
+def component_data(wildcards):
+    """The split a component trains on: labelled images for the FID net, the pool otherwise."""
+    return "results/data/" + ("classifier" if wildcards.component == "fid_net" else "pool")
+
+
+def sample_model(wildcards):
+    """The trained model a sample job reads; none for the untrained ceiling."""
+    return [] if wildcards.run == "untrained" else f"results/pretrain/{wildcards.run}/model"

@@ -2,10 +2,6 @@
 # the FID classifier, and saves them in Hugging Face format where the loaders expect them.
 
 
-def component_data(wildcards):
-    return "results/data/" + ("classifier" if wildcards.component == "fid_net" else "pool")
-
-
 rule train_component:
     input:
         component_data,
@@ -19,5 +15,5 @@ rule train_component:
     conda:
         "../envs/lumos.yaml"
     shell:
-        "{LUMOS} train-component --component {wildcards.component} --threads {threads}"
+        "lumos train-component --component {wildcards.component} --threads {threads}"
         " --cfg {params.cfg:q} --data {input} --out {output} > {log} 2>&1"

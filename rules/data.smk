@@ -11,4 +11,4 @@ rule data_split:
     conda:
         "../envs/lumos.yaml"
     shell:
-        "{LUMOS} data --split {wildcards.split} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+        "lumos data --split {wildcards.split} --cfg {params.cfg:q} --out {output} > {log} 2>&1"

@@ -1,10 +1,6 @@
 # Evaluation: sample one image per eval image, then FID against the split's statistics.
 
 
-def sample_model(wildcards):
-    return [] if wildcards.run == "untrained" else f"results/pretrain/{wildcards.run}/model"
-
-
 rule sample:
     input:
         features="results/features/{split}",
@@ -28,7 +24,7 @@ rule sample:
     conda:
         "../envs/lumos.yaml"
     shell:
-        "{LUMOS} sample --threads {threads} --cfg {params.cfg:q} --run {wildcards.run}"
+        "lumos sample --threads {threads} --cfg {params.cfg:q} --run {wildcards.run}"
         " --features {input.features} --model {params.model} --out {output}"
         " --work {params.work} > {log} 2>&1"
 
@@ -47,7 +43,7 @@ rule fid_reference:
     conda:
         "../envs/lumos.yaml"
     shell:
-        "{LUMOS} fid-reference --threads {threads} --cfg {params.cfg:q} --data {input.data}"
+        "lumos fid-reference --threads {threads} --cfg {params.cfg:q} --data {input.data}"
         " --out {output} > {log} 2>&1"
 
 
@@ -66,7 +62,7 @@ rule fid:
     conda:
         "../envs/lumos.yaml"
     shell:
-        "{LUMOS} fid --threads {threads} --cfg {params.cfg:q} --run {wildcards.run}"
+        "lumos fid --threads {threads} --cfg {params.cfg:q} --run {wildcards.run}"
         " --split {wildcards.split} --samples {input.samples} --reference {input.reference}"
         " --out {output} > {log} 2>&1"
 
@@ -86,5 +82,5 @@ rule fid_real:
     conda:
         "../envs/lumos.yaml"
     shell:
-        "{LUMOS} fid --threads {threads} --cfg {params.cfg:q} --run real --split {wildcards.split}"
+        "lumos fid --threads {threads} --cfg {params.cfg:q} --run real --split {wildcards.split}"
         " --data {input.data} --reference {input.reference} --out {output} > {log} 2>&1"

@@ -19,5 +19,5 @@ rule features:
     conda:
         "../envs/lumos.yaml"
     shell:
-        "{LUMOS} features --threads {threads} --cfg {params.cfg:q} --data {input.data}"
+        "lumos features --threads {threads} --cfg {params.cfg:q} --data {input.data}"
         " --out {output} > {log} 2>&1"

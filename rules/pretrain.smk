@@ -24,5 +24,5 @@ rule pretrain:
     conda:
         "../envs/lumos.yaml"
     shell:
-        "{LUMOS} pretrain --threads {threads} --cfg {params.cfg:q} --features {input}"
+        "lumos pretrain --threads {threads} --cfg {params.cfg:q} --features {input}"
         " --out results/pretrain/{wildcards.run} --state {params.state} > {log} 2>&1"

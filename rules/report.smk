@@ -22,6 +22,6 @@ rule table1:
     conda:
         "../envs/lumos.yaml"
     shell:
-        "{LUMOS} table1 --cfg {params.cfg:q} --fid {input.fid} --csv {output.csv} --md {output.md}"
+        "lumos table1 --cfg {params.cfg:q} --fid {input.fid} --csv {output.csv} --md {output.md}"
         " --grid {output.grid} --grid-data {input.grid_data}"
         " --grid-samples Lumos-I2I={input.lumos} RCG={input.rcg} > {log} 2>&1"

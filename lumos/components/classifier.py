@@ -37,6 +37,13 @@ def scene_targets(records: list[dict], max_objects: int = 4):
     return multi, count, background
 
 
+def pair_count() -> int:
+    """Number of (shape, colour) pairs: the last block of the multi-hot target."""
+    from lumos.data.shapes import COLOURS, SHAPES
+
+    return len(SHAPES) * len(COLOURS)
+
+
 class ShapesClassifier(ModelMixin, ConfigMixin):
     """Three conv stages and global pooling -> `feature_dim` features -> attribute heads."""
 
@@ -96,13 +103,21 @@ def train_fid_net(images: np.ndarray, records: list[dict], cfg: dict, out_dir: s
         loss.backward()
         opt.step()
         sched.step()
+        if step % 100 == 0:
+            log.info("fid_net step %d loss %.4f", step, loss.item())
     net.eval()
     with torch.no_grad():
         out = net(x_all[:n_val])
-        exact = ((out["multi"] > 0) == (y["multi"][:n_val] > 0.5)).all(1).float().mean().item()
-        count_acc = (out["count"].argmax(1) == y["count"][:n_val]).float().mean().item()
+        hits = (out["multi"] > 0) == (y["multi"][:n_val] > 0.5)
+        pairs = slice(multi.shape[1] - pair_count(), None)  # the (shape, colour) pair bits
+        metrics = {
+            "val_attribute_bit_accuracy": hits.float().mean().item(),
+            "val_object_set_exact": hits[:, pairs].all(1).float().mean().item(),
+            "val_count_accuracy": (out["count"].argmax(1) == y["count"][:n_val]).float().mean().item(),
+            "val_background_accuracy": (out["background"].argmax(1) == y["background"][:n_val]).float().mean().item(),
+            "n_val": n_val,
+        }
     net.save_pretrained(out_dir)
-    metrics = {"val_exact_match_attributes": exact, "val_count_accuracy": count_acc, "n_val": n_val}
     log.info("fid_net: %s", metrics)
     return metrics
 

@@ -36,6 +36,7 @@ def build_tiny_vae(image_size: int, latent_channels: int, block_out_channels) ->
         latent_channels=latent_channels,
         norm_num_groups=min(8, min(block_out_channels)),
         sample_size=image_size,
+        mid_block_add_attention=False,  # at 8x8 latents attention adds cost, not quality
     )
 
 

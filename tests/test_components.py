@@ -1,0 +1,144 @@
+"""Pretrained-component path: train tiny components, save in HF format, load through the
+same loaders the paper preset uses; missing weights and bad images give clear errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lumos.components.loading import MissingWeightsError
+
+ENC = {"steps": 3, "batch_size": 8, "lr": 1e-3, "hidden_size": 32, "layers": 1, "heads": 2, "patch_size": 8,
+       "out_dim": 16, "momentum": 0.9, "temperature": 0.2}
+
+
+def test_vae_train_save_load_round_trip(small_split, tmp_path):
+    from lumos.components.vae import load_vae, train_vae
+
+    _, images, _ = small_split
+    cfg = {"steps": 3, "batch_size": 8, "lr": 1e-3, "kl_weight": 1e-6, "latent_channels": 4, "block_out_channels": [8, 16]}
+    metrics = train_vae(images, cfg, str(tmp_path / "vae"))
+    assert (tmp_path / "vae" / "config.json").exists()
+    codec = load_vae({"pretrained": str(tmp_path / "vae")})
+    assert codec.scale == pytest.approx(metrics["scaling_factor"])
+    lat = codec.encode(images[:4])
+    assert lat.shape == (4, 4, 16, 16)  # two blocks: one 2x downsampling
+    # the scaling factor makes training latents roughly unit-variance (tolerance: factor 2)
+    assert 0.5 < float(codec.encode(images[:64]).std()) < 2.0
+    out = codec.decode(lat)
+    assert out.shape == (4, 32, 32, 3) and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("kind", ["dino", "moco"])
+def test_encoder_train_and_load_gives_cls_and_patch_tokens(small_split, tmp_path, kind):
+    from lumos.components import encoders
+
+    _, images, _ = small_split
+    train = encoders.train_dino if kind == "dino" else encoders.train_moco
+    metrics = train(images, ENC, str(tmp_path / kind))
+    assert np.isfinite(metrics["final_loss"])
+    enc = encoders.load_encoder({"pretrained": str(tmp_path / kind), "input_size": 32}, kind)
+    cls, patch = enc(images[:5])
+    assert cls.shape == (5, 32) and patch.shape == (5, 16, 32)  # 32/8 = 4x4 patches
+    cls2, _ = enc(images[:5])
+    assert torch.equal(cls, cls2)  # eval mode, deterministic
+
+
+def test_encoder_preprocess_resizes_and_center_crops():
+    from lumos.components.encoders import VisionEncoder
+
+    enc = VisionEncoder(torch.nn.Identity(), "timm", 16, [0.5] * 3, [0.5] * 3)
+    x = enc.preprocess(np.full((2, 40, 64, 3), 255, np.uint8))
+    assert x.shape == (2, 3, 16, 16)
+    assert torch.allclose(x, torch.ones_like(x), atol=1e-4)  # white -> +1 after normalisation
+
+
+def test_random_views_are_crops_of_the_input():
+    from lumos.components.encoders import random_views
+
+    x = torch.rand(4, 3, 16, 16)
+    full = random_views(x, torch.Generator().manual_seed(0), scale=(1.0, 1.0))
+    # a full-area crop is the image or its mirror
+    for a, b in zip(full, x):
+        assert torch.allclose(a, b, atol=1e-5) or torch.allclose(a, b.flip(-1), atol=1e-5)
+
+
+def test_fid_net_trains_saves_and_extracts_features(small_split, tmp_path):
+    from lumos.components.classifier import CleanFIDExtractor, load_fid_net, train_fid_net
+
+    _, images, records = small_split
+    train_fid_net(images, records, {"steps": 3, "batch_size": 16, "lr": 1e-3, "width": 4, "feature_dim": 8},
+                  str(tmp_path / "fid_net"))
+    net = load_fid_net({"pretrained": str(tmp_path / "fid_net")})
+    feats = CleanFIDExtractor(net)(torch.from_numpy(images[:3]).permute(0, 3, 1, 2).float())
+    assert feats.shape == (3, 8)
+
+
+def test_scene_targets_match_ground_truth(small_split):
+    from lumos.components.classifier import scene_targets
+    from lumos.data.shapes import COLOURS, SHAPES
+
+    _, _, records = small_split
+    multi, count, _ = scene_targets(records)
+    for row, c, rec in zip(multi, count, records):
+        objs = rec["scene"]["objects"]
+        assert c == len(objs) - 1
+        shapes = {SHAPES[i] for i in np.flatnonzero(row[: len(SHAPES)])}
+        colours = {list(COLOURS)[i] for i in np.flatnonzero(row[len(SHAPES) : len(SHAPES) + len(COLOURS)])}
+        assert shapes == {o["shape"] for o in objs}
+        assert colours == {o["colour"] for o in objs}
+
+
+def test_missing_local_weights_name_the_path_and_key(tmp_path):
+    from lumos.components.encoders import load_encoder
+    from lumos.components.vae import load_vae
+
+    with pytest.raises(MissingWeightsError, match=r"missing VAE: '.*nowhere/vae'.*components\.vae\.pretrained"):
+        load_vae({"pretrained": str(tmp_path / "nowhere" / "vae")})
+    with pytest.raises(MissingWeightsError, match="vit-b-300ep.pth.tar"):
+        load_encoder({"pretrained": str(tmp_path / "vit-b-300ep.pth.tar"), "format": "moco_v3"}, "moco")
+
+
+def test_missing_hub_weights_offline_is_a_clear_error(monkeypatch):
+    from lumos.components.vae import load_vae
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(MissingWeightsError, match=r"stabilityai/sd-vae-ft-mse.*HF_HOME|components\.vae\.pretrained"):
+        load_vae({"pretrained": "stabilityai/sd-vae-ft-mse"})
+
+
+def test_curation_skips_and_counts_corrupt_and_small_images(tmp_path):
+    from lumos.data.build import curate_folder
+    from lumos.data.shards import read_images, read_records
+
+    src = tmp_path / "src" / "classA"
+    src.mkdir(parents=True)
+    Image.new("RGB", (80, 60), (255, 0, 0)).save(src / "big.png")
+    Image.new("L", (90, 70), 128).save(src / "grey.jpg")  # greyscale: converted, kept
+    Image.new("RGB", (40, 40)).save(src / "small.png")
+    (src / "broken.jpg").write_bytes(b"not an image")
+    counts = curate_folder("coco", str(tmp_path / "src"), 10, 16, 50, 10, str(tmp_path / "out"))
+    assert counts == {"seen": 4, "kept": 2, "corrupt": 1, "too_small": 1}
+    assert json.loads((tmp_path / "out" / "curation.json").read_text()) == counts
+    images = read_images(tmp_path / "out")
+    assert images.shape == (2, 16, 16, 3)
+    assert {r["label"] for r in read_records(tmp_path / "out")} == {"classA"}
+    with pytest.raises(FileNotFoundError, match="data.paths.coco"):
+        curate_folder("coco", str(tmp_path / "absent"), 10, 16, 50, 10, str(tmp_path / "out2"))
+
+
+def test_missing_shard_names_the_file(small_split, tmp_path):
+    import shutil
+
+    from lumos.data.shards import read_images
+
+    folder, _, _ = small_split
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    (copy / "shard-00001.npz").unlink()
+    with pytest.raises(FileNotFoundError, match="shard-00001.npz"):
+        read_images(copy)
+    with pytest.raises(FileNotFoundError, match="index.json"):
+        read_images(tmp_path / "nothing")

@@ -1,0 +1,100 @@
+"""The Snakemake workflow end to end: smoke-preset Table 1, the paper DAG in dry-run, lint, bad config."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
+
+
+def snakemake(*args, cwd, check=True):
+    proc = subprocess.run([*SNAKEMAKE, "--directory", str(cwd), *args], capture_output=True, text=True, cwd=cwd)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """Run the smoke preset's Table 1 once for all the assertions below."""
+    work = tmp_path_factory.mktemp("smoke")
+    snakemake("results/table1.csv", "--configfile", str(ROOT / "config" / "smoke.yaml"), "--cores", "2", cwd=work)
+    return work
+
+
+@pytest.mark.slow
+def test_smoke_table1_has_measured_and_reported_rows(smoke_run):
+    df = pd.read_csv(smoke_run / "results" / "table1.csv")
+    assert set(df["source"]) == {"measured", "reported (paper)"}
+    reported = df[df["source"] == "reported (paper)"].set_index("method")
+    assert reported.loc["RCG", "coco_fid"] == 12.70 and reported.loc["RCG", "imagenet_fid"] == 4.89
+    assert reported.loc["Lumos-I2I", "coco_fid"] == 4.82 and reported.loc["Lumos-I2I", "imagenet_fid"] == 2.60
+    measured = df[df["source"] == "measured"].set_index("method")
+    assert list(measured.index) == ["Lumos-I2I", "RCG", "untrained DiT (ceiling)", "real images, independent sample (floor)"]
+    assert (measured["coco_samples"] == 64).all() and (measured["imagenet_samples"] == 64).all()
+    assert (measured["preset"] == "smoke").all()
+    assert measured["feature_extractor"].str.contains("shapes-classifier").all()
+    for split in ("coco", "imagenet"):
+        col = measured[f"{split}_fid"]
+        assert (col >= 0).all()
+        assert col["real images, independent sample (floor)"] < col["untrained DiT (ceiling)"]
+    assert "reported (paper)" in (smoke_run / "results" / "table1.md").read_text()
+
+
+@pytest.mark.slow
+def test_smoke_outputs_a_person_looks_at(smoke_run):
+    res = smoke_run / "results"
+    grid = Image.open(res / "table1_samples.png")
+    assert grid.width > 3 * 32 * 3  # at least one eval | Lumos | RCG triple at 3x
+    assert Image.open(res / "data" / "pool" / "contact_sheet.png").width > 0
+    assert len(list((res / "samples" / "lumos_i2i" / "coco").glob("*.png"))) == 64
+    for run in ("lumos_i2i", "rcg"):
+        curve = pd.read_csv(res / "pretrain" / run / "loss.csv")
+        assert curve["step"].iloc[-1] == 30 and curve["loss"].notna().all()
+        assert (res / "state" / "pretrain" / run / "checkpoint-30" / "DONE").exists()
+    for name in ("vae", "dino", "moco", "fid_net"):
+        assert (res / "components" / name / "config.json").exists()
+    assert json.loads((res / "eval" / "fid" / "rcg_coco.json").read_text())["n_reference"] == 64
+
+
+@pytest.mark.slow
+def test_rerun_is_a_no_op(smoke_run):
+    proc = snakemake("results/table1.csv", "--configfile", str(ROOT / "config" / "smoke.yaml"), "-n", cwd=smoke_run)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_paper_dag_dry_run_without_weights(tmp_path):
+    proc = snakemake("results/table1.csv", "--configfile", str(ROOT / "config" / "paper.yaml"), "-n", "-p", cwd=tmp_path)
+    out = proc.stdout
+    assert "DiT-XL/2" in out
+    assert '\\"n_samples\\": 30000' in out or '"n_samples": 30000' in out
+    assert '\\"n_samples\\": 50000' in out or '"n_samples": 50000' in out
+    assert "stabilityai/sd-vae-ft-mse" in out and "facebook/dino-vitb16" in out
+    assert "train_component" not in out  # paper weights are loaded, not trained
+    for rule in ("data_split", "features", "pretrain", "sample", "fid_reference", "fid", "fid_real", "table1"):
+        assert f"rule {rule}:" in out or f"localrule {rule}:" in out, rule
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--config", "bogus=1"], "unknown config key 'bogus'"),
+        (["--config", "preset=huge"], "unknown preset 'huge'"),
+        (["--config", "seed=abc"], "config key 'seed'"),
+    ],
+)
+def test_bad_config_stops_the_workflow_naming_the_key(tmp_path, args, message):
+    proc = snakemake("results/table1.csv", "-n", *args, cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+
+
+def test_lint_is_clean(tmp_path):
+    proc = snakemake("--lint", cwd=ROOT)
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
