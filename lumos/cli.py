@@ -12,7 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import os
+import signal
+import subprocess
 from pathlib import Path
+
+EXIT_RESUMABLE = 75  # EX_TEMPFAIL: stopped after a checkpoint; run again to resume
 
 
 def _setup(args) -> dict:
@@ -89,10 +94,17 @@ def cmd_pretrain(args):
     """Train one I2I run (resumes from --state after a kill)."""
     from lumos.pretrain import pretrain
 
+    from lumos.train import state_key
+
     cfg = _setup(args)
-    summary = pretrain(args.features, cfg["run"], cfg["model"], cfg["train"], args.out, args.state, cfg["seed"],
-                       cfg["_device"], stop_after=args.stop_after)
+    # The state folder is keyed by the run's settings and its input features, so a retry of the same
+    # job resumes while a changed config or new features start afresh.
+    key = state_key({k: cfg[k] for k in ("run", "model", "train", "seed")}, Path(args.features) / "index.json")
+    summary = pretrain(args.features, cfg["run"], cfg["model"], cfg["train"], args.out, str(Path(args.state) / key),
+                       cfg["seed"], cfg["_device"], stop_after=args.stop_after)
     print(json.dumps(summary))
+    if "stopped_at" in summary:  # checkpointed on request: fail this attempt so it is retried/requeued
+        sys.exit(EXIT_RESUMABLE)
 
 
 def cmd_sample(args):
@@ -171,6 +183,41 @@ def cmd_bench(args):
     run_benchmarks(args)
 
 
+def launch(argv: list[str]) -> None:
+    """`lumos launch --processes N [--nodes M] -- <command> ...`: run a command on N processes.
+
+    One process: the command runs here. More: `accelerate launch` starts one process per GPU;
+    on several nodes (one launcher per node, started by srun) the rendezvous comes from SLURM's
+    environment (node rank SLURM_NODEID, the first host of SLURM_JOB_NODELIST). SIGUSR1/SIGTERM
+    are forwarded to every worker so they checkpoint before a time limit or pre-emption.
+    """
+    p = argparse.ArgumentParser(prog="lumos launch", description=launch.__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--processes", type=int, default=1, help="total processes (= GPUs) over all nodes")
+    p.add_argument("--nodes", type=int, default=1, help="nodes (one launcher per node)")
+    p.add_argument("--port", type=int, default=29500 + int(os.environ.get("SLURM_JOB_ID", "0")) % 1000)
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the lumos command and its options")
+    args = p.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        p.error("no command given after --")
+    if args.processes <= 1:
+        return main(command)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+           "--num_processes", str(args.processes), "--num_machines", str(args.nodes)]
+    if args.nodes > 1:
+        hosts = subprocess.run(["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]],
+                               capture_output=True, text=True, check=True).stdout.split()
+        cmd += ["--machine_rank", os.environ.get("SLURM_NODEID", "0"), "--main_process_ip", hosts[0],
+                "--main_process_port", str(args.port)]
+    cmd += ["-m", "lumos.cli", *command]
+    print("lumos launch:", " ".join(cmd), file=sys.stderr, flush=True)
+    child = subprocess.Popen(cmd, start_new_session=True)
+    for sig in (signal.SIGUSR1, signal.SIGTERM):
+        signal.signal(sig, lambda s, _f: os.killpg(child.pid, s))
+    sys.exit(child.wait())
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lumos", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -203,12 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
     add("table1", cmd_table1, fid=("FID json files", {"nargs": "+", "required": True}), csv=("output CSV", req),
         md=("output Markdown", req), grid=("output PNG grid", req), grid_data=("eval split folder", req),
         grid_samples=("NAME=FOLDER sample folders", {"nargs": "+", "required": True}))
+    sub.add_parser("launch", help="run a command on one process per GPU (see `lumos launch --help`)", add_help=False)
     bench = add("bench", cmd_bench)
     bench.add_argument("--quick", action="store_true", help="fewer iterations (for a smoke check)")
     return p
 
 
 def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["launch"]:
+        return launch(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

@@ -51,4 +51,4 @@ def pretrain(features_dir: str, run: dict, model_cfg: dict, train_cfg: dict, out
              model_cfg["size"], sum(p.numel() for p in model.parameters()) / 1e6, len(latents),
              tuple(latents.shape[1:]), tuple(cond.shape[1:]))
     return train_diffusion(model, latents, cond, mask, train_cfg, out_dir, state_dir, seed=seed,
-                           device=device, stop_after=stop_after)
+                           device=device, stop_after=stop_after, cleanup_state=True)

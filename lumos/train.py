@@ -77,11 +77,12 @@ class _StopRequested(Exception):
 
 def train_diffusion(model, latents: torch.Tensor, cond: torch.Tensor | None, cond_mask: torch.Tensor | None,
                     cfg: dict, out_dir: str, state_dir: str, seed: int = 0, device: str = "cpu",
-                    stop_after: int | None = None) -> dict:
+                    stop_after: int | None = None, cleanup_state: bool = False) -> dict:
     """Train `model` to denoise `latents` given `cond`; save EMA and raw weights to `out_dir`.
 
     `stop_after` ends this invocation after that many steps (after checkpointing), as a kill
     would; a later call with the same `state_dir` resumes. SIGUSR1/SIGTERM do the same.
+    `cleanup_state` removes `state_dir` once the outputs are written (the run is complete).
     Returns a summary (steps, final loss, images/s).
     """
     from accelerate import Accelerator
@@ -106,7 +107,11 @@ def train_diffusion(model, latents: torch.Tensor, cond: torch.Tensor | None, con
     ema = EMA(model, cfg.get("ema_decay", 0.9999), cfg.get("ema_warmup", True))
     model, opt, sched = accel.prepare(model, opt, sched)
     ema.to(accel.device)
-    sampler = BatchSampler(len(latents), cfg["batch_size"], seed + accel.process_index)
+    per_process, rest = divmod(cfg["batch_size"], accel.num_processes * accel.gradient_accumulation_steps)
+    if rest or not per_process:
+        raise ValueError(f"batch_size {cfg['batch_size']} is not divisible by {accel.num_processes} processes x "
+                         f"{accel.gradient_accumulation_steps} accumulation steps (config key pretrain.train.batch_size)")
+    sampler = BatchSampler(len(latents), per_process, seed + accel.process_index)
     accel.register_for_checkpointing(ema, sampler)
 
     step = 0
@@ -182,8 +187,12 @@ def train_diffusion(model, latents: torch.Tensor, cond: torch.Tensor | None, con
                        "vb": f"{losses['vb'].mean().item():.6f}", "lr": f"{sched.get_last_lr()[0]:.3e}"}
                 rows.append(row)
                 bar.set_postfix(loss=row["loss"])
-                log.info("step %d loss %s mse %s", step + 1, row["loss"], row["mse"])
+                if accel.is_main_process:
+                    log.info("step %d loss %s mse %s", step + 1, row["loss"], row["mse"])
             done = step + 1
+            if accel.num_processes > 1:  # every rank must stop at the same step (collective checkpoint)
+                flag = accel.reduce(torch.tensor(float(stop["flag"]), device=accel.device), "max")
+                stop["flag"] = bool(flag.item())
             if done % every == 0 or done == total or stop["flag"] or (stop_after and ran >= stop_after):
                 checkpoint(done)
             if done < total and (stop["flag"] or (stop_after and ran >= stop_after)):
@@ -205,7 +214,18 @@ def train_diffusion(model, latents: torch.Tensor, cond: torch.Tensor | None, con
         _write_rows(rows, out / "loss.csv")
         (out / "train_summary.json").write_text(json.dumps(summary, indent=1))
         plot_loss(rows, out / "loss.png")
+        if cleanup_state:
+            shutil.rmtree(state, ignore_errors=True)
     return summary
+
+
+def state_key(settings: dict, input_file: Path) -> str:
+    """A short hash of a run's settings and its input's modification time."""
+    import hashlib
+
+    stamp = input_file.stat().st_mtime_ns if input_file.exists() else 0
+    blob = json.dumps(settings, sort_keys=True) + str(stamp)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
 def _write_rows(rows, path):

@@ -10,6 +10,8 @@ rule train_component:
     params:
         cfg=lambda wc: as_json(spec=config["components"][wc.component]),
     threads: 1
+    resources:
+        **rule_resources("train_component"),
     log:
         "results/logs/components/{component}.log",
     conda:

@@ -6,6 +6,8 @@ rule data_split:
         directory("results/data/{split}"),
     params:
         cfg=lambda wc: as_json(data=config["data"]),
+    resources:
+        **rule_resources("data_split"),
     log:
         "results/logs/data/{split}.log",
     conda:

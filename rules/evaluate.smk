@@ -19,6 +19,8 @@ rule sample:
         model=lambda wc, input: input.model or "none",
         work="results/state/samples/{run}/{split}",
     threads: 1
+    resources:
+        **rule_resources("sample"),
     log:
         "results/logs/sample/{run}_{split}.log",
     conda:
@@ -38,6 +40,8 @@ rule fid_reference:
     params:
         cfg=lambda wc: as_json(**fid_config()),
     threads: 1
+    resources:
+        **rule_resources("fid_reference"),
     log:
         "results/logs/fid/reference_{split}.log",
     conda:
@@ -57,6 +61,8 @@ rule fid:
     params:
         cfg=lambda wc: as_json(**fid_config()),
     threads: 1
+    resources:
+        **rule_resources("fid"),
     log:
         "results/logs/fid/{run}_{split}.log",
     conda:
@@ -77,6 +83,8 @@ rule fid_real:
     params:
         cfg=lambda wc: as_json(**fid_config()),
     threads: 1
+    resources:
+        **rule_resources("fid_real"),
     log:
         "results/logs/fid/real_{split}.log",
     conda:

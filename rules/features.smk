@@ -14,6 +14,8 @@ rule features:
             features=config["features"],
         ),
     threads: 1
+    resources:
+        **rule_resources("features"),
     log:
         "results/logs/features/{split}.log",
     conda:

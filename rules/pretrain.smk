@@ -19,10 +19,13 @@ rule pretrain:
         ),
         state="results/state/pretrain/{run}",
     threads: 1
+    resources:
+        **rule_resources("pretrain", signal=True),
     log:
         "results/logs/pretrain/{run}.log",
     conda:
         "../envs/lumos.yaml"
     shell:
-        "lumos pretrain --threads {threads} --cfg {params.cfg:q} --features {input}"
+        "{resources.mpi} lumos launch --processes {resources.processes} --nodes {resources.nodes} --"
+        " pretrain --threads {threads} --cfg {params.cfg:q} --features {input}"
         " --out results/pretrain/{wildcards.run} --state {params.state} > {log} 2>&1"

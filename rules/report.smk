@@ -1,5 +1,8 @@
 # Report: the paper's tables and figures.
 
+localrules:
+    table1,
+
 
 rule table1:
     input:

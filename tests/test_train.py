@@ -77,3 +77,24 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path
     with pytest.raises(FloatingPointError, match=r"loss is nan at step 4.*checkpoint-4"):
         train_diffusion(model(), bad, cond, mask, {**cfg, "steps": 8}, str(tmp_path / "out2"), str(tmp_path / "state"))
     assert latest_checkpoint(tmp_path / "state").name == "checkpoint-4"
+
+
+def test_state_key_follows_settings_and_input(tmp_path):
+    import os
+
+    from lumos.train import state_key
+
+    f = tmp_path / "index.json"
+    f.write_text("{}")
+    base = state_key({"lr": 1e-3}, f)
+    assert state_key({"lr": 1e-3}, f) == base
+    assert state_key({"lr": 2e-3}, f) != base
+    os.utime(f, ns=(0, 123))  # new features -> a fresh state folder
+    assert state_key({"lr": 1e-3}, f) != base
+
+
+def test_cleanup_state_removes_the_finished_runs_state(tmp_path):
+    lat, cond, mask = data()
+    train_diffusion(model(), lat, cond, mask, {**CFG, "steps": 2}, str(tmp_path / "out"), str(tmp_path / "state"),
+                    cleanup_state=True)
+    assert (tmp_path / "out" / "model").exists() and not (tmp_path / "state").exists()

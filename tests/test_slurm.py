@@ -1,0 +1,122 @@
+"""The workflow on SLURM: the paper DAG's resources in dry-run (no cluster needed), and, where a
+SLURM is reachable (CI starts a one-node one with `.ci/slurm.sh up`), the smoke Table 1 run
+through the SLURM executor plus a cancelled training job that resumes."""
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
+CI_CONFIGS = [str(ROOT / "config" / "smoke.yaml"), str(ROOT / "config" / "slurm-ci.yaml")]
+
+
+def slurm_available() -> bool:
+    if not shutil.which("sinfo"):
+        return False
+    proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    return proc.returncode == 0 and any(s.startswith(("idle", "mix", "alloc")) for s in proc.stdout.split())
+
+
+needs_slurm = pytest.mark.skipif(not slurm_available(), reason="no SLURM reachable (start one: bash .ci/slurm.sh up)")
+
+
+def run(*args, cwd, check=True, **kw):
+    proc = subprocess.run([*SNAKEMAKE, *args], capture_output=True, text=True, cwd=cwd, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{proc.stdout[-5000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def test_profile_slurm_resolves_by_name_from_the_repository_root(tmp_path):
+    """`--profile slurm` from the repo root: the paper DAG with each GPU rule's SLURM resources."""
+    proc = run("results/table1.csv", "--profile", "slurm", "-n", "-p", "--directory", str(tmp_path), cwd=ROOT)
+    out = proc.stdout
+    jobs = re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", out, re.M)
+    res = {}
+    for rule, line in jobs:
+        res.setdefault(rule, dict(kv.split("=", 1) for kv in line.split(", ")))
+    pre = res["pretrain"]
+    assert (pre["nodes"], pre["gres"], pre["tasks"], pre["mpi"]) == ("8", "gpu:8", "8", "srun")
+    assert pre["slurm_extra"] == "--signal=USR1@600" and pre["runtime"] == "2880" and pre["cpus_per_task"] == "64"
+    for rule in ("features", "sample", "fid_reference", "fid", "fid_real"):
+        assert res[rule]["gpu"] == "1", rule
+        assert int(res[rule]["cpus_per_gpu"]) >= 1, rule
+    assert "gpu" not in res["data_split"] and "gres" not in res["data_split"]
+    # the launch line starts one process per GPU: 8 nodes x 8 GPUs
+    assert "srun lumos launch --processes 64 --nodes 8 -- pretrain" in out
+
+
+def test_real_run_without_account_or_data_is_a_clear_error(tmp_path):
+    proc = run("results/table1.csv", "--profile", "slurm", "--directory", str(tmp_path), cwd=ROOT, check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "slurm.account" in text and "slurm.partition" in text
+    proc = run("results/table1.csv", "--profile", "slurm", "--directory", str(tmp_path), "--config",
+               "slurm={account: a, partition: p}", cwd=ROOT, check=False)
+    assert proc.returncode != 0 and "data.paths.pool = '/path/to/i2i_pool_images'" in proc.stdout + proc.stderr
+
+
+def slurm_jobs() -> list[dict]:
+    out = subprocess.run(["scontrol", "show", "job", "-o"], capture_output=True, text=True).stdout
+    return [dict(re.findall(r"(\w[\w:/]*)=(\S*)", line)) for line in out.splitlines() if line.strip()]
+
+
+@needs_slurm
+@pytest.mark.slow
+def test_smoke_table1_through_slurm_asks_gpus_for_gpu_rules(tmp_path):
+    start = time.time()
+    run("results/table1.csv", "--profile", str(ROOT / "profiles" / "slurm-ci"), "--configfile", *CI_CONFIGS,
+        "--directory", str(tmp_path), cwd=tmp_path)
+    df = pd.read_csv(tmp_path / "results" / "table1.csv")
+    assert (df["source"] == "measured").sum() == 4
+    jobs = [j for j in slurm_jobs() if str(tmp_path) in j.get("WorkDir", "") and j.get("JobState") == "COMPLETED"]
+    by_rule = {}
+    for j in jobs:
+        rule = re.match(r"rule_(\w+?)_wildcards|rule_(\w+)", j.get("Comment", ""))
+        if rule:
+            by_rule.setdefault(rule.group(1) or rule.group(2), []).append(j)
+    assert {"pretrain", "features", "sample", "train_component", "data_split"} <= set(by_rule), by_rule.keys()
+    for rule in ("pretrain", "features", "sample"):
+        for j in by_rule[rule]:
+            assert "gpu" in j.get("TresPerJob", "") + j.get("TRES", ""), (rule, j)
+    for j in by_rule["data_split"]:
+        assert "gpu" not in j.get("TresPerJob", "") + j.get("TRES", "")
+    print(f"smoke Table 1 through SLURM: {time.time() - start:.0f} s, {len(jobs)} jobs")
+
+
+@needs_slurm
+@pytest.mark.slow
+def test_cancelled_training_job_resumes_from_its_checkpoint(tmp_path):
+    """scancel a pretrain job after its first checkpoint; the retry resumes (log says so)."""
+    args = ["results/pretrain/lumos_i2i/model", "--profile", str(ROOT / "profiles" / "slurm-ci"),
+            "--configfile", *CI_CONFIGS, "--directory", str(tmp_path),
+            "--config", "pretrain={model: {size: DiT-N/2}, runs: {lumos_i2i: {encoder: dino, injection: cross_attn},"
+            " rcg: {encoder: moco, injection: adaln}}, train: {steps: 300, batch_size: 16, lr: 0.001,"
+            " checkpoint_every: 25, log_every: 5}}"]
+    driver = subprocess.Popen([*SNAKEMAKE, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    state = tmp_path / "results" / "state" / "pretrain" / "lumos_i2i"
+    deadline = time.time() + 600
+    while not list(state.glob("*/checkpoint-*/DONE")):
+        assert driver.poll() is None, driver.stdout.read()[-4000:]
+        assert time.time() < deadline, "no checkpoint within 10 minutes"
+        time.sleep(2)
+    job = [j for j in slurm_jobs() if j.get("Comment", "").startswith("rule_pretrain") and j.get("JobState") == "RUNNING"
+           and str(tmp_path) in j.get("WorkDir", "")]
+    assert len(job) == 1, job
+    subprocess.run(["scancel", job[0]["JobId"]], check=True)
+    out, _ = driver.communicate(timeout=900)
+    assert driver.returncode == 0, out[-5000:]
+    log = (tmp_path / "results" / "logs" / "pretrain" / "lumos_i2i.log").read_text()
+    resumed = re.search(r"resuming from \S+checkpoint-(\d+) at step (\d+)", log)
+    assert resumed, log[-3000:]
+    assert int(resumed.group(2)) >= 25
+    curve = pd.read_csv(tmp_path / "results" / "pretrain" / "lumos_i2i" / "loss.csv")
+    assert curve["step"].iloc[-1] == 300 and curve["step"].is_unique
