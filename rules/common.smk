@@ -139,7 +139,7 @@ def check_before_run():
         missing = [k for k in ("account", "partition") if not config["slurm"][k]]
         if missing:
             raise WorkflowError(
-                f"the SLURM profile needs config key(s) {', '.join('slurm.' + k for k in missing)}: "
+                f"the SLURM profile needs config key(s) {', '.join(f'slurm.{k}' for k in missing)}: "
                 "set them in config/paper.yaml or pass --config 'slurm={account: ACC, partition: PART}'"
             )
     if config["data"]["source"] == "paths":
