@@ -95,11 +95,10 @@ def test_smoke_table1_through_slurm_asks_gpus_for_gpu_rules(tmp_path):
 @pytest.mark.slow
 def test_cancelled_training_job_resumes_from_its_checkpoint(tmp_path):
     """scancel a pretrain job after its first checkpoint; the retry resumes (log says so)."""
+    longer = tmp_path / "longer.yaml"  # a run long enough to be cancelled after its first checkpoint
+    longer.write_text("pretrain:\n  train: {steps: 300, checkpoint_every: 25, log_every: 5}\n")
     args = ["results/pretrain/lumos_i2i/model", "--profile", str(ROOT / "profiles" / "slurm-ci"),
-            "--configfile", *CI_CONFIGS, "--directory", str(tmp_path),
-            "--config", "pretrain={model: {size: DiT-N/2}, runs: {lumos_i2i: {encoder: dino, injection: cross_attn},"
-            " rcg: {encoder: moco, injection: adaln}}, train: {steps: 300, batch_size: 16, lr: 0.001,"
-            " checkpoint_every: 25, log_every: 5}}"]
+            "--configfile", *CI_CONFIGS, str(longer), "--directory", str(tmp_path)]
     driver = subprocess.Popen([*SNAKEMAKE, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True)
     state = tmp_path / "results" / "state" / "pretrain" / "lumos_i2i"
