@@ -142,3 +142,16 @@ def test_missing_shard_names_the_file(small_split, tmp_path):
         read_images(copy)
     with pytest.raises(FileNotFoundError, match="index.json"):
         read_images(tmp_path / "nothing")
+
+
+def test_fid_net_learns_colours_quickly(tmp_path):
+    """The FID network must see what is in the image: after a short training it detects which
+    colours are present (an average-pooled version stayed at the label marginals)."""
+    from lumos.components.classifier import train_fid_net
+    from lumos.data.shapes import generate_split
+
+    images, records = generate_split(800, seed=5, max_objects=3, split_id=7)
+    metrics = train_fid_net(images, records, {"steps": 300, "batch_size": 64, "lr": 2e-3, "width": 8, "feature_dim": 16},
+                            str(tmp_path / "net"))
+    # measured 0.82 (seed 0); the earlier average-pooled net whose BCE was drowned by the CE terms: 0.05
+    assert metrics["val_colour_recall"] > 0.6, metrics
