@@ -105,14 +105,16 @@ def train_diffusion(model, latents: torch.Tensor, cond: torch.Tensor | None, con
     warmup = cfg.get("warmup_steps", 0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     ema = EMA(model, cfg.get("ema_decay", 0.9999), cfg.get("ema_warmup", True))
-    model, opt, sched = accel.prepare(model, opt, sched)
+    # The scheduler is stepped by us once per optimiser update (accelerate would step a prepared
+    # one once per process), and checkpointed with the EMA and the data sampler.
+    model, opt = accel.prepare(model, opt)
     ema.to(accel.device)
     per_process, rest = divmod(cfg["batch_size"], accel.num_processes * accel.gradient_accumulation_steps)
     if rest or not per_process:
         raise ValueError(f"batch_size {cfg['batch_size']} is not divisible by {accel.num_processes} processes x "
                          f"{accel.gradient_accumulation_steps} accumulation steps (config key pretrain.train.batch_size)")
     sampler = BatchSampler(len(latents), per_process, seed + accel.process_index)
-    accel.register_for_checkpointing(ema, sampler)
+    accel.register_for_checkpointing(sched, ema, sampler)
 
     step = 0
     last = latest_checkpoint(state)
@@ -176,9 +178,9 @@ def train_diffusion(model, latents: torch.Tensor, cond: torch.Tensor | None, con
                 if accel.sync_gradients and cfg.get("grad_clip"):
                     accel.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
                 opt.step()
-                sched.step()
                 opt.zero_grad(set_to_none=True)
             if accel.sync_gradients:
+                sched.step()
                 ema.update(accel.unwrap_model(model))
             seen += len(idx) * accel.num_processes
             ran += 1
