@@ -290,7 +290,8 @@ def _local_grid(obj: ShapeObject):
     return lx[None, :], ly[:, None], u[None, :], v[:, None]
 
 
-def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+def shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Inside-test of a unit shape at normalised coordinates u, v in [-1, 1] (bool array)."""
     au, av = np.abs(u), np.abs(v)
     if shape == "circle":
         m = u * u + v * v <= 1.0
@@ -328,7 +329,7 @@ def object_mask(obj: ShapeObject, image_size: int | None = None) -> np.ndarray:
     x0, y0, x1, y1 = obj.box
     if x1 > x0 and y1 > y0:
         _, _, u, v = _local_grid(obj)
-        mask[y0:y1, x0:x1] = _shape_mask(obj.shape, u, v)
+        mask[y0:y1, x0:x1] = shape_mask(obj.shape, u, v)
     return mask
 
 
@@ -356,7 +357,7 @@ def render(scene: Scene) -> np.ndarray:
         if x1 <= x0 or y1 <= y0:
             continue
         lx, ly, u, v = _local_grid(obj)
-        m = _shape_mask(obj.shape, u, v)
+        m = shape_mask(obj.shape, u, v)
         t = _texture_mask(obj.texture, lx, ly, scene.image_size)
         patch = img[y0:y1, x0:x1]
         patch[m & ~t] = obj.rgb
