@@ -152,6 +152,7 @@ def train_diffusion(model, latents: torch.Tensor, cond: torch.Tensor | None, con
     log_every = cfg.get("log_every", 50)
     bar = progress(range(step, total), initial=step, total=total, desc="train", disable=not accel.is_main_process)
     t0, seen, ran = time.time(), 0, 0
+    window, window_steps = torch.zeros(3, device=accel.device), 0  # running sums of loss, mse, vb between logged rows
     latents = latents.to(accel.device)
     cond = cond.to(accel.device) if cond is not None else None
     cond_mask = cond_mask.to(accel.device) if cond_mask is not None else None
@@ -184,9 +185,14 @@ def train_diffusion(model, latents: torch.Tensor, cond: torch.Tensor | None, con
                 ema.update(accel.unwrap_model(model))
             seen += len(idx) * accel.num_processes
             ran += 1
-            if step % log_every == 0 or step == total - 1:
-                row = {"step": step + 1, "loss": f"{loss.item():.6f}", "mse": f"{losses['mse'].mean().item():.6f}",
-                       "vb": f"{losses['vb'].mean().item():.6f}", "lr": f"{sched.get_last_lr()[0]:.3e}"}
+            window += torch.stack([loss, losses["mse"].mean(), losses["vb"].mean()]).detach().float()
+            window_steps += 1
+            if step % log_every == 0 or step == total - 1:  # log the mean over the steps since the last row
+                mean_loss, mse, vb = (window / window_steps).tolist()
+                window.zero_()
+                window_steps = 0
+                row = {"step": step + 1, "loss": f"{mean_loss:.6f}", "mse": f"{mse:.6f}", "vb": f"{vb:.6f}",
+                       "lr": f"{sched.get_last_lr()[0]:.3e}"}
                 rows.append(row)
                 bar.set_postfix(loss=row["loss"])
                 if accel.is_main_process:
