@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 EXIT_RESUMABLE = 75  # EX_TEMPFAIL: stopped after a checkpoint; run again to resume
@@ -93,7 +93,6 @@ def cmd_features(args):
 def cmd_pretrain(args):
     """Train one I2I run (resumes from --state after a kill)."""
     from lumos.pretrain import pretrain
-
     from lumos.train import state_key
 
     cfg = _setup(args)

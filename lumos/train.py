@@ -201,9 +201,10 @@ def train_diffusion(model, latents: torch.Tensor, cond: torch.Tensor | None, con
             if accel.num_processes > 1:  # every rank must stop at the same step (collective checkpoint)
                 flag = accel.reduce(torch.tensor(float(stop["flag"]), device=accel.device), "max")
                 stop["flag"] = bool(flag.item())
-            if done % every == 0 or done == total or stop["flag"] or (stop_after and ran >= stop_after):
+            stopping = stop["flag"] or bool(stop_after and ran >= stop_after)
+            if done % every == 0 or done == total or stopping:
                 checkpoint(done)
-            if done < total and (stop["flag"] or (stop_after and ran >= stop_after)):
+            if done < total and stopping:
                 raise _StopRequested(done)
     except _StopRequested as s:
         log.warning("stopped at step %s after a stop request; rerun to resume", s.args[0])

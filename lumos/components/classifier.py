@@ -37,6 +37,14 @@ def scene_targets(records: list[dict], max_objects: int = 4):
     return multi, count, background
 
 
+def target_groups() -> dict[str, slice]:
+    """Where the shape, colour and (shape, colour) pair bits sit in `scene_targets`' multi-hot."""
+    from lumos.data.shapes import COLOURS, SHAPES
+
+    n_s, n_c = len(SHAPES), len(COLOURS)
+    return {"shape": slice(0, n_s), "colour": slice(n_s, n_s + n_c), "pair": slice(n_s + n_c, None)}
+
+
 def _conv(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), nn.BatchNorm2d(c_out), nn.GELU()]
 
@@ -75,8 +83,6 @@ class ShapesClassifier(ModelMixin, ConfigMixin):
 
 def train_fid_net(images: np.ndarray, records: list[dict], cfg: dict, out_dir: str, seed: int = 0) -> dict:
     """Train the classifier on labelled Shapes images (90/10 split), save it, return held-out accuracy."""
-    from lumos.data.shapes import COLOURS, SHAPES
-
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     multi, count, background = scene_targets(records)
@@ -110,8 +116,7 @@ def train_fid_net(images: np.ndarray, records: list[dict], cfg: dict, out_dir: s
     with torch.no_grad():
         out = net(x_all[:n_val])
         pred, true = out["multi"] > 0, y["multi"][:n_val] > 0.5
-        n_s, n_c = len(SHAPES), len(COLOURS)  # the multi-hot layout of scene_targets
-        groups = {"shape": slice(0, n_s), "colour": slice(n_s, n_s + n_c), "pair": slice(n_s + n_c, None)}
+        groups = target_groups()
         metrics = {f"val_{g}_recall": (pred[:, sl] & true[:, sl]).sum().item() / max(1, true[:, sl].sum().item())
                    for g, sl in groups.items()}
         metrics.update({
