@@ -3,8 +3,10 @@
 #   snakemake results/table1.csv                                   # tiny preset, local CPU
 #   snakemake results/table1.csv --configfile config/smoke.yaml    # smoke preset (CI)
 #   snakemake results/table1.csv --configfile config/paper.yaml    # paper scale
+#   snakemake results/table2.csv results/table3.csv                # T2I from the I2I prior
 #
-# The pipeline reads top to bottom: data -> components -> features -> pretrain -> evaluate -> report.
+# The pipeline reads top to bottom: data -> components -> features -> pretrain -> finetune ->
+# evaluate -> report.
 
 
 include: "rules/common.smk"
@@ -12,6 +14,7 @@ include: "rules/data.smk"
 include: "rules/components.smk"
 include: "rules/features.smk"
 include: "rules/pretrain.smk"
+include: "rules/finetune.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
 
@@ -19,3 +22,6 @@ include: "rules/report.smk"
 rule all:
     input:
         "results/table1.csv",
+        "results/table2.csv",
+        "results/table3.csv",
+        expand("results/{fig}.png", fig=["fig2a", "figS1", "fig2b", "fig8", "fig11"]),

@@ -60,7 +60,7 @@ def cmd_train_component(args):
     spec = cfg["spec"]
     if not spec.get("train"):
         raise SystemExit(f"error: components.{args.component} has no train block; it is loaded from '{spec['pretrained']}'")
-    images = read_images(args.data)
+    images = read_images(args.data) if args.component != "t5" else None
     t, seed = spec["train"], cfg["seed"]
     if args.component == "vae":
         from lumos.components.vae import train_vae
@@ -74,6 +74,16 @@ def cmd_train_component(args):
         from lumos.components.encoders import train_moco
 
         metrics = train_moco(images, t, args.out, seed)
+    elif args.component == "t5":  # randomly initialised with the seed (the data is not read)
+        from lumos.components.text import train_t5
+
+        metrics = train_t5({"d_model": t["d_model"], "num_layers": t["layers"], "num_heads": t["heads"],
+                            "d_kv": t["d_kv"], "d_ff": t["d_ff"]}, args.out, seed)
+    elif args.component == "clip":
+        from lumos.components.text import train_clip
+
+        clip_cfg = {**t, **{k: spec[k] for k in ("max_length", "input_size", "mean", "std") if k in spec}}
+        metrics = train_clip(images, [r["short_caption"] for r in read_records(args.data)], clip_cfg, args.out, seed)
     else:
         from lumos.components.classifier import train_fid_net
 
@@ -88,6 +98,15 @@ def cmd_features(args):
     cfg = _setup(args)
     extract_features(args.data, args.out, cfg["components"], cfg["encoders"], cfg["features"]["batch_size"],
                      cfg["features"].get("patch_tokens", False), cfg["_device"])
+
+
+def cmd_text_features(args):
+    """Encode a captioned split's short and long captions with the text encoders into shards."""
+    from lumos.features import extract_text_features
+
+    cfg = _setup(args)
+    extract_text_features(args.data, args.out, cfg["components"], cfg["encoders"], cfg["features"]["batch_size"],
+                          cfg["_device"])
 
 
 def cmd_pretrain(args):
@@ -106,27 +125,108 @@ def cmd_pretrain(args):
         sys.exit(EXIT_RESUMABLE)
 
 
+def cmd_finetune(args):
+    """Fine-tune a T2I model from an I2I prior (or from scratch) on the pair set; resumable."""
+    from lumos.finetune import finetune
+    from lumos.train import state_key
+
+    cfg = _setup(args)
+    prior = None if args.prior == "none" else args.prior
+    key = state_key({k: cfg.get(k) for k in ("t2i", "model", "seed", "steps")} | {"name": args.ft, "prior": prior},
+                    Path(args.features) / "index.json")
+    summary = finetune(args.features, args.text, args.ft, prior, cfg["model"], cfg["t2i"], args.out,
+                       str(Path(args.state) / key), cfg["seed"], cfg["_device"], stop_after=args.stop_after,
+                       steps=cfg.get("steps"))
+    print(json.dumps(summary))
+    if "stopped_at" in summary:
+        sys.exit(EXIT_RESUMABLE)
+
+
+def _t2i_model(args, cfg, text_dim: int, n_tokens: int, latent_shape):
+    """The fine-tuned model of --model, or an untrained T2I model ('none': the sanity row)."""
+    from lumos.finetune import make_t2i_model
+    from lumos.sample import load_model
+
+    def fresh():
+        return make_t2i_model(None, cfg["model"], latent_shape, text_dim, n_tokens, 0.0, cfg["seed"])[0]
+
+    return load_model(None if args.model == "none" else args.model, fresh)
+
+
+def cmd_t2i_sample(args):
+    """Generate one image per caption of an eval split (short or long captions) from cached text features."""
+    from lumos.components.vae import load_vae
+    from lumos.features import read_features
+    from lumos.finetune import load_captions
+    from lumos.sample import generate
+
+    cfg = _setup(args)
+    n = cfg.get("n_samples")
+    tokens, mask = load_captions(args.text, cfg["text"], args.captions, n)
+    latent_shape = tuple(read_features(args.features, ["latents"], 1)["latents"].shape[1:])
+    model = _t2i_model(args, cfg, tokens.shape[-1], tokens.shape[1], latent_shape)
+    generate(model, load_vae(cfg["vae"], cfg["_device"]), tokens, mask, latent_shape, args.out, args.work,
+             cfg["sample"], cfg["seed"], cfg["_device"])
+
+
+def cmd_t2i_bench(args):
+    """Run the GenEval or DPG-Bench analogue on a T2I model (or on ground-truth renders)."""
+    from lumos.eval.t2i import run_benchmark
+
+    cfg = _setup(args)
+    common = dict(seed=cfg["seed"], image_size=cfg["image_size"], device=cfg["_device"])
+    if args.model == "ground_truth":
+        run_benchmark(args.bench, cfg["bench"], args.out, ground_truth=True, **common)
+        return
+    from lumos.components.text import load_text_encoder
+    from lumos.components.vae import load_vae
+    from lumos.features import read_features
+
+    text_encoder = load_text_encoder(cfg["text_spec"], cfg["text"], cfg["_device"])
+    latent_shape = tuple(read_features(args.features, ["latents"], 1)["latents"].shape[1:])
+    model = _t2i_model(args, cfg, text_encoder.dim, text_encoder.max_length, latent_shape)
+    run_benchmark(args.bench, cfg["bench"], args.out, model=model, codec=load_vae(cfg["vae"], cfg["_device"]),
+                  text_encoder=text_encoder, sample_cfg=cfg["sample"], work_dir=args.work, **common)
+
+
+def cmd_clip_score(args):
+    """Mean CLIP score of a sample folder against the captions of the split it was generated from."""
+    from lumos.components.text import load_clip_scorer
+    from lumos.data.shards import read_records
+    from lumos.sample import read_pngs
+
+    cfg = _setup(args)
+    images = read_pngs(args.samples)
+    texts = [r[f"{args.captions}_caption"] for r in read_records(args.data, len(images))]
+    scorer = load_clip_scorer(cfg["clip"], cfg["_device"])
+    scores = scorer.clip_score(images, texts)
+    result = {"clip_score": float(scores.mean()), "n": int(len(scores)), "captions": args.captions,
+              "scorer": cfg["clip"]["pretrained"]}
+    _write_json(args.out, result)
+    print(json.dumps(result))
+
+
 def cmd_sample(args):
     """Generate one image per eval image, conditioned on its cached features."""
     from lumos.components.vae import load_vae
-    from lumos.pretrain import build_model, load_run_data
+    from lumos.pretrain import build_model, cond_shape, load_run_data
     from lumos.sample import generate, load_model
 
     cfg = _setup(args)
     run = cfg["run"]
     latents, cond, mask = load_run_data(args.features, run)
-    n = min(len(cond), cfg.get("n_samples") or len(cond))
+    n = min(len(latents), cfg.get("n_samples") or len(latents))
 
     def fresh():
         import torch
 
         torch.manual_seed(cfg["seed"])
-        return build_model(cfg["model"], run, latents.shape[1:], cond.shape[-1], cond.shape[1])
+        return build_model(cfg["model"], run, latents.shape[1:], *cond_shape(cond))
 
     model = load_model(None if args.model == "none" else args.model, fresh)
     codec = load_vae(cfg["vae"], cfg["_device"])
-    generate(model, codec, cond[:n], mask[:n], tuple(latents.shape[1:]), args.out, args.work, cfg["sample"],
-             cfg["seed"], cfg["_device"])
+    generate(model, codec, cond[:n], None if mask is None else mask[:n], tuple(latents.shape[1:]), args.out,
+             args.work, cfg["sample"], cfg["seed"], cfg["_device"])
 
 
 def cmd_fid_reference(args):
@@ -173,6 +273,88 @@ def cmd_table1(args):
     cols = dict(kv.split("=", 1) for kv in args.grid_samples)
     write_grid(read_images(args.grid_data, n), {k: read_pngs(v, n) for k, v in cols.items()}, args.grid, n)
     print(df.to_string(index=False))
+
+
+T2I_GRID_PROMPTS = [  # the Figure 1a / S4 role: a fixed prompt list shown under the samples
+    "a red circle", "a blue square", "a green triangle", "a yellow diamond",
+    "a purple circle and an orange square", "a red triangle left of a blue circle",
+    "a photo of two green squares", "a pink cross above a cyan diamond",
+]
+
+
+def cmd_export_pipeline(args):
+    """Save a fine-tuned T2I model as a diffusers pipeline (`LumosT2IPipeline.from_pretrained(folder)`)."""
+    from lumos.pipelines import assemble_t2i_pipeline
+
+    cfg = _setup(args)
+    pipe = assemble_t2i_pipeline(args.model, cfg["vae"]["pretrained"], cfg["text_spec"]["pretrained"],
+                                 sampler=cfg["sample"]["sampler"], scaling_factor=_vae_scale(cfg["vae"]))
+    pipe.save_pretrained(args.out)
+    print(f"saved {type(pipe).__name__} to {args.out}")
+
+
+def _vae_scale(vae_spec: dict):
+    from lumos.components.vae import load_vae
+
+    return load_vae(vae_spec).scale
+
+
+def cmd_t2i_grid(args):
+    """Samples for a fixed prompt list from an exported pipeline, prompts under the images."""
+    import torch
+
+    from lumos.pipelines import LumosT2IPipeline
+    from lumos.viz import save_grid
+
+    cfg = _setup(args)
+    pipe = LumosT2IPipeline.from_pretrained(args.pipeline)
+    per = cfg.get("images_per_prompt", 4)
+    images, labels = [], []
+    for i, prompt in enumerate(T2I_GRID_PROMPTS):
+        out = pipe([prompt] * per, num_inference_steps=cfg["sample"]["steps"], output_type="np",
+                   guidance_scale=cfg["sample"]["guidance_scale"], generator=torch.Generator().manual_seed(i))
+        images += list(out.images)
+        labels += [prompt] + [""] * (per - 1)
+    save_grid(args.out, images, ncols=per * 2, scale=4, labels=labels)
+
+
+def cmd_table2(args):
+    """Write Table 2 (T2I FID, short vs long captions) as CSV + Markdown."""
+    from lumos.report.table2 import build_table2, to_markdown
+
+    cfg = _setup(args)
+    df = build_table2(args.short, args.long, args.untrained, args.real, args.summary, cfg["preset"])
+    Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(args.csv, index=False)
+    Path(args.md).write_text(to_markdown(df))
+    print(df.to_string(index=False))
+
+
+def cmd_table3(args):
+    """Write Table 3 (GenEval + DPG-Bench) as CSV + Markdown."""
+    from lumos.report.table3 import build_table3, to_markdown
+
+    cfg = _setup(args)
+    measured = {}
+    for item in args.row:  # LABEL=GENEVAL_JSON,DPG_JSON[,MODEL_DIR]
+        label, paths = item.split("=", 1)
+        parts = paths.split(",")
+        measured[label] = (parts[0], parts[1], parts[2] if len(parts) > 2 else None)
+    df = build_table3(measured, cfg["preset"])
+    Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(args.csv, index=False)
+    Path(args.md).write_text(to_markdown(df, cfg.get("geneval_source", "Shapes-world analogue"),
+                                         cfg.get("dpg_source", "Shapes-world analogue")))
+    print(df.to_string(index=False))
+
+
+def cmd_figure(args):
+    """Write one of the T2I figures (PNG + CSV) from metric json files."""
+    from lumos.report.figures import build_figure
+
+    _setup(args)
+    runs = dict(kv.split("=", 1) for kv in args.runs)
+    print(build_figure(args.figure, args.metrics, runs, args.png, args.csv).to_string(index=False))
 
 
 def cmd_bench(args):
@@ -233,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     req = {"required": True}
     add("data", cmd_data, split=("split name, e.g. pool", req), out=("output split folder", req))
     add("train-component", cmd_train_component,
-        component=("vae | dino | moco | fid_net", {"required": True, "choices": ["vae", "dino", "moco", "fid_net"]}),
+        component=("vae | dino | moco | fid_net | t5 | clip",
+                   {"required": True, "choices": ["vae", "dino", "moco", "fid_net", "t5", "clip"]}),
         data=("training split folder", req), out=("output model folder (HF format)", req))
     add("features", cmd_features, data=("split folder", req), out=("output features folder", req))
     add("pretrain", cmd_pretrain, features=("pool features folder", req), out=("output run folder", req),
@@ -242,6 +425,23 @@ def build_parser() -> argparse.ArgumentParser:
     add("sample", cmd_sample, run=("run name", req), features=("eval split features folder", req),
         model=("trained model folder, or 'none' for an untrained model", req), out=("output PNG folder", req),
         work=("resumable work folder", req))
+    add("text-features", cmd_text_features, data=("captioned split folder", req), out=("output folder", req))
+    add("finetune", cmd_finetune, ft=("fine-tune name <prior>-<t5|clip>-<short|long|mixed>-n<noise %>", req),
+        prior=("prior model folder, or 'none' (from scratch)", req), features=("pair-set features folder", req),
+        text=("pair-set text features folder", req), out=("output run folder", req),
+        state=("resumable state folder (outside declared outputs)", req),
+        stop_after=("stop after this many steps (simulates a kill; for tests)", {"type": int, "default": None}))
+    t2i_sample = add("t2i-sample", cmd_t2i_sample, model=("fine-tuned model folder, or 'none' (untrained)", req),
+                     features=("features folder (for the latent shape)", req), text=("eval split text features", req),
+                     out=("output PNG folder", req), work=("resumable work folder", req))
+    t2i_sample.add_argument("--captions", choices=["short", "long"], required=True, help="which captions to use")
+    bench = add("t2i-bench", cmd_t2i_bench, model=("model folder, 'none' (untrained) or 'ground_truth'", req),
+                features=("features folder (for the latent shape)", {"default": None}), out=("output folder", req),
+                work=("resumable work folder", {"default": None}))
+    bench.add_argument("--bench", choices=["geneval", "dpg"], required=True, help="which benchmark analogue")
+    clip_score = add("clip-score", cmd_clip_score, samples=("sample PNG folder", req),
+                     data=("the split whose captions the samples were generated from", req), out=("output .json", req))
+    clip_score.add_argument("--captions", choices=["short", "long"], required=True, help="which captions")
     add("fid-reference", cmd_fid_reference, data=("reference split folder", req), out=("output .npz", req))
     add("fid", cmd_fid, run=("run name", req), split=("eval split", req), reference=("reference statistics .npz", req),
         samples=("sample PNG folder", {"default": None}), data=("or a real split folder (floor row)", {"default": None}),
@@ -249,6 +449,17 @@ def build_parser() -> argparse.ArgumentParser:
     add("table1", cmd_table1, fid=("FID json files", {"nargs": "+", "required": True}), csv=("output CSV", req),
         md=("output Markdown", req), grid=("output PNG grid", req), grid_data=("eval split folder", req),
         grid_samples=("NAME=FOLDER sample folders", {"nargs": "+", "required": True}))
+    add("export-pipeline", cmd_export_pipeline, model=("fine-tuned model folder", req), out=("pipeline folder", req))
+    add("t2i-grid", cmd_t2i_grid, pipeline=("exported pipeline folder", req), out=("output PNG", req))
+    add("table2", cmd_table2, short=("FID json, short captions", req), long=("FID json, long captions", req),
+        untrained=("FID json of the untrained model", req), real=("FID json of the real floor", req),
+        summary=("train_summary.json of the fine-tune", req), csv=("output CSV", req), md=("output Markdown", req))
+    add("table3", cmd_table3, row=("LABEL=GENEVAL_JSON,DPG_JSON[,MODEL_DIR]", {"nargs": "+", "required": True}),
+        csv=("output CSV", req), md=("output Markdown", req))
+    figure = add("figure", cmd_figure, metrics=("metric json files", {"nargs": "+", "required": True}),
+                 runs=("LABEL=FINETUNE pairs", {"nargs": "+", "required": True}), png=("output PNG", req),
+                 csv=("output CSV", req))
+    figure.add_argument("--figure", choices=["fig2a", "figS1", "fig2b", "fig8", "fig11"], required=True)
     sub.add_parser("launch", help="run a command on one process per GPU (see `lumos launch --help`)", add_help=False)
     bench = add("bench", cmd_bench)
     bench.add_argument("--quick", action="store_true", help="fewer iterations (for a smoke check)")

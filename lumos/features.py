@@ -1,4 +1,4 @@
-"""Feature caching: VAE latents and vision-encoder tokens, extracted once per split.
+"""Feature caching: VAE latents, vision-encoder tokens and caption tokens, extracted once per split.
 
 Training and sampling read these shards; no VAE or encoder runs in the training loop.
 A split's features folder mirrors its image shards::
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lumos.data.shards import read_images
+from lumos.data.shards import read_records
 from lumos.utils import log, progress
 
 
@@ -28,9 +28,10 @@ def extract_features(split_dir: str, out_dir: str, components: dict, encoders: l
     codec = load_vae(components["vae"], device)
     encs = {name: load_encoder(components[name], name, device) for name in encoders}
     index = json.loads((Path(split_dir) / "index.json").read_text())
+    labels = scene_labels(read_records(split_dir))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    shards = []
+    shards, offset = [], 0
     for k, shard in enumerate(index["shards"]):
         with np.load(Path(split_dir) / shard) as z:
             images = z["images"]
@@ -44,6 +45,9 @@ def extract_features(split_dir: str, out_dir: str, components: dict, encoders: l
                 if patch_tokens:
                     arrays.setdefault(f"{name}_patch", []).append(patch.cpu().half().numpy())
         name = f"shard-{k:05d}.npz"
+        if labels is not None:
+            arrays["labels"] = [labels[offset : offset + len(images)]]
+        offset += len(images)
         np.savez(out / name, **{key: np.concatenate(v) for key, v in arrays.items()})
         shards.append(name)
     meta = {"n": index["n"], "shards": shards, "encoders": encoders, "patch_tokens": patch_tokens,
@@ -51,6 +55,69 @@ def extract_features(split_dir: str, out_dir: str, components: dict, encoders: l
     (out / "index.json").write_text(json.dumps(meta, indent=1))
     log.info("features of %s: %s", split_dir, meta)
     return meta
+
+
+CAPTION_KINDS = ("short", "long")
+
+
+def extract_text_features(split_dir: str, out_dir: str, components: dict, encoders: list[str], batch_size: int,
+                          device="cpu") -> dict:
+    """Encode every image's short and long caption with each text encoder; write shards.
+
+    Arrays per shard: `<enc>_short`, `<enc>_long` (n, L, D) fp16 and their masks (n, L). Tokens
+    are padded to the encoder's max_length (120 for T5) and masked; the stored width is cut to the
+    longest caption of the split, which changes nothing the model reads (padding is masked).
+    """
+    from lumos.components.text import load_text_encoder
+
+    records = read_records(split_dir)
+    if not records or "short_caption" not in records[0]:
+        raise ValueError(f"split {split_dir} has no captions: text features need a captioned split (pairs, coco)")
+    encs = {name: load_text_encoder(components[name], name, device) for name in encoders}
+    widths = {name: max(int(enc.tokenize(batch)["attention_mask"].sum(1).max())
+                        for kind in CAPTION_KINDS
+                        for batch in _chunks([r[f"{kind}_caption"] for r in records], 4096))
+              for name, enc in encs.items()}
+    index = json.loads((Path(split_dir) / "index.json").read_text())
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shards, offset = [], 0
+    for k, shard in enumerate(index["shards"]):
+        with np.load(Path(split_dir) / shard) as z:
+            count = len(z["images"])
+        recs = records[offset : offset + count]
+        offset += count
+        arrays: dict[str, list] = {}
+        for start in progress(range(0, count, batch_size), desc=f"text features {shard}"):
+            for name, enc in encs.items():
+                for kind in CAPTION_KINDS:
+                    tokens, mask = enc([r[f"{kind}_caption"] for r in recs[start : start + batch_size]])
+                    arrays.setdefault(f"{name}_{kind}", []).append(tokens[:, : widths[name]].cpu().half().numpy())
+                    arrays.setdefault(f"{name}_{kind}_mask", []).append(mask[:, : widths[name]].cpu().numpy())
+        name = f"shard-{k:05d}.npz"
+        np.savez(out / name, **{key: np.concatenate(v) for key, v in arrays.items()})
+        shards.append(name)
+    meta = {"n": index["n"], "shards": shards, "encoders": encoders, "tokens": widths,
+            "max_length": {name: enc.max_length for name, enc in encs.items()}}
+    (out / "index.json").write_text(json.dumps(meta, indent=1))
+    log.info("text features of %s: %s", split_dir, meta)
+    return meta
+
+
+def _chunks(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def scene_labels(records: list[dict]) -> np.ndarray | None:
+    """Class label (shape x colour) of each Shapes-world image's largest object, for the
+    class-to-image prior; None for curated folders (no scene ground truth)."""
+    from lumos.data.shapes import class_index
+
+    if not records or "scene" not in records[0]:
+        return None
+    return np.array([class_index(*max(((o["size"], o["shape"], o["colour"]) for o in r["scene"]["objects"]))[1:])
+                     for r in records], dtype=np.int64)
 
 
 def read_features(features_dir: str, keys: list[str], limit: int | None = None) -> dict[str, np.ndarray]:

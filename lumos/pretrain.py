@@ -2,6 +2,9 @@
 
 Lumos-I2I: DINO(-style) CLS token, L2-normalised, read through cross-attention (eq. 1).
 RCG-style: MoCo(-style) global vector, standardised, added to the timestep embedding (adaLN).
+The other priors of Figure 8a train on the same pool: class-to-image (the class label of the
+image's largest object, as a DiT label embedding) and unconditional.
+A run's optional `pool_size` trains on the first N pool images only (Figure 2b's ladder).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from lumos.utils import log
 
 def build_model(model_cfg: dict, run: dict, latent_shape, cond_dim: int, n_tokens: int):
     """A fresh LumosDiT for a run (`pretrain.runs.<name>`) on latents of `latent_shape` (C, h, w)."""
+    from lumos.data.shapes import NUM_CLASSES
     from lumos.models import LumosDiT
 
     c, h, w = latent_shape
@@ -28,15 +32,32 @@ def build_model(model_cfg: dict, run: dict, latent_shape, cond_dim: int, n_token
         cond_dim=cond_dim,
         max_cond_tokens=n_tokens,
         cond_dropout=model_cfg.get("cond_dropout", 0.1),
+        num_classes=NUM_CLASSES if run["injection"] == "class" else 0,
     )
 
 
 def load_run_data(features_dir: str, run: dict):
-    """Latents (n, C, h, w) and the run's condition tokens and mask from cached features."""
+    """Latents (n, C, h, w) and the run's condition and mask from cached features.
+
+    cross_attn / adaln: encoder tokens (n, L, D) and mask (n, L); class: labels (n,) and None;
+    none: (None, None).
+    """
+    injection, limit = run["injection"], run.get("pool_size")
+    if injection in ("class", "none"):
+        feats = read_features(features_dir, ["latents"] + (["labels"] if injection == "class" else []), limit)
+        cond = torch.from_numpy(feats["labels"]).long() if injection == "class" else None
+        return torch.from_numpy(feats["latents"]), cond, None
+    if not run.get("encoder"):
+        raise KeyError(f"a {injection} run needs an `encoder` (config key pretrain.runs.<run>.encoder)")
     tokens = run.get("tokens", "cls")
-    feats = read_features(features_dir, ["latents", *feature_keys(run["encoder"], tokens)])
+    feats = read_features(features_dir, ["latents", *feature_keys(run["encoder"], tokens)], limit)
     cond, mask = condition_tokens(feats, run["encoder"], tokens, run["injection"])
     return torch.from_numpy(feats["latents"]), cond, mask
+
+
+def cond_shape(cond) -> tuple[int, int]:
+    """(feature dim, token count) of a run's condition, (1, 1) for class labels / unconditional."""
+    return (cond.shape[-1], cond.shape[1]) if cond is not None and cond.ndim == 3 else (1, 1)
 
 
 def pretrain(features_dir: str, run: dict, model_cfg: dict, train_cfg: dict, out_dir: str, state_dir: str,
@@ -46,9 +67,9 @@ def pretrain(features_dir: str, run: dict, model_cfg: dict, train_cfg: dict, out
 
     latents, cond, mask = load_run_data(features_dir, run)
     torch.manual_seed(seed)
-    model = build_model(model_cfg, run, latents.shape[1:], cond.shape[-1], cond.shape[1])
+    model = build_model(model_cfg, run, latents.shape[1:], *cond_shape(cond))
     log.info("model %s: %.2fM parameters, %d training latents of shape %s, condition %s",
              model_cfg["size"], sum(p.numel() for p in model.parameters()) / 1e6, len(latents),
-             tuple(latents.shape[1:]), tuple(cond.shape[1:]))
+             tuple(latents.shape[1:]), run["injection"] if cond is None else tuple(cond.shape[1:]))
     return train_diffusion(model, latents, cond, mask, train_cfg, out_dir, state_dir, seed=seed,
                            device=device, stop_after=stop_after, cleanup_state=True)

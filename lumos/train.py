@@ -77,9 +77,13 @@ class _StopRequested(Exception):
 
 def train_diffusion(model, latents: torch.Tensor, cond: torch.Tensor | None, cond_mask: torch.Tensor | None,
                     cfg: dict, out_dir: str, state_dir: str, seed: int = 0, device: str = "cpu",
-                    stop_after: int | None = None, cleanup_state: bool = False) -> dict:
+                    stop_after: int | None = None, cleanup_state: bool = False,
+                    snapshot_every: int | None = None) -> dict:
     """Train `model` to denoise `latents` given `cond`; save EMA and raw weights to `out_dir`.
 
+    `snapshot_every` also saves the EMA weights every that many steps (kept in the state folder
+    while training, moved to `out_dir/snapshots/step-<n>` at the end): the points of the
+    fine-tuning curves.
     `stop_after` ends this invocation after that many steps (after checkpointing), as a kill
     would; a later call with the same `state_dir` resumes. SIGUSR1/SIGTERM do the same.
     `cleanup_state` removes `state_dir` once the outputs are written (the run is complete).
@@ -202,6 +206,8 @@ def train_diffusion(model, latents: torch.Tensor, cond: torch.Tensor | None, con
                 flag = accel.reduce(torch.tensor(float(stop["flag"]), device=accel.device), "max")
                 stop["flag"] = bool(flag.item())
             stopping = stop["flag"] or bool(stop_after and ran >= stop_after)
+            if snapshot_every and (done % snapshot_every == 0 or done == total) and accel.is_main_process:
+                ema.model.save_pretrained(state / "snapshots" / f"step-{done:06d}")
             if done % every == 0 or done == total or stopping:
                 checkpoint(done)
             if done < total and stopping:
@@ -223,6 +229,9 @@ def train_diffusion(model, latents: torch.Tensor, cond: torch.Tensor | None, con
         _write_rows(rows, out / "loss.csv")
         (out / "train_summary.json").write_text(json.dumps(summary, indent=1))
         plot_loss(rows, out / "loss.png")
+        if snapshot_every:
+            shutil.rmtree(out / "snapshots", ignore_errors=True)
+            shutil.copytree(state / "snapshots", out / "snapshots")
         if cleanup_state:
             shutil.rmtree(state, ignore_errors=True)
     return summary

@@ -45,10 +45,23 @@ for _required in ("lumos_i2i", "rcg"):
         )
 
 
+# T2I: fine-tune names are <prior>-<text encoder>-<captions>-n<noise %> (see lumos/finetune.py).
+T2I_MAIN = config["t2i"]["main"]
+FIGURES = config["t2i"]["figures"]
+FT_PATTERN = r"[a-z0-9_]+-(t5|clip)-(short|long|mixed)-n[0-9]+"
+TEXT_ENCODERS = sorted({T2I_MAIN.split("-")[1], *FIGURES.get("fig11", {}).get("text_encoders", [])})
+_steps, _every = config["t2i"]["train"]["steps"], config["t2i"]["snapshot_every"]
+SNAPSHOTS = [f"step-{s:06d}" for s in sorted({*range(_every, _steps + 1, _every), _steps})]
+
+
 wildcard_constraints:
-    split="pool|coco|imagenet|coco_ref|imagenet_ref|classifier",
-    component="vae|dino|moco|fid_net",
-    run="|".join(RUNS + ["untrained"]),
+    split="pool|coco|imagenet|coco_ref|imagenet_ref|classifier|pairs",
+    component="vae|dino|moco|fid_net|t5|clip",
+    run=f"({'|'.join(RUNS)})(_pool[0-9]+)?|untrained",
+    ft=f"{FT_PATTERN}|untrained",
+    ckpt="final|step-[0-9]+",
+    captions="short|long",
+    bench="geneval|dpg",
 
 
 def as_json(**parts):
@@ -63,8 +76,57 @@ def trained(*names):
 
 
 def run_config(run):
-    """The pretrain run config; the untrained ceiling uses Lumos-I2I's architecture."""
-    return config["pretrain"]["runs"]["lumos_i2i" if run == "untrained" else run]
+    """The pretrain run config; `<run>_pool<N>` trains on the first N pool images; the untrained
+    ceiling uses Lumos-I2I's architecture."""
+    base, _, size = ("lumos_i2i" if run == "untrained" else run).partition("_pool")
+    return {**config["pretrain"]["runs"][base], **({"pool_size": int(size)} if size else {})}
+
+
+def ft_prior(wildcards):
+    """The I2I model a fine-tune starts from ([] for `none`: from scratch)."""
+    prior = wildcards.ft.split("-")[0]
+    return [] if prior == "none" else f"results/pretrain/{prior}/model"
+
+
+def ft_model(wildcards):
+    """The model folder a T2I sampling job reads: final EMA weights or the snapshots folder."""
+    if wildcards.ft == "untrained":
+        return []
+    return f"results/t2i/{wildcards.ft}/" + ("model" if wildcards.ckpt == "final" else "snapshots")
+
+
+def ft_model_path(wildcards, input):
+    if wildcards.ft == "untrained":
+        return "none"
+    return input.model if wildcards.ckpt == "final" else f"{input.model}/{wildcards.ckpt}"
+
+
+def t2i_text(wildcards):
+    """The text encoder of a fine-tune (the main one's for the untrained sanity row)."""
+    return (T2I_MAIN if wildcards.ft == "untrained" else wildcards.ft).split("-")[1]
+
+
+def fig_runs(fig):
+    """Fine-tunes compared in a figure: {line label: fine-tune name}."""
+    text, f = T2I_MAIN.split("-")[1], FIGURES[fig]
+    if fig == "fig2a":
+        return {f"{p}@{n}": f"{p}-{text}-mixed-n{n}" for p in f["priors"] for n in f["noise_percent"]}
+    if fig == "fig2b":
+        return {f"pool {n}": f"lumos_i2i_pool{n}-{text}-mixed-n0" for n in f["pool_sizes"]}
+    if fig == "fig8":
+        return {p: f"{p}-{text}-mixed-n0" for p in f["priors"]}
+    if fig == "fig11":
+        return {t: f"lumos_i2i-{t}-mixed-n0" for t in f["text_encoders"]}
+    raise ValueError(fig)
+
+
+def fig_inputs(fig):
+    """The metric files a figure reads: final FID + CLIP score per run (fig2a/S1), or the FID of
+    every snapshot (curves against fine-tuning steps)."""
+    runs = fig_runs("fig2a" if fig == "figS1" else fig).values()
+    if fig in ("fig2a", "figS1"):
+        return [f"results/eval/t2i/{r}/final/{m}_coco_short.json" for r in runs for m in ("fid", "clip")]
+    return [f"results/eval/t2i/{r}/{s}/fid_coco_short.json" for r in runs for s in SNAPSHOTS]
 
 
 def fid_config():
@@ -80,8 +142,9 @@ def fid_inputs():
 
 
 def component_data(wildcards):
-    """The split a component trains on: labelled images for the FID net, the pool otherwise."""
-    split = "classifier" if wildcards.component == "fid_net" else "pool"
+    """The split a component trains on: labelled images for the FID net, the pair set for the
+    text encoders (CLIP trains on it; T5 is randomly initialised), the pool otherwise."""
+    split = {"fid_net": "classifier", "t5": "pairs", "clip": "pairs"}.get(wildcards.component, "pool")
     return f"results/data/{split}"
 
 

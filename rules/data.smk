@@ -5,7 +5,7 @@ rule data_split:
     output:
         directory("results/data/{split}"),
     params:
-        cfg=lambda wc: as_json(data=config["data"]),
+        cfg=lambda wc: as_json(data={**config["data"], "splits": {wc.split: config["data"]["splits"][wc.split]}}),
     resources:
         **rule_resources("data_split"),
     log:

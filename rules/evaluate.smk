@@ -92,3 +92,126 @@ rule fid_real:
     shell:
         "lumos fid --threads {threads} --cfg {params.cfg:q} --run real --split {wildcards.split}"
         " --data {input.data} --reference {input.reference} --out {output} > {log} 2>&1"
+
+
+# T2I evaluation: FID and CLIP score from eval-split captions (final weights or a snapshot),
+# and the GenEval / DPG-Bench analogues.
+
+
+rule t2i_sample:
+    input:
+        model=ft_model,
+        features="results/features/{split}",
+        text="results/features/{split}_text",
+        components=trained("vae"),
+    output:
+        directory("results/samples/t2i/{ft}/{ckpt}/{split}_{captions}"),
+    params:
+        cfg=lambda wc: as_json(
+            text=t2i_text(wc),
+            model=config["pretrain"]["model"],
+            vae=config["components"]["vae"],
+            sample=config["sample"],
+            n_samples=config["data"]["splits"][wc.split]["n"] if wc.ckpt == "final"
+            else config["t2i"]["eval"]["curve_samples"],
+        ),
+        model=ft_model_path,
+        work="results/state/samples/t2i/{ft}/{ckpt}/{split}_{captions}",
+    threads: 1
+    resources:
+        **rule_resources("t2i_sample"),
+    log:
+        "results/logs/sample/t2i_{ft}_{ckpt}_{split}_{captions}.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos t2i-sample --threads {threads} --cfg {params.cfg:q} --model {params.model}"
+        " --features {input.features} --text {input.text} --captions {wildcards.captions}"
+        " --out {output} --work {params.work} > {log} 2>&1"
+
+
+rule t2i_fid:
+    input:
+        samples="results/samples/t2i/{ft}/{ckpt}/{split}_{captions}",
+        reference="results/eval/fid/reference_{split}.npz",
+        components=fid_inputs(),
+    output:
+        "results/eval/t2i/{ft}/{ckpt}/fid_{split}_{captions}.json",
+    params:
+        cfg=lambda wc: as_json(**fid_config()),
+    threads: 1
+    resources:
+        **rule_resources("fid"),
+    log:
+        "results/logs/fid/t2i_{ft}_{ckpt}_{split}_{captions}.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos fid --threads {threads} --cfg {params.cfg:q} --run {wildcards.ft} --split {wildcards.split}"
+        " --samples {input.samples} --reference {input.reference} --out {output} > {log} 2>&1"
+
+
+rule clip_score:
+    input:
+        samples="results/samples/t2i/{ft}/{ckpt}/{split}_{captions}",
+        data="results/data/{split}",
+        components=trained(config["t2i"]["eval"]["clip_scorer"]),
+    output:
+        "results/eval/t2i/{ft}/{ckpt}/clip_{split}_{captions}.json",
+    params:
+        cfg=lambda wc: as_json(clip=config["components"][config["t2i"]["eval"]["clip_scorer"]]),
+    threads: 1
+    resources:
+        **rule_resources("clip_score"),
+    log:
+        "results/logs/eval/clip_{ft}_{ckpt}_{split}_{captions}.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos clip-score --threads {threads} --cfg {params.cfg:q} --samples {input.samples}"
+        " --data {input.data} --captions {wildcards.captions} --out {output} > {log} 2>&1"
+
+
+rule t2i_bench:
+    input:
+        model=lambda wc: [] if wc.ft == "untrained" else f"results/t2i/{wc.ft}/model",
+        features="results/features/pairs",
+        components=lambda wc: trained("vae", t2i_text(wc)),
+    output:
+        directory("results/eval/t2i/{ft}/{bench}"),
+    params:
+        cfg=lambda wc: as_json(
+            bench=config["t2i"]["eval"][wc.bench],
+            image_size=config["data"]["image_size"],
+            text=t2i_text(wc),
+            text_spec=config["components"][t2i_text(wc)],
+            model=config["pretrain"]["model"],
+            vae=config["components"]["vae"],
+            sample=config["sample"],
+        ),
+        model=lambda wc, input: input.model or "none",
+        work="results/state/bench/{ft}/{bench}",
+    threads: 1
+    resources:
+        **rule_resources("t2i_bench"),
+    log:
+        "results/logs/eval/{bench}_{ft}.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos t2i-bench --threads {threads} --cfg {params.cfg:q} --bench {wildcards.bench}"
+        " --model {params.model} --features {input.features} --out {output} --work {params.work} > {log} 2>&1"
+
+
+rule bench_ground_truth:
+    output:
+        directory("results/eval/t2i/ground_truth/{bench}"),
+    params:
+        cfg=lambda wc: as_json(bench=config["t2i"]["eval"][wc.bench], image_size=config["data"]["image_size"]),
+    log:
+        "results/logs/eval/{bench}_ground_truth.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos t2i-bench --cfg {params.cfg:q} --bench {wildcards.bench} --model ground_truth"
+        " --out {output} > {log} 2>&1"

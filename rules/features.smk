@@ -10,7 +10,7 @@ rule features:
     params:
         cfg=lambda wc: as_json(
             components=config["components"],
-            encoders=sorted({r["encoder"] for r in config["pretrain"]["runs"].values()}),
+            encoders=sorted({r["encoder"] for r in config["pretrain"]["runs"].values() if r.get("encoder")}),
             features=config["features"],
         ),
     threads: 1

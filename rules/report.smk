@@ -2,6 +2,10 @@
 
 localrules:
     table1,
+    table2,
+    table3,
+    t2i_grid,
+    figure,
 
 
 rule table1:
@@ -28,3 +32,84 @@ rule table1:
         "lumos table1 --cfg {params.cfg:q} --fid {input.fid} --csv {output.csv} --md {output.md}"
         " --grid {output.grid} --grid-data {input.grid_data}"
         " --grid-samples Lumos-I2I={input.lumos} RCG={input.rcg} > {log} 2>&1"
+
+
+rule table2:
+    input:
+        short=f"results/eval/t2i/{T2I_MAIN}/final/fid_coco_short.json",
+        long=f"results/eval/t2i/{T2I_MAIN}/final/fid_coco_long.json",
+        untrained="results/eval/t2i/untrained/final/fid_coco_short.json",
+        real="results/eval/fid/real_coco.json",
+        summary=f"results/t2i/{T2I_MAIN}/train_summary.json",
+        grid="results/t2i_samples.png",
+    output:
+        csv="results/table2.csv",
+        md="results/table2.md",
+    params:
+        cfg=as_json(),
+    log:
+        "results/logs/report/table2.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos table2 --cfg {params.cfg:q} --short {input.short} --long {input.long}"
+        " --untrained {input.untrained} --real {input.real} --summary {input.summary}"
+        " --csv {output.csv} --md {output.md} > {log} 2>&1"
+
+
+rule table3:
+    input:
+        main=expand("results/eval/t2i/{ft}/{bench}", ft=T2I_MAIN, bench=["geneval", "dpg"]),
+        untrained=expand("results/eval/t2i/untrained/{bench}", bench=["geneval", "dpg"]),
+        truth=expand("results/eval/t2i/ground_truth/{bench}", bench=["geneval", "dpg"]),
+        model=f"results/t2i/{T2I_MAIN}/model",
+    output:
+        csv="results/table3.csv",
+        md="results/table3.md",
+    params:
+        cfg=as_json(),
+        main=f"Lumos-T2I=results/eval/t2i/{T2I_MAIN}/geneval/scores.json,results/eval/t2i/{T2I_MAIN}/dpg/scores.json",
+        untrained="untrained DiT=results/eval/t2i/untrained/geneval/scores.json,results/eval/t2i/untrained/dpg/scores.json",
+        truth="ground-truth renders=results/eval/t2i/ground_truth/geneval/scores.json,results/eval/t2i/ground_truth/dpg/scores.json",
+    log:
+        "results/logs/report/table3.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos table3 --cfg {params.cfg:q} --row {params.main:q},{input.model} {params.untrained:q} {params.truth:q}"
+        " --csv {output.csv} --md {output.md} > {log} 2>&1"
+
+
+rule t2i_grid:
+    input:
+        f"results/t2i/{T2I_MAIN}/pipeline",
+    output:
+        "results/t2i_samples.png",
+    params:
+        cfg=as_json(sample=config["sample"]),
+    log:
+        "results/logs/report/t2i_grid.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos t2i-grid --cfg {params.cfg:q} --pipeline {input} --out {output} > {log} 2>&1"
+
+
+rule figure:
+    input:
+        lambda wc: fig_inputs(wc.fig),
+    output:
+        png="results/{fig}.png",
+        csv="results/{fig}.csv",
+    wildcard_constraints:
+        fig="fig2a|figS1|fig2b|fig8|fig11",
+    params:
+        cfg=as_json(),
+        runs=lambda wc: [f"{k}={v}" for k, v in fig_runs("fig2a" if wc.fig == "figS1" else wc.fig).items()],
+    log:
+        "results/logs/report/{fig}.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos figure --cfg {params.cfg:q} --figure {wildcards.fig} --metrics {input} --runs {params.runs:q}"
+        " --png {output.png} --csv {output.csv} > {log} 2>&1"

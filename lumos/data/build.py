@@ -11,7 +11,8 @@ from lumos.data.shards import write_split
 from lumos.utils import log, progress
 
 # A fixed id per split keeps every split's random stream independent of the others.
-SPLIT_IDS = {"pool": 0, "coco": 1, "imagenet": 2, "coco_ref": 3, "imagenet_ref": 4, "classifier": 5}
+SPLIT_IDS = {"pool": 0, "coco": 1, "imagenet": 2, "coco_ref": 3, "imagenet_ref": 4, "classifier": 5, "pairs": 6}
+CAPTIONED = ("pairs", "coco")  # curated splits whose images need captions (<image>.txt, <image>.long.txt)
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
@@ -45,19 +46,29 @@ def _center_crop_resize(img, size: int) -> np.ndarray:
 def curate_folder(name: str, folder: str, n: int, image_size: int, min_side: int, shard_size: int, out_dir: str) -> dict:
     """Curate up to `n` images from `folder` (recursive): drop corrupt or non-RGB-convertible
     files and images whose shorter side is not greater than `min_side`; center-crop and resize
-    the rest to `image_size`. Every skipped file is counted by reason in `curation.json`."""
+    the rest to `image_size`. Captioned splits (pairs, coco) read the raw caption from
+    `<image>.txt` and the long one from `<image>.long.txt` (the raw one when absent) and skip
+    images without a caption. Every skipped file is counted by reason in `curation.json`."""
     from PIL import Image, UnidentifiedImageError
 
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"data folder for split '{name}' not found: '{folder}' (config key data.paths.{name})")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-    counts = {"seen": 0, "kept": 0, "corrupt": 0, "too_small": 0}
+    counts = {"seen": 0, "kept": 0, "corrupt": 0, "too_small": 0, "no_caption": 0}
     images, records = [], []
     for path in progress(files, desc=f"curate {name}"):
         if len(images) >= n:
             break
         counts["seen"] += 1
+        captions = {}
+        if name in CAPTIONED:
+            raw, long = path.with_suffix(".txt"), path.with_suffix(".long.txt")
+            if not raw.exists():
+                counts["no_caption"] += 1
+                continue
+            captions["short_caption"] = raw.read_text().strip()
+            captions["long_caption"] = long.read_text().strip() if long.exists() else captions["short_caption"]
         try:
             with Image.open(path) as img:
                 img.load()
@@ -69,7 +80,8 @@ def curate_folder(name: str, folder: str, n: int, image_size: int, min_side: int
             counts["corrupt"] += 1
             log.warning("skipping corrupt image %s: %s", path, err)
             continue
-        records.append({"index": len(records), "source": str(path.relative_to(root)), "label": path.parent.name})
+        records.append({"index": len(records), "source": str(path.relative_to(root)), "label": path.parent.name,
+                        **captions})
         counts["kept"] += 1
     if not images:
         raise ValueError(f"no usable images in '{folder}' for split '{name}': {counts}")

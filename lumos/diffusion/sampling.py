@@ -51,6 +51,7 @@ def sample(
     progress: bool = False,
     device=None,
     num_train_timesteps: int = 1000,
+    scheduler=None,
 ) -> torch.Tensor:
     """Generate latents of ``shape`` (B, C, H, W) from Gaussian noise.
 
@@ -66,13 +67,20 @@ def sample(
         progress: show a tqdm progress bar.
         device: defaults to the model's device.
         num_train_timesteps: T of the training schedule.
+        scheduler: a ready diffusers scheduler to use instead of building one
+            from ``sampler`` (as a :class:`DiffusionPipeline` holds its own). The
+            model's variance half is kept only for a DDPM scheduler with a
+            learned variance type, as ``make_scheduler`` sets it up.
     """
     first = next(model.parameters())
     device = torch.device(device) if device is not None else first.device
     dtype = first.dtype
     config = getattr(model, "config", None)
     learn_sigma = bool(getattr(config, "learn_sigma", True))
-    scheduler = make_scheduler(sampler, num_train_timesteps, learn_sigma=learn_sigma)
+    if scheduler is None:
+        scheduler = make_scheduler(sampler, num_train_timesteps, learn_sigma=learn_sigma)
+    learned_var = getattr(scheduler.config, "variance_type", None) in ("learned", "learned_range")
+    keep_variance = isinstance(scheduler, DDPMScheduler) and learned_var  # DDPM reads the variance half
     scheduler.set_timesteps(num_steps, device=device)
 
     gen_device = generator.device if generator is not None else device
@@ -96,7 +104,7 @@ def sample(
         else:
             out = model(inp, tt, cond, cond_mask)
         out = out.float()
-        if sampler == "dpm++" and out.shape[1] == 2 * x.shape[1]:
+        if not keep_variance and out.shape[1] == 2 * x.shape[1]:
             out = out[:, : x.shape[1]]
         x = scheduler.step(out, t, x, generator=generator).prev_sample
     return x

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from lumos.report.markdown import markdown_table
+
 # Table 1 of the paper: MS-COCO FID-30K and ImageNet FID-50K.
 REPORTED = [
     {"method": "RCG", "coco_fid": 12.70, "imagenet_fid": 4.89},
@@ -48,13 +50,11 @@ def build_table1(fid_files: list[str], preset: str) -> pd.DataFrame:
 
 def to_markdown(df: pd.DataFrame) -> str:
     """A Markdown table with a note on what is comparable."""
-    head = "| " + " | ".join(df.columns) + " |\n|" + "---|" * len(df.columns) + "\n"
-    body = "".join("| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |\n" for row in df.itertuples(index=False))
-    note = ("\nTable 1 (I2I generation). `measured` rows come from this workflow's run (FID in the feature space "
+    note = ("Table 1 (I2I generation). `measured` rows come from this workflow's run (FID in the feature space "
             "named in `feature_extractor`, one sample per eval image); `reported (paper)` rows are copied from "
             "the paper (Inception FID on MS-COCO 30K / ImageNet 50K) and are not comparable to measured rows "
-            "unless the preset is `paper`.\n")
-    return "# Table 1: RCG vs Lumos-I2I\n\n" + head + body + note
+            "unless the preset is `paper`.")
+    return markdown_table(df, "Table 1: RCG vs Lumos-I2I", note)
 
 
 def write_grid(eval_images, columns: dict, path: str, n: int) -> None:

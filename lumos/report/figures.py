@@ -1,0 +1,77 @@
+"""The paper's T2I figures as PNG + CSV, from the workflow's metric files.
+
+- fig2a: CLIP score against the caption-noise ratio, with vs without the I2I prior (paper Fig. 2a).
+- figS1: the same runs' FID against the noise ratio (paper Fig. S1, the motivation experiment's FID).
+- fig2b: FID against fine-tuning steps, one line per I2I pool size (paper Fig. 2b).
+- fig8:  FID against fine-tuning steps, one line per prior (none, Lumos-I2I, RCG, class, uncond).
+- fig11: FID against fine-tuning steps, T5 vs CLIP text encoder on the Lumos-I2I prior.
+
+Metric files live at results/eval/t2i/<fine-tune>/<final|step-N>/<fid|clip>_<split>_<captions>.json.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+TITLES = {
+    "fig2a": ("caption noise (% of pairs)", "CLIP score (measured)", "Fig. 2a: T2I vs caption noise"),
+    "figS1": ("caption noise (% of pairs)", "FID (measured)", "Fig. S1: FID vs caption noise"),
+    "fig2b": ("fine-tuning step", "FID (measured)", "Fig. 2b: I2I pool size"),
+    "fig8": ("fine-tuning step", "FID (measured)", "Fig. 8: priors for T2I"),
+    "fig11": ("fine-tuning step", "FID (measured)", "Fig. 11: T5 vs CLIP text encoder"),
+}
+
+
+def collect(files: list[str], runs: dict[str, str]) -> pd.DataFrame:
+    """One row per metric file: line label, fine-tune, checkpoint step, metric, value."""
+    names = {v: k for k, v in runs.items()}
+    rows = []
+    for f in files:
+        path = Path(f)
+        ft, ckpt = path.parent.parent.name, path.parent.name
+        metric = path.name.split("_")[0]
+        data = json.loads(path.read_text())
+        value = data["fid"] if metric == "fid" else data["clip_score"]
+        rows.append({"label": names[ft], "finetune": ft, "checkpoint": ckpt,
+                     "step": None if ckpt == "final" else int(ckpt.split("-")[1]), "metric": metric,
+                     "value": value, "samples": data.get("n_samples", data.get("n"))})
+    return pd.DataFrame(rows)
+
+
+def build_figure(fig: str, files: list[str], runs: dict[str, str], png: str, csv: str) -> pd.DataFrame:
+    """Write the figure's CSV (the plotted numbers) and PNG; return the plotted table."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = collect(files, runs)
+    xlabel, ylabel, title = TITLES[fig]
+    fig_, ax = plt.subplots(figsize=(5, 3.4), dpi=120)
+    if fig in ("fig2a", "figS1"):
+        df = df[df.metric == ("clip" if fig == "fig2a" else "fid")].copy()
+        df["prior"] = df.label.str.split("@").str[0]
+        df["noise_percent"] = df.label.str.split("@").str[1].astype(int)
+        df = df.sort_values(["prior", "noise_percent"])
+        for prior, part in df.groupby("prior"):
+            ax.plot(part.noise_percent, part.value, marker="o",
+                    label="w/o I2I prior" if prior == "none" else f"w/ I2I prior ({prior})")
+        out = df[["prior", "noise_percent", "value", "samples", "finetune"]].rename(columns={"value": df.metric.iloc[0]})
+    else:
+        df = df.sort_values(["label", "step"])
+        for label, part in df.groupby("label", sort=False):
+            ax.plot(part.step, part.value, marker="o", label=label)
+        out = df[["label", "step", "value", "samples", "finetune"]].rename(columns={"value": "fid"})
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig_.tight_layout()
+    Path(png).parent.mkdir(parents=True, exist_ok=True)
+    fig_.savefig(png)
+    plt.close(fig_)
+    out.to_csv(csv, index=False)
+    return out

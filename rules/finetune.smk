@@ -1,0 +1,70 @@
+# T2I fine-tuning from an I2I prior (eq. 2): caption tokens are cached once per captioned split,
+# then each fine-tune loads its prior, attaches a fresh caption projection and trains on the pairs.
+# Resumable state lives in results/state/ like pretraining.
+
+
+rule text_features:
+    input:
+        data="results/data/{split}",
+        components=trained(*TEXT_ENCODERS),
+    output:
+        directory("results/features/{split}_text"),
+    params:
+        cfg=lambda wc: as_json(components=config["components"], encoders=TEXT_ENCODERS, features=config["features"]),
+    threads: 1
+    resources:
+        **rule_resources("text_features"),
+    log:
+        "results/logs/features/{split}_text.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos text-features --threads {threads} --cfg {params.cfg:q} --data {input.data}"
+        " --out {output} > {log} 2>&1"
+
+
+rule finetune:
+    input:
+        features="results/features/pairs",
+        text="results/features/pairs_text",
+        prior=ft_prior,
+    output:
+        model=directory("results/t2i/{ft}/model"),
+        raw=directory("results/t2i/{ft}/model_raw"),
+        snapshots=directory("results/t2i/{ft}/snapshots"),
+        curve="results/t2i/{ft}/loss.csv",
+        plot="results/t2i/{ft}/loss.png",
+        summary="results/t2i/{ft}/train_summary.json",
+    params:
+        cfg=lambda wc: as_json(t2i=config["t2i"], model=config["pretrain"]["model"]),
+        prior=lambda wc, input: input.prior or "none",
+        state="results/state/t2i/{ft}",
+    threads: 1
+    resources:
+        **rule_resources("finetune", signal=True),
+    log:
+        "results/logs/t2i/{ft}.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "{resources.mpi} lumos launch --processes {resources.processes} --nodes {resources.nodes} --"
+        " finetune --threads {threads} --cfg {params.cfg:q} --ft {wildcards.ft} --prior {params.prior}"
+        " --features {input.features} --text {input.text} --out results/t2i/{wildcards.ft}"
+        " --state {params.state} > {log} 2>&1"
+
+
+rule t2i_pipeline:
+    input:
+        model="results/t2i/{ft}/model",
+        components=trained("vae", *TEXT_ENCODERS),
+    output:
+        directory("results/t2i/{ft}/pipeline"),
+    params:
+        cfg=lambda wc: as_json(vae=config["components"]["vae"], sample=config["sample"],
+                               text_spec=config["components"][t2i_text(wc)]),
+    log:
+        "results/logs/t2i/{ft}_pipeline.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos export-pipeline --cfg {params.cfg:q} --model {input.model} --out {output} > {log} 2>&1"
