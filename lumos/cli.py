@@ -318,6 +318,38 @@ def cmd_t2i_grid(args):
     save_grid(args.out, images, ncols=per * 2, scale=4, labels=labels)
 
 
+def cmd_official_images(args):
+    """Generate images for the official GenEval / DPG-Bench evaluator, in its folder layout."""
+    import torch
+
+    from lumos.eval.official import write_dpg_images, write_geneval_images
+    from lumos.pipelines import LumosT2IPipeline
+
+    cfg = _setup(args)
+    pipe = LumosT2IPipeline.from_pretrained(args.pipeline).to(cfg["_device"])
+    sample = cfg["sample"]
+
+    def generate(prompts, seed):
+        return pipe(prompts, num_inference_steps=sample["steps"], guidance_scale=sample["guidance_scale"],
+                    generator=torch.Generator().manual_seed(seed), output_type="np").images
+
+    if args.bench == "geneval":
+        write_geneval_images(generate, cfg["repo"], args.out, cfg.get("images_per_prompt", 4))
+    else:
+        write_dpg_images(generate, cfg["repo"], args.out)
+
+
+def cmd_official_scores(args):
+    """Parse the official evaluator's output into scores.json (the analogue's format)."""
+    from lumos.eval.official import parse_dpg_report, parse_geneval_results
+
+    _setup(args)
+    scores = parse_geneval_results(args.results) if args.bench == "geneval" else parse_dpg_report(args.results)
+    scores.update(benchmark=args.bench, source="official evaluator")
+    _write_json(args.out, scores)
+    print(json.dumps(scores))
+
+
 def cmd_table2(args):
     """Write Table 2 (T2I FID, short vs long captions) as CSV + Markdown."""
     from lumos.report.table2 import build_table2, to_markdown
@@ -451,6 +483,12 @@ def build_parser() -> argparse.ArgumentParser:
         grid_samples=("NAME=FOLDER sample folders", {"nargs": "+", "required": True}))
     add("export-pipeline", cmd_export_pipeline, model=("fine-tuned model folder", req), out=("pipeline folder", req))
     add("t2i-grid", cmd_t2i_grid, pipeline=("exported pipeline folder", req), out=("output PNG", req))
+    official = add("official-images", cmd_official_images, pipeline=("exported T2I pipeline folder", req),
+                   out=("image folder in the evaluator's layout", req))
+    official.add_argument("--bench", choices=["geneval", "dpg"], required=True)
+    official = add("official-scores", cmd_official_scores, results=("evaluator output file", req),
+                   out=("output scores.json", req))
+    official.add_argument("--bench", choices=["geneval", "dpg"], required=True)
     add("table2", cmd_table2, short=("FID json, short captions", req), long=("FID json, long captions", req),
         untrained=("FID json of the untrained model", req), real=("FID json of the real floor", req),
         summary=("train_summary.json of the fine-tune", req), csv=("output CSV", req), md=("output Markdown", req))

@@ -48,6 +48,7 @@ for _required in ("lumos_i2i", "rcg"):
 # T2I: fine-tune names are <prior>-<text encoder>-<captions>-n<noise %> (see lumos/finetune.py).
 T2I_MAIN = config["t2i"]["main"]
 FIGURES = config["t2i"]["figures"]
+OFFICIAL = config["t2i"]["eval"].get("official", {})  # paper: the official GenEval / DPG-Bench
 FT_PATTERN = r"[a-z0-9_]+-(t5|clip)-(short|long|mixed)-n[0-9]+"
 TEXT_ENCODERS = sorted({T2I_MAIN.split("-")[1], *FIGURES.get("fig11", {}).get("text_encoders", [])})
 _steps, _every = config["t2i"]["train"]["steps"], config["t2i"]["snapshot_every"]
@@ -104,6 +105,28 @@ def ft_model_path(wildcards, input):
 def t2i_text(wildcards):
     """The text encoder of a fine-tune (the main one's for the untrained sanity row)."""
     return (T2I_MAIN if wildcards.ft == "untrained" else wildcards.ft).split("-")[1]
+
+
+def table3_inputs():
+    """What Table 3 reads: the official evaluators' scores for Lumos-T2I when configured (paper),
+    otherwise the Shapes-world analogues' folders for Lumos-T2I, the untrained model and the
+    ground-truth renders (the detector's own accuracy)."""
+    if OFFICIAL:
+        return [f"results/eval/t2i/{T2I_MAIN}/{b}_official/scores.json" for b in ("geneval", "dpg")]
+    return [f"results/eval/t2i/{ft}/{b}" for ft in (T2I_MAIN, "untrained", "ground_truth") for b in ("geneval", "dpg")]
+
+
+def table3_rows():
+    """`--row LABEL=GENEVAL_JSON,DPG_JSON[,MODEL]` arguments of `lumos table3`."""
+    model = f"results/t2i/{T2I_MAIN}/model"
+    if OFFICIAL:
+        files = table3_inputs()
+        return [f"Lumos-T2I={files[0]},{files[1]},{model}"]
+    rows = []
+    for label, ft in (("Lumos-T2I", T2I_MAIN), ("untrained DiT", "untrained"), ("ground-truth renders", "ground_truth")):
+        files = ",".join(f"results/eval/t2i/{ft}/{b}/scores.json" for b in ("geneval", "dpg"))
+        rows.append(f"{label}={files}" + (f",{model}" if ft == T2I_MAIN else ""))
+    return rows
 
 
 def fig_runs(fig):
@@ -206,7 +229,7 @@ def check_before_run():
                 "set them in config/paper.yaml or pass --config 'slurm={account: ACC, partition: PART}'"
             )
     if config["data"]["source"] == "paths":
-        needed = ["pool", *EVAL_SPLITS, *(f"{s}_ref" for s in EVAL_SPLITS)]
+        needed = ["pool", "pairs", *EVAL_SPLITS, *(f"{s}_ref" for s in EVAL_SPLITS)]
         if config["eval"]["fid_extractor"] == "fid_net":
             needed.append("classifier")
         paths = config["data"].get("paths", {})

@@ -215,3 +215,83 @@ rule bench_ground_truth:
     shell:
         "lumos t2i-bench --cfg {params.cfg:q} --bench {wildcards.bench} --model ground_truth"
         " --out {output} > {log} 2>&1"
+
+
+# Paper preset: the official GenEval and DPG-Bench evaluators, each in its own conda env
+# (envs/geneval.yaml, envs/dpg_bench.yaml; created by `--sdm conda`, not installed by default).
+
+
+rule official_images:
+    input:
+        "results/t2i/{ft}/pipeline",
+    output:
+        directory("results/eval/t2i/{ft}/{bench}_official/images"),
+    params:
+        cfg=lambda wc: as_json(
+            sample=config["sample"],
+            repo=OFFICIAL.get("geneval_repo" if wc.bench == "geneval" else "dpg_repo", ""),
+            images_per_prompt=config["t2i"]["eval"]["geneval"]["images_per_prompt"],
+        ),
+    threads: 1
+    resources:
+        **rule_resources("t2i_bench"),
+    log:
+        "results/logs/eval/{bench}_official_images_{ft}.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos official-images --threads {threads} --cfg {params.cfg:q} --bench {wildcards.bench}"
+        " --pipeline {input} --out {output} > {log} 2>&1"
+
+
+rule geneval_official:
+    input:
+        "results/eval/t2i/{ft}/geneval_official/images",
+    output:
+        "results/eval/t2i/{ft}/geneval_official/results.jsonl",
+    params:
+        repo=OFFICIAL.get("geneval_repo", ""),
+        detector=OFFICIAL.get("geneval_detector", ""),
+    resources:
+        **rule_resources("official_eval"),
+    log:
+        "results/logs/eval/geneval_official_{ft}.log",
+    conda:
+        "../envs/geneval.yaml"
+    shell:
+        "python {params.repo}/evaluation/evaluate_images.py {input} --outfile {output}"
+        " --model-path {params.detector} > {log} 2>&1"
+
+
+rule dpg_official:
+    input:
+        "results/eval/t2i/{ft}/dpg_official/images",
+    output:
+        "results/eval/t2i/{ft}/dpg_official/report.txt",
+    params:
+        repo=OFFICIAL.get("dpg_repo", ""),
+        resolution=config["data"]["image_size"],
+    resources:
+        **rule_resources("official_eval"),
+    log:
+        "results/logs/eval/dpg_official_{ft}.log",
+    conda:
+        "../envs/dpg_bench.yaml"
+    shell:
+        "accelerate launch --num_processes {resources.processes} {params.repo}/dpg_bench/compute_dpg_bench.py"
+        " --image-root-path {input} --resolution {params.resolution} --pic-num 4 --res-path {output}"
+        " --vqa-model mplug > {log} 2>&1"
+
+
+rule official_scores:
+    input:
+        lambda wc: f"results/eval/t2i/{wc.ft}/{wc.bench}_official/"
+        + ("results.jsonl" if wc.bench == "geneval" else "report.txt"),
+    output:
+        "results/eval/t2i/{ft}/{bench}_official/scores.json",
+    log:
+        "results/logs/eval/{bench}_official_scores_{ft}.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos official-scores --bench {wildcards.bench} --results {input} --out {output} > {log} 2>&1"

@@ -36,7 +36,10 @@ rule finetune:
         plot="results/t2i/{ft}/loss.png",
         summary="results/t2i/{ft}/train_summary.json",
     params:
-        cfg=lambda wc: as_json(t2i=config["t2i"], model=config["pretrain"]["model"]),
+        cfg=lambda wc: as_json(
+            t2i={k: config["t2i"][k] for k in ("train", "cond_dropout", "snapshot_every")},
+            model=config["pretrain"]["model"],
+        ),
         prior=lambda wc, input: input.prior or "none",
         state="results/state/t2i/{ft}",
     threads: 1

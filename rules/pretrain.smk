@@ -13,7 +13,7 @@ rule pretrain:
         summary="results/pretrain/{run}/train_summary.json",
     params:
         cfg=lambda wc: as_json(
-            run=config["pretrain"]["runs"][wc.run],
+            run=run_config(wc.run),
             model=config["pretrain"]["model"],
             train=config["pretrain"]["train"],
         ),

@@ -6,6 +6,7 @@ localrules:
     table3,
     t2i_grid,
     figure,
+    official_scores,
 
 
 rule table1:
@@ -59,25 +60,23 @@ rule table2:
 
 rule table3:
     input:
-        main=expand("results/eval/t2i/{ft}/{bench}", ft=T2I_MAIN, bench=["geneval", "dpg"]),
-        untrained=expand("results/eval/t2i/untrained/{bench}", bench=["geneval", "dpg"]),
-        truth=expand("results/eval/t2i/ground_truth/{bench}", bench=["geneval", "dpg"]),
+        scores=table3_inputs(),
         model=f"results/t2i/{T2I_MAIN}/model",
     output:
         csv="results/table3.csv",
         md="results/table3.md",
     params:
-        cfg=as_json(),
-        main=f"Lumos-T2I=results/eval/t2i/{T2I_MAIN}/geneval/scores.json,results/eval/t2i/{T2I_MAIN}/dpg/scores.json",
-        untrained="untrained DiT=results/eval/t2i/untrained/geneval/scores.json,results/eval/t2i/untrained/dpg/scores.json",
-        truth="ground-truth renders=results/eval/t2i/ground_truth/geneval/scores.json,results/eval/t2i/ground_truth/dpg/scores.json",
+        cfg=as_json(
+            geneval_source="official GenEval" if OFFICIAL else "Shapes-world analogue",
+            dpg_source="official DPG-Bench" if OFFICIAL else "Shapes-world analogue",
+        ),
+        rows=table3_rows(),
     log:
         "results/logs/report/table3.log",
     conda:
         "../envs/lumos.yaml"
     shell:
-        "lumos table3 --cfg {params.cfg:q} --row {params.main:q},{input.model} {params.untrained:q} {params.truth:q}"
-        " --csv {output.csv} --md {output.md} > {log} 2>&1"
+        "lumos table3 --cfg {params.cfg:q} --row {params.rows:q} --csv {output.csv} --md {output.md} > {log} 2>&1"
 
 
 rule t2i_grid:

@@ -35,22 +35,27 @@ def run(*args, cwd, check=True, **kw):
 
 
 def test_profile_slurm_resolves_by_name_from_the_repository_root(tmp_path):
-    """`--profile slurm` from the repo root: the paper DAG with each GPU rule's SLURM resources."""
-    proc = run("results/table1.csv", "--profile", "slurm", "-n", "-p", "--directory", str(tmp_path), cwd=ROOT)
+    """`--profile slurm` from the repo root: the paper DAG of every implemented target (`all`: the
+    tables and figures) with each GPU rule's SLURM resources and launch line."""
+    proc = run("all", "--profile", "slurm", "-n", "-p", "--directory", str(tmp_path), cwd=ROOT)
     out = proc.stdout
     jobs = re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", out, re.M)
     res = {}
     for rule, line in jobs:
         res.setdefault(rule, dict(kv.split("=", 1) for kv in line.split(", ")))
-    pre = res["pretrain"]
-    assert (pre["nodes"], pre["gres"], pre["tasks"], pre["mpi"]) == ("8", "gpu:8", "8", "srun")
-    assert pre["slurm_extra"] == "--signal=USR1@600" and pre["runtime"] == "2880" and pre["cpus_per_task"] == "64"
-    for rule in ("features", "sample", "fid_reference", "fid", "fid_real"):
+    for rule in ("pretrain", "finetune"):
+        pre = res[rule]
+        assert (pre["nodes"], pre["gres"], pre["tasks"], pre["mpi"]) == ("8", "gpu:8", "8", "srun"), rule
+        assert pre["slurm_extra"] == "--signal=USR1@600" and pre["runtime"] == "2880" and pre["cpus_per_task"] == "64"
+        # the launch line starts one process per GPU: 8 nodes x 8 GPUs
+        assert f"srun lumos launch --processes 64 --nodes 8 -- {rule}" in out
+    for rule in ("features", "text_features", "sample", "t2i_sample", "t2i_bench", "official_images", "clip_score",
+                 "fid_reference", "fid", "t2i_fid", "fid_real", "geneval_official", "dpg_official"):
         assert res[rule]["gpu"] == "1", rule
         assert int(res[rule]["cpus_per_gpu"]) >= 1, rule
     assert "gpu" not in res["data_split"] and "gres" not in res["data_split"]
-    # the launch line starts one process per GPU: 8 nodes x 8 GPUs
-    assert "srun lumos launch --processes 64 --nodes 8 -- pretrain" in out
+    for rule in ("table1", "table2", "table3", "figure", "official_scores"):  # reports run on the submit host
+        assert f"localrule {rule}:" in out, rule
 
 
 def test_real_run_without_account_or_data_is_a_clear_error(tmp_path):

@@ -22,9 +22,10 @@ def snakemake(*args, cwd, check=True):
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    """Run the smoke preset's Table 1 once for all the assertions below."""
+    """Run the smoke preset's Tables 1-3 once for all the assertions below."""
     work = tmp_path_factory.mktemp("smoke")
-    snakemake("results/table1.csv", "--configfile", str(ROOT / "config" / "smoke.yaml"), "--cores", "2", cwd=work)
+    snakemake("results/table1.csv", "results/table2.csv", "results/table3.csv", "--configfile",
+              str(ROOT / "config" / "smoke.yaml"), "--cores", "2", cwd=work)
     return work
 
 
@@ -64,8 +65,38 @@ def test_smoke_outputs_a_person_looks_at(smoke_run):
 
 
 @pytest.mark.slow
+def test_smoke_table2_table3(smoke_run):
+    res = smoke_run / "results"
+    t2 = pd.read_csv(res / "table2.csv")
+    reported = t2[t2["source"] == "reported (paper)"].set_index("method")
+    assert len(reported) == 16 and reported.loc["Lumos-T2I", "fid"] == 12.20 and reported.loc["Lumos-T2I†", "fid"] == 6.44
+    assert reported.loc["GLIDE", "steps"] == "2500k" and reported.loc["PixArt-α*†", "fid"] == 21.35
+    measured = t2[t2["source"] == "measured"].set_index("method")
+    assert list(measured.index) == ["Lumos-T2I", "Lumos-T2I†", "untrained DiT (ceiling)",
+                                    "real images, independent sample (floor)"]
+    assert measured.loc["Lumos-T2I", "pairs"] == "128" and measured.loc["Lumos-T2I", "steps"] == "20"
+    assert (measured["samples"] == 64).all() and (measured["fid"] >= 0).all()
+    t3 = pd.read_csv(res / "table3.csv")
+    measured = t3[t3["source"] == "measured"].set_index("method")
+    reported = t3[t3["source"] == "reported (paper)"].set_index("method")
+    assert list(measured.index) == ["Lumos-T2I", "untrained DiT", "ground-truth renders"]
+    assert measured.loc["ground-truth renders", "geneval_overall"] >= 0.95  # the detector on real renders
+    assert measured.loc["ground-truth renders", "dpg_average"] >= 95
+    assert measured.loc["Lumos-T2I", "params"].endswith("M")
+    assert len(reported) == 12 and reported.loc["Lumos-T2I", "geneval_overall"] == 0.57
+    assert (reported.loc["SDXL", ["color_attr", "position", "geneval_overall"]] == [0.23, 0.15, 0.55]).all()
+    assert Image.open(res / "t2i_samples.png").width > 0
+    from lumos.pipelines import LumosT2IPipeline  # the exported pipeline loads and generates
+
+    pipe = LumosT2IPipeline.from_pretrained(str(res / "t2i" / "lumos_i2i-t5-mixed-n0" / "pipeline"))
+    assert pipe(["a red circle"], num_inference_steps=2, output_type="np").images.shape == (1, 32, 32, 3)
+    assert len(list((res / "t2i" / "lumos_i2i-t5-mixed-n0" / "snapshots").iterdir())) == 2  # steps 10, 20
+
+
+@pytest.mark.slow
 def test_rerun_is_a_no_op(smoke_run):
-    proc = snakemake("results/table1.csv", "--configfile", str(ROOT / "config" / "smoke.yaml"), "-n", cwd=smoke_run)
+    proc = snakemake("results/table1.csv", "results/table2.csv", "results/table3.csv", "--configfile",
+                     str(ROOT / "config" / "smoke.yaml"), "-n", cwd=smoke_run)
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
@@ -79,6 +110,19 @@ def test_paper_dag_dry_run_without_weights(tmp_path):
     assert "train_component" not in out  # paper weights are loaded, not trained
     for rule in ("data_split", "features", "pretrain", "sample", "fid_reference", "fid", "fid_real", "table1"):
         assert f"rule {rule}:" in out or f"localrule {rule}:" in out, rule
+
+
+def test_paper_t2i_dag_dry_run_without_weights(tmp_path):
+    proc = snakemake("results/table2.csv", "results/table3.csv", "--configfile", str(ROOT / "config" / "paper.yaml"),
+                     "-n", "-p", cwd=tmp_path)
+    out = proc.stdout
+    assert "google/flan-t5-xxl" in out and "DiT-XL/2" in out
+    assert '\\"n_samples\\": 30000' in out or '"n_samples": 30000' in out
+    for rule in ("text_features", "finetune", "t2i_sample", "t2i_fid", "official_images", "geneval_official",
+                 "dpg_official", "official_scores", "table2", "table3"):
+        assert f"rule {rule}:" in out or f"localrule {rule}:" in out, rule
+    assert "evaluation/evaluate_images.py" in out and "dpg_bench/compute_dpg_bench.py" in out
+    assert "--ft lumos_i2i-t5-mixed-n0 --prior results/pretrain/lumos_i2i/model" in out
 
 
 @pytest.mark.parametrize(
