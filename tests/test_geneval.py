@@ -165,3 +165,18 @@ def test_geneval_scores_averaging():
     assert s["overall"] == pytest.approx((0.5 + 0.0 + 4 * 1.0) / 6)
     with pytest.raises(ValueError):
         geneval_scores(prompts, images[:-1])
+
+
+def test_shapeless_blobs_are_not_detected():
+    """The detector's confidence threshold: a palette-coloured region no shape template fits
+    (an L of two bars) is not an object, while a rendered square of the same area is."""
+    from lumos.data.shapes import COLOURS
+
+    img = np.full((32, 32, 3), 128, np.uint8)
+    img[4:20, 4:8] = COLOURS["red"]  # vertical bar
+    img[16:20, 4:20] = COLOURS["red"]  # horizontal bar: an L, IoU with every template < 0.75
+    assert detect(img) == []
+    assert len(detect(img, min_iou=0.0)) == 1  # without the threshold it would count as an object
+    img[24:30, 22:28] = COLOURS["blue"]
+    dets = detect(img)
+    assert [(d["shape"], d["colour"]) for d in dets] == [("square", "blue")]

@@ -41,6 +41,9 @@ COLOUR_THRESHOLD = 45.0  # max RGB distance to a palette colour or its shade
 MIN_CHROMA = 40.0  # min (max - min) of a pixel's RGB: palette colours and shades have >= 71
 POSITION_MARGIN = 0.1  # relation needs |centroid offset| > margin * (extent_a + extent_b) ...
 MIN_MARGIN_PX = 2.0  # ... and > this many pixels
+MIN_SHAPE_IOU = 0.75  # a component is an object only if a shape template fits it this well (the
+# detector's confidence threshold; ground-truth renders fit at >= 0.88 in 99% of cases, blobs and
+# noise from untrained models mostly below)
 
 _COLOUR_NAMES = tuple(S.COLOURS)
 # References: every palette colour, then every shade; reference k belongs to colour k % n.
@@ -217,11 +220,14 @@ def colour_map(image: np.ndarray, threshold: float = COLOUR_THRESHOLD, min_chrom
     return out
 
 
-def detect(image: np.ndarray, threshold: float = COLOUR_THRESHOLD, min_area: int | None = None) -> list[dict]:
+def detect(image: np.ndarray, threshold: float = COLOUR_THRESHOLD, min_area: int | None = None,
+           min_iou: float = MIN_SHAPE_IOU) -> list[dict]:
     """Detect Shapes-world objects in a uint8 (H, W, 3) image from its pixels alone.
 
     Each 8-connected component (holes filled) of at least ``min_area`` pixels of one palette
-    colour is an object (default ``min_area``: 8 px at 32x32, scaled with the image area).
+    colour is an object (default ``min_area``: 8 px at 32x32, scaled with the image area) if
+    its best shape template overlaps it with IoU >= ``min_iou`` (a detector's confidence
+    threshold: shapeless blobs are not detected as any shape).
     Returns ``[{"shape", "colour", "box": (x0, y0, x1, y1), "centroid": (x, y), "area",
     "iou"}]`` where ``box`` is inclusive-exclusive, ``centroid`` is in pixel-centre
     coordinates and ``iou`` is the overlap with the chosen shape template.
@@ -243,6 +249,8 @@ def detect(image: np.ndarray, threshold: float = COLOUR_THRESHOLD, min_area: int
                 continue
             ys, xs = np.nonzero(mask)
             shape, iou = _classify(mask)
+            if iou < min_iou:
+                continue
             out.append(
                 {
                     "shape": shape,

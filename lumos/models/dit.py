@@ -40,7 +40,6 @@ DIT_SIZES: dict[str, dict[str, int]] = {
     "DiT-S/2": dict(depth=12, hidden_size=384, num_heads=6, patch_size=2),
     "DiT-T/1": dict(depth=4, hidden_size=128, num_heads=4, patch_size=1),
     "DiT-T/2": dict(depth=4, hidden_size=128, num_heads=4, patch_size=2),
-    "DiT-T/4": dict(depth=4, hidden_size=128, num_heads=4, patch_size=4),
     "DiT-N/2": dict(depth=2, hidden_size=64, num_heads=2, patch_size=2),
 }
 
