@@ -97,7 +97,7 @@ def cmd_features(args):
 
     cfg = _setup(args)
     extract_features(args.data, args.out, cfg["components"], cfg["encoders"], cfg["features"]["batch_size"],
-                     cfg["features"].get("patch_tokens", False), cfg["_device"])
+                     cfg["features"].get("patch_tokens", False), cfg["_device"], args.part, args.parts)
 
 
 def cmd_text_features(args):
@@ -106,7 +106,7 @@ def cmd_text_features(args):
 
     cfg = _setup(args)
     extract_text_features(args.data, args.out, cfg["components"], cfg["encoders"], cfg["features"]["batch_size"],
-                          cfg["_device"])
+                          cfg["_device"], args.part, args.parts)
 
 
 def cmd_pretrain(args):
@@ -166,7 +166,7 @@ def cmd_t2i_sample(args):
     latent_shape = tuple(read_features(args.features, ["latents"], 1)["latents"].shape[1:])
     model = _t2i_model(args, cfg, tokens.shape[-1], tokens.shape[1], latent_shape)
     generate(model, load_vae(cfg["vae"], cfg["_device"]), tokens, mask, latent_shape, args.out, args.work,
-             cfg["sample"], cfg["seed"], cfg["_device"])
+             cfg["sample"], cfg["seed"], cfg["_device"], args.part, args.parts)
 
 
 def cmd_t2i_bench(args):
@@ -226,7 +226,22 @@ def cmd_sample(args):
     model = load_model(None if args.model == "none" else args.model, fresh)
     codec = load_vae(cfg["vae"], cfg["_device"])
     generate(model, codec, cond[:n], None if mask is None else mask[:n], tuple(latents.shape[1:]), args.out,
-             args.work, cfg["sample"], cfg["seed"], cfg["_device"])
+             args.work, cfg["sample"], cfg["seed"], cfg["_device"], args.part, args.parts)
+
+
+def cmd_gather(args):
+    """Join the output folders of a task's parallel jobs (feature or sample parts) into one."""
+    from lumos.utils import setup_logging
+
+    setup_logging()
+    if args.kind == "features":
+        from lumos.features import gather_parts
+
+        gather_parts(args.parts, args.out)
+    else:
+        from lumos.sample import gather_pngs
+
+        gather_pngs(args.parts, args.out)
 
 
 def cmd_fid_reference(args):
@@ -450,14 +465,15 @@ def build_parser() -> argparse.ArgumentParser:
         component=("vae | dino | moco | fid_net | t5 | clip",
                    {"required": True, "choices": ["vae", "dino", "moco", "fid_net", "t5", "clip"]}),
         data=("training split folder", req), out=("output model folder (HF format)", req))
-    add("features", cmd_features, data=("split folder", req), out=("output features folder", req))
+    features = add("features", cmd_features, data=("split folder", req), out=("output features folder", req))
     add("pretrain", cmd_pretrain, features=("pool features folder", req), out=("output run folder", req),
         state=("resumable state folder (outside declared outputs)", req),
         stop_after=("stop after this many steps (simulates a kill; for tests)", {"type": int, "default": None}))
-    add("sample", cmd_sample, run=("run name", req), features=("eval split features folder", req),
+    sample = add("sample", cmd_sample, run=("run name", req), features=("eval split features folder", req),
         model=("trained model folder, or 'none' for an untrained model", req), out=("output PNG folder", req),
         work=("resumable work folder", req))
-    add("text-features", cmd_text_features, data=("captioned split folder", req), out=("output folder", req))
+    text_features = add("text-features", cmd_text_features, data=("captioned split folder", req),
+                        out=("output folder", req))
     add("finetune", cmd_finetune, ft=("fine-tune name <prior>-<t5|clip>-<short|long|mixed>-n<noise %>", req),
         prior=("prior model folder, or 'none' (from scratch)", req), features=("pair-set features folder", req),
         text=("pair-set text features folder", req), out=("output run folder", req),
@@ -498,6 +514,14 @@ def build_parser() -> argparse.ArgumentParser:
                  runs=("LABEL=FINETUNE pairs", {"nargs": "+", "required": True}), png=("output PNG", req),
                  csv=("output CSV", req))
     figure.add_argument("--figure", choices=["fig2a", "figS1", "fig2b", "fig8", "fig11"], required=True)
+    for sp in (features, text_features, sample, t2i_sample):
+        sp.add_argument("--part", type=int, default=0, help="this job's index among --parts parallel jobs")
+        sp.add_argument("--parts", type=int, default=1, help="number of parallel jobs sharing the work")
+    gather = sub.add_parser("gather", help=cmd_gather.__doc__, description=cmd_gather.__doc__)
+    gather.add_argument("--kind", choices=["features", "samples"], required=True)
+    gather.add_argument("--parts", nargs="+", required=True, help="the part folders")
+    gather.add_argument("--out", required=True, help="the joined folder")
+    gather.set_defaults(func=cmd_gather)
     sub.add_parser("launch", help="run a command on one process per GPU (see `lumos launch --help`)", add_help=False)
     bench = add("bench", cmd_bench)
     bench.add_argument("--quick", action="store_true", help="fewer iterations (for a smoke check)")

@@ -19,20 +19,38 @@ from lumos.data.shards import read_records
 from lumos.utils import log, progress
 
 
+def my_shards(index: dict, part: int, parts: int) -> list[tuple[int, str, int]]:
+    """(shard number, file name, offset of its first image) of the data shards job `part` of
+    `parts` handles: every `parts`-th shard, so jobs get equal shares (the last may get none)."""
+    sizes = index.get("shard_sizes") or [None] * len(index["shards"])
+    out, offset = [], 0
+    for k, (name, size) in enumerate(zip(index["shards"], sizes)):
+        if size is None:  # older split folders without shard sizes: read the shard
+            with np.load(Path(index["_dir"]) / name) as z:
+                size = len(z["images"])
+        if k % parts == part:
+            out.append((k, name, offset))
+        offset += size
+    return out
+
+
 def extract_features(split_dir: str, out_dir: str, components: dict, encoders: list[str],
-                     batch_size: int, patch_tokens: bool = False, device="cpu") -> dict:
-    """Encode every image of `split_dir` with the VAE and each named encoder; write shards."""
+                     batch_size: int, patch_tokens: bool = False, device="cpu", part: int = 0, parts: int = 1) -> dict:
+    """Encode the images of `split_dir` with the VAE and each named encoder; write shards.
+
+    With `parts` > 1 this job encodes only its share of the data shards (see `my_shards`);
+    `gather_parts` joins the parts' folders into one."""
     from lumos.components.encoders import load_encoder
     from lumos.components.vae import load_vae
 
     codec = load_vae(components["vae"], device)
     encs = {name: load_encoder(components[name], name, device) for name in encoders}
-    index = json.loads((Path(split_dir) / "index.json").read_text())
+    index = {**json.loads((Path(split_dir) / "index.json").read_text()), "_dir": split_dir}
     labels = scene_labels(read_records(split_dir))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    shards, offset = [], 0
-    for k, shard in enumerate(index["shards"]):
+    shards, meta_extra = [], {}
+    for k, shard, offset in my_shards(index, part, parts):
         with np.load(Path(split_dir) / shard) as z:
             images = z["images"]
         arrays: dict[str, list] = {}
@@ -47,11 +65,10 @@ def extract_features(split_dir: str, out_dir: str, components: dict, encoders: l
         name = f"shard-{k:05d}.npz"
         if labels is not None:
             arrays["labels"] = [labels[offset : offset + len(images)]]
-        offset += len(images)
         np.savez(out / name, **{key: np.concatenate(v) for key, v in arrays.items()})
         shards.append(name)
-    meta = {"n": index["n"], "shards": shards, "encoders": encoders, "patch_tokens": patch_tokens,
-            "latent_shape": list(arrays["latents"][0].shape[1:])}
+        meta_extra["latent_shape"] = list(arrays["latents"][0].shape[1:])
+    meta = {"n": index["n"], "shards": shards, "encoders": encoders, "patch_tokens": patch_tokens, **meta_extra}
     (out / "index.json").write_text(json.dumps(meta, indent=1))
     log.info("features of %s: %s", split_dir, meta)
     return meta
@@ -61,7 +78,7 @@ CAPTION_KINDS = ("short", "long")
 
 
 def extract_text_features(split_dir: str, out_dir: str, components: dict, encoders: list[str], batch_size: int,
-                          device="cpu") -> dict:
+                          device="cpu", part: int = 0, parts: int = 1) -> dict:
     """Encode every image's short and long caption with each text encoder; write shards.
 
     Arrays per shard: `<enc>_short`, `<enc>_long` (n, L, D) fp16 and their masks (n, L). Tokens
@@ -78,15 +95,14 @@ def extract_text_features(split_dir: str, out_dir: str, components: dict, encode
                         for kind in CAPTION_KINDS
                         for batch in _chunks([r[f"{kind}_caption"] for r in records], 4096))
               for name, enc in encs.items()}
-    index = json.loads((Path(split_dir) / "index.json").read_text())
+    index = {**json.loads((Path(split_dir) / "index.json").read_text()), "_dir": split_dir}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    shards, offset = [], 0
-    for k, shard in enumerate(index["shards"]):
+    shards = []
+    for k, shard, offset in my_shards(index, part, parts):
         with np.load(Path(split_dir) / shard) as z:
             count = len(z["images"])
         recs = records[offset : offset + count]
-        offset += count
         arrays: dict[str, list] = {}
         for start in progress(range(0, count, batch_size), desc=f"text features {shard}"):
             for name, enc in encs.items():
@@ -101,6 +117,30 @@ def extract_text_features(split_dir: str, out_dir: str, components: dict, encode
             "max_length": {name: enc.max_length for name, enc in encs.items()}}
     (out / "index.json").write_text(json.dumps(meta, indent=1))
     log.info("text features of %s: %s", split_dir, meta)
+    return meta
+
+
+def gather_parts(parts: list[str], out_dir: str) -> dict:
+    """Join the folders of a split's feature jobs into one: shard files are hard-linked (copied
+    across filesystems) and the indexes merged; every data shard must appear exactly once."""
+    import os
+    import shutil
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metas = [json.loads((Path(p) / "index.json").read_text()) for p in parts]
+    shards = sorted(s for m in metas for s in m["shards"])
+    if len(shards) != len(set(shards)):
+        raise ValueError(f"feature parts overlap: {parts}")
+    for p, m in zip(parts, metas):
+        for name in m["shards"]:
+            try:
+                os.link(Path(p) / name, out / name)
+            except OSError:
+                shutil.copy2(Path(p) / name, out / name)
+    meta = {k: v for m in metas for k, v in m.items()}  # shared keys; latent_shape from any part with shards
+    meta.update(shards=shards, parts=len(parts))
+    (out / "index.json").write_text(json.dumps(meta, indent=1))
     return meta
 
 

@@ -28,20 +28,24 @@ def load_model(model_dir: str | None, fresh_from=None):
 
 
 def generate(model, codec, cond: torch.Tensor, cond_mask: torch.Tensor, latent_shape, out_dir: str, work_dir: str,
-             sample_cfg: dict, seed: int, device="cpu") -> int:
-    """Sample `len(cond)` images (batch by batch, each batch seeded by its start index) as PNGs."""
+             sample_cfg: dict, seed: int, device="cpu", part: int = 0, parts: int = 1) -> int:
+    """Sample `len(cond)` images (batch by batch, each batch seeded by its start index) as PNGs
+    named by their index. With `parts` > 1 this job makes every `parts`-th batch only; the
+    parts' folders together hold exactly the images one job would have made."""
     from lumos.diffusion.sampling import sample
 
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     model = model.to(device).eval()
     n, bs = len(cond), sample_cfg.get("batch_size", 250)
-    for start in progress(range(0, n, bs), desc="sample"):
+    mine = list(range(0, n, bs))[part::parts]
+    for start in progress(mine, desc=f"sample (part {part + 1}/{parts})"):
         stop = min(start + bs, n)
         if all((work / f"{i:06d}.png").exists() for i in range(start, stop)):
             continue
         gen = torch.Generator().manual_seed(seed * 1_000_003 + start)
-        lat = sample(model, (stop - start, *latent_shape), cond[start:stop].to(device), cond_mask[start:stop].to(device),
+        lat = sample(model, (stop - start, *latent_shape), cond[start:stop].to(device),
+                     None if cond_mask is None else cond_mask[start:stop].to(device),
                      sampler=sample_cfg["sampler"], num_steps=sample_cfg["steps"],
                      guidance_scale=sample_cfg["guidance_scale"], generator=gen, device=device)
         for i, img in zip(range(start, stop), codec.decode(lat)):
@@ -51,8 +55,29 @@ def generate(model, codec, cond: torch.Tensor, cond_mask: torch.Tensor, latent_s
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(work), str(out))
-    log.info("wrote %d samples to %s", n, out)
-    return n
+    written = sum(min(start + bs, n) - start for start in mine)
+    log.info("wrote %d of %d samples to %s", written, n, out)
+    return written
+
+
+def gather_pngs(parts: list[str], out_dir: str) -> int:
+    """Join sample folders of the jobs of one sampling task (hard links; copies across filesystems)."""
+    import os
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for p in parts:
+        for f in sorted(Path(p).glob("*.png")):
+            if (out / f.name).exists():
+                raise ValueError(f"sample {f.name} is in two parts ({p})")
+            try:
+                os.link(f, out / f.name)
+            except OSError:
+                shutil.copy2(f, out / f.name)
+            count += 1
+    log.info("gathered %d samples from %d parts into %s", count, len(parts), out)
+    return count
 
 
 def read_pngs(folder: str, limit: int | None = None) -> np.ndarray:

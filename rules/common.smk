@@ -45,6 +45,7 @@ for _required in ("lumos_i2i", "rcg"):
         )
 
 
+
 # T2I: fine-tune names are <prior>-<text encoder>-<captions>-n<noise %> (see lumos/finetune.py).
 T2I_MAIN = config["t2i"]["main"]
 FIGURES = config["t2i"]["figures"]
@@ -63,6 +64,7 @@ wildcard_constraints:
     ckpt="final|step-[0-9]+",
     captions="short|long",
     bench="geneval|dpg",
+    part="[0-9]+",
 
 
 def as_json(**parts):
@@ -74,6 +76,29 @@ def as_json(**parts):
 def trained(*names):
     """Folders of components the DAG trains (tiny/smoke); [] for those loaded by hub id or path."""
     return [f"results/components/{n}" for n in names if n in TRAINED_COMPONENTS]
+
+
+def feature_jobs(split):
+    """Parallel feature jobs for a split: `features.jobs`, at most one per data shard."""
+    shards = -(-config["data"]["splits"][split]["n"] // config["data"]["shard_size"])
+    return min(config["features"]["jobs"], shards)
+
+
+def sample_jobs(n):
+    """Parallel jobs for a sampling task of `n` images: `sample.jobs`, at most one per batch."""
+    return min(config["sample"]["jobs"], -(-n // config["sample"]["batch_size"]))
+
+
+def t2i_samples(wc):
+    """How many images a T2I sampling task makes: one per caption of the split (final weights)
+    or `t2i.eval.curve_samples` (a snapshot on a figure curve)."""
+    n = config["data"]["splits"][wc.split]["n"]
+    return n if wc.ckpt == "final" else min(n, config["t2i"]["eval"]["curve_samples"])
+
+
+def parts(folder, jobs):
+    """The part folders of a task split over `jobs` parallel jobs."""
+    return [f"{folder}.part{k}" for k in range(jobs)]
 
 
 def run_config(run):

@@ -1,4 +1,11 @@
 # Evaluation: sample one image per eval image, then FID against the split's statistics.
+# `sample.jobs` parallel jobs (GPU jobs on a cluster) each make every jobs-th batch; a local
+# gather joins their folders.
+
+
+localrules:
+    gather_samples,
+    gather_t2i_samples,
 
 
 rule sample:
@@ -7,7 +14,7 @@ rule sample:
         model=sample_model,
         components=trained("vae"),
     output:
-        directory("results/samples/{run}/{split}"),
+        temp(directory("results/samples/{run}/{split}.part{part}")),
     params:
         cfg=lambda wc: as_json(
             run=run_config(wc.run),
@@ -17,18 +24,32 @@ rule sample:
             n_samples=config["data"]["splits"][wc.split]["n"],
         ),
         model=lambda wc, input: input.model or "none",
-        work="results/state/samples/{run}/{split}",
+        work="results/state/samples/{run}/{split}.part{part}",
+        parts=lambda wc: sample_jobs(config["data"]["splits"][wc.split]["n"]),
     threads: 1
     resources:
         **rule_resources("sample"),
     log:
-        "results/logs/sample/{run}_{split}.log",
+        "results/logs/sample/{run}_{split}.part{part}.log",
     conda:
         "../envs/lumos.yaml"
     shell:
         "lumos sample --threads {threads} --cfg {params.cfg:q} --run {wildcards.run}"
         " --features {input.features} --model {params.model} --out {output}"
-        " --work {params.work} > {log} 2>&1"
+        " --part {wildcards.part} --parts {params.parts} --work {params.work} > {log} 2>&1"
+
+
+rule gather_samples:
+    input:
+        lambda wc: parts(f"results/samples/{wc.run}/{wc.split}", sample_jobs(config["data"]["splits"][wc.split]["n"])),
+    output:
+        directory("results/samples/{run}/{split}"),
+    log:
+        "results/logs/sample/{run}_{split}.gather.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos gather --kind samples --parts {input} --out {output} > {log} 2>&1"
 
 
 rule fid_reference:
@@ -105,29 +126,42 @@ rule t2i_sample:
         text="results/features/{split}_text",
         components=trained("vae"),
     output:
-        directory("results/samples/t2i/{ft}/{ckpt}/{split}_{captions}"),
+        temp(directory("results/samples/t2i/{ft}/{ckpt}/{split}_{captions}.part{part}")),
     params:
         cfg=lambda wc: as_json(
             text=t2i_text(wc),
             model=config["pretrain"]["model"],
             vae=config["components"]["vae"],
             sample=config["sample"],
-            n_samples=config["data"]["splits"][wc.split]["n"] if wc.ckpt == "final"
-            else config["t2i"]["eval"]["curve_samples"],
+            n_samples=t2i_samples(wc),
         ),
         model=ft_model_path,
-        work="results/state/samples/t2i/{ft}/{ckpt}/{split}_{captions}",
+        work="results/state/samples/t2i/{ft}/{ckpt}/{split}_{captions}.part{part}",
+        parts=lambda wc: sample_jobs(t2i_samples(wc)),
     threads: 1
     resources:
         **rule_resources("t2i_sample"),
     log:
-        "results/logs/sample/t2i_{ft}_{ckpt}_{split}_{captions}.log",
+        "results/logs/sample/t2i_{ft}_{ckpt}_{split}_{captions}.part{part}.log",
     conda:
         "../envs/lumos.yaml"
     shell:
         "lumos t2i-sample --threads {threads} --cfg {params.cfg:q} --model {params.model}"
         " --features {input.features} --text {input.text} --captions {wildcards.captions}"
-        " --out {output} --work {params.work} > {log} 2>&1"
+        " --part {wildcards.part} --parts {params.parts} --out {output} --work {params.work} > {log} 2>&1"
+
+
+rule gather_t2i_samples:
+    input:
+        lambda wc: parts(f"results/samples/t2i/{wc.ft}/{wc.ckpt}/{wc.split}_{wc.captions}", sample_jobs(t2i_samples(wc))),
+    output:
+        directory("results/samples/t2i/{ft}/{ckpt}/{split}_{captions}"),
+    log:
+        "results/logs/sample/t2i_{ft}_{ckpt}_{split}_{captions}.gather.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos gather --kind samples --parts {input} --out {output} > {log} 2>&1"
 
 
 rule t2i_fid:

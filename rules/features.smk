@@ -1,4 +1,10 @@
 # Features: VAE latents and encoder tokens, extracted once per split and reused by every run.
+# `features.jobs` parallel jobs (GPU jobs on a cluster) each encode every jobs-th data shard;
+# a local gather joins their folders.
+
+
+localrules:
+    gather_features,
 
 
 rule features:
@@ -6,20 +12,34 @@ rule features:
         data="results/data/{split}",
         components=trained("vae", "dino", "moco"),
     output:
-        directory("results/features/{split}"),
+        temp(directory("results/features/{split}.part{part}")),
     params:
         cfg=lambda wc: as_json(
             components=config["components"],
             encoders=sorted({r["encoder"] for r in config["pretrain"]["runs"].values() if r.get("encoder")}),
             features=config["features"],
         ),
+        parts=lambda wc: feature_jobs(wc.split),
     threads: 1
     resources:
         **rule_resources("features"),
     log:
-        "results/logs/features/{split}.log",
+        "results/logs/features/{split}.part{part}.log",
     conda:
         "../envs/lumos.yaml"
     shell:
         "lumos features --threads {threads} --cfg {params.cfg:q} --data {input.data}"
-        " --out {output} > {log} 2>&1"
+        " --part {wildcards.part} --parts {params.parts} --out {output} > {log} 2>&1"
+
+
+rule gather_features:
+    input:
+        lambda wc: parts(f"results/features/{wc.split}", feature_jobs(wc.split)),
+    output:
+        directory("results/features/{split}"),
+    log:
+        "results/logs/features/{split}.gather.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos gather --kind features --parts {input} --out {output} > {log} 2>&1"

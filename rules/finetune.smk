@@ -3,24 +3,42 @@
 # Resumable state lives in results/state/ like pretraining.
 
 
+localrules:
+    gather_text_features,
+
+
 rule text_features:
     input:
         data="results/data/{split}",
         components=trained(*TEXT_ENCODERS),
     output:
-        directory("results/features/{split}_text"),
+        temp(directory("results/features/{split}_text.part{part}")),
     params:
         cfg=lambda wc: as_json(components=config["components"], encoders=TEXT_ENCODERS, features=config["features"]),
+        parts=lambda wc: feature_jobs(wc.split),
     threads: 1
     resources:
         **rule_resources("text_features"),
     log:
-        "results/logs/features/{split}_text.log",
+        "results/logs/features/{split}_text.part{part}.log",
     conda:
         "../envs/lumos.yaml"
     shell:
         "lumos text-features --threads {threads} --cfg {params.cfg:q} --data {input.data}"
-        " --out {output} > {log} 2>&1"
+        " --part {wildcards.part} --parts {params.parts} --out {output} > {log} 2>&1"
+
+
+rule gather_text_features:
+    input:
+        lambda wc: parts(f"results/features/{wc.split}_text", feature_jobs(wc.split)),
+    output:
+        directory("results/features/{split}_text"),
+    log:
+        "results/logs/features/{split}_text.gather.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos gather --kind features --parts {input} --out {output} > {log} 2>&1"
 
 
 rule finetune:

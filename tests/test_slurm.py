@@ -49,13 +49,17 @@ def test_profile_slurm_resolves_by_name_from_the_repository_root(tmp_path):
         assert pre["slurm_extra"] == "--signal=USR1@600" and pre["runtime"] == "2880" and pre["cpus_per_task"] == "64"
         # the launch line starts one process per GPU: 8 nodes x 8 GPUs
         assert f"srun lumos launch --processes 64 --nodes 8 -- {rule}" in out
-    for rule in ("features", "text_features", "sample", "t2i_sample", "t2i_bench", "official_images", "clip_score",
+    for rule in ("features", "text_features", "sample", "t2i_sample", "official_images", "clip_score",
                  "fid_reference", "fid", "t2i_fid", "fid_real", "geneval_official", "dpg_official"):
         assert res[rule]["gpu"] == "1", rule
         assert int(res[rule]["cpus_per_gpu"]) >= 1, rule
     assert "gpu" not in res["data_split"] and "gres" not in res["data_split"]
-    for rule in ("table1", "table2", "table3", "figure", "official_scores"):  # reports run on the submit host
-        assert f"localrule {rule}:" in out, rule
+    # feature extraction and sampling are split over GPU jobs (64 per pool, 8 per 30K sampling task)
+    assert "rule features:" in out and "lumos features" in out and "--part 63 --parts 64" in out
+    assert "--part 7 --parts 8" in out
+    for rule in ("table1", "table2", "table3", "figure", "official_scores", "gather_features", "gather_samples",
+                 "gather_t2i_samples", "gather_text_features"):  # local rules (submit host): no resources asked
+        assert f"rule {rule}:" in out and "gpu" not in res[rule] and "gres" not in res[rule], rule
 
 
 def test_real_run_without_account_or_data_is_a_clear_error(tmp_path):
@@ -93,6 +97,12 @@ def test_smoke_table1_through_slurm_asks_gpus_for_gpu_rules(tmp_path):
             assert "gpu" in j.get("TresPerJob", "") + j.get("TRES", ""), (rule, j)
     for j in by_rule["data_split"]:
         assert "gpu" not in j.get("TresPerJob", "") + j.get("TRES", "")
+    # slurm-ci.yaml splits work over 2 jobs: the pool's 2 data shards over 2 feature jobs (coco and
+    # imagenet have one shard: one job each), each of 6 sampling tasks (3 runs x 2 splits) over 2
+    # jobs; the gathers run locally, not as SLURM jobs
+    assert len(by_rule["features"]) == 4 and len(by_rule["sample"]) == 12, {k: len(v) for k, v in by_rule.items()}
+    assert not {"gather_features", "gather_samples"} & set(by_rule)
+    assert len(list((tmp_path / "results" / "samples" / "rcg" / "coco").glob("*.png"))) == 64
     print(f"smoke Table 1 through SLURM: {time.time() - start:.0f} s, {len(jobs)} jobs")
 
 

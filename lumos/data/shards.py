@@ -31,7 +31,8 @@ def write_split(out_dir, images: np.ndarray, records: list[dict], shard_size: in
     with open(out / "records.jsonl", "w") as f:
         for rec in records:
             f.write(json.dumps(rec) + "\n")
-    index = {"n": int(len(images)), "image_size": int(images.shape[1]), "shards": shards, **meta}
+    sizes = [len(images[start : start + shard_size]) for start in range(0, len(images), shard_size)]
+    index = {"n": int(len(images)), "image_size": int(images.shape[1]), "shards": shards, "shard_sizes": sizes, **meta}
     (out / "index.json").write_text(json.dumps(index, indent=1))
 
 
