@@ -431,14 +431,22 @@ def launch(argv: list[str]) -> None:
         p.error("no command given after --")
     if args.processes <= 1:
         return main(command)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-           "--num_processes", str(args.processes), "--num_machines", str(args.nodes)]
-    if args.nodes > 1:
+    import torch
+
+    if torch.cuda.is_available():
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+               "--num_processes", str(args.processes), "--num_machines", str(args.nodes)]
+    elif args.nodes == 1:  # CPU (tests, CI): torchrun's processes talk over gloo; accelerate picks it up
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.processes),
+               "--master_port", str(args.port)]
+    else:
+        sys.exit("lumos launch: several nodes need GPUs (no CUDA device here)")
+    if args.nodes > 1 and torch.cuda.is_available():
         hosts = subprocess.run(["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]],
                                capture_output=True, text=True, check=True).stdout.split()
         cmd += ["--machine_rank", os.environ.get("SLURM_NODEID", "0"), "--main_process_ip", hosts[0],
                 "--main_process_port", str(args.port)]
-    cmd += ["-m", "lumos.cli", *command]
+    cmd += ["-m", "lumos.cli", *command]  # torchrun and accelerate launch both take `-m module args`
     print("lumos launch:", " ".join(cmd), file=sys.stderr, flush=True)
     child = subprocess.Popen(cmd, start_new_session=True)
     for sig in (signal.SIGUSR1, signal.SIGTERM):

@@ -6,7 +6,7 @@ mixed precision on GPUs, checkpoints every `checkpoint_every` steps and resume a
 
 Resumable state lives in `state_dir`, *outside* the rule's declared outputs (Snakemake deletes
 those before a job runs): `state_dir/checkpoint-<step>/` holds accelerate's state (model,
-optimiser, scheduler, RNG) plus the EMA and the data sampler; `state_dir/loss.csv` the curve.
+optimiser, scheduler, RNG) plus the EMA (batches and noise are a function of the step); `state_dir/loss.csv` the curve.
 The declared outputs are written only when training finishes.
 """
 
@@ -21,27 +21,24 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from lumos.utils import log, progress
 
 
 class BatchSampler:
-    """Random batches from a seeded generator whose state is checkpointed (the data position)."""
+    """Random batches whose randomness depends only on (seed, process, step): a resumed run, on
+    any number of processes, draws exactly the batches (and noise) it would have drawn."""
 
-    def __init__(self, n: int, batch_size: int, seed: int):
-        self.n, self.batch_size = n, batch_size
-        self.gen = torch.Generator().manual_seed(seed)
+    def __init__(self, n: int, batch_size: int, seed: int, process: int = 0):
+        self.n, self.batch_size, self.seed, self.process = n, batch_size, seed, process
 
-    def next(self):
-        idx = torch.randint(0, self.n, (self.batch_size,), generator=self.gen)
-        return idx, self.gen
-
-    def state_dict(self):
-        return {"gen": self.gen.get_state()}
-
-    def load_state_dict(self, state):
-        self.gen.set_state(state["gen"])
+    def next(self, step: int):
+        """Indices for `step` and the generator the step's timesteps and noise come from."""
+        key = int(np.random.SeedSequence([self.seed, self.process, step]).generate_state(1)[0])
+        gen = torch.Generator().manual_seed(key)
+        return torch.randint(0, self.n, (self.batch_size,), generator=gen), gen
 
 
 class EMA(torch.nn.Module):
@@ -110,15 +107,15 @@ def train_diffusion(model, latents: torch.Tensor, cond: torch.Tensor | None, con
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     ema = EMA(model, cfg.get("ema_decay", 0.9999), cfg.get("ema_warmup", True))
     # The scheduler is stepped by us once per optimiser update (accelerate would step a prepared
-    # one once per process), and checkpointed with the EMA and the data sampler.
+    # one once per process), and checkpointed with the EMA.
     model, opt = accel.prepare(model, opt)
     ema.to(accel.device)
     per_process, rest = divmod(cfg["batch_size"], accel.num_processes * accel.gradient_accumulation_steps)
     if rest or not per_process:
         raise ValueError(f"batch_size {cfg['batch_size']} is not divisible by {accel.num_processes} processes x "
                          f"{accel.gradient_accumulation_steps} accumulation steps (config key pretrain.train.batch_size)")
-    sampler = BatchSampler(len(latents), per_process, seed + accel.process_index)
-    accel.register_for_checkpointing(sched, ema, sampler)
+    sampler = BatchSampler(len(latents), per_process, seed, accel.process_index)
+    accel.register_for_checkpointing(sched, ema)
 
     step = 0
     last = latest_checkpoint(state)
@@ -163,7 +160,7 @@ def train_diffusion(model, latents: torch.Tensor, cond: torch.Tensor | None, con
     try:
         for step in bar:
             with accel.accumulate(model):
-                idx, gen = sampler.next()
+                idx, gen = sampler.next(step)
                 x0 = latents[idx]
                 t = torch.randint(0, diffusion.num_timesteps, (len(idx),), generator=gen).to(accel.device)
                 noise = torch.randn(x0.shape, generator=gen).to(accel.device)
@@ -192,7 +189,8 @@ def train_diffusion(model, latents: torch.Tensor, cond: torch.Tensor | None, con
             window += torch.stack([loss, losses["mse"].mean(), losses["vb"].mean()]).detach().float()
             window_steps += 1
             if step % log_every == 0 or step == total - 1:  # log the mean over the steps since the last row
-                mean_loss, mse, vb = (window / window_steps).tolist()
+                # (and over the processes: every rank's batch counts)
+                mean_loss, mse, vb = accel.reduce(window / window_steps, "mean").tolist()
                 window.zero_()
                 window_steps = 0
                 row = {"step": step + 1, "loss": f"{mean_loss:.6f}", "mse": f"{mse:.6f}", "vb": f"{vb:.6f}",

@@ -98,3 +98,43 @@ def test_cleanup_state_removes_the_finished_runs_state(tmp_path):
     train_diffusion(model(), lat, cond, mask, {**CFG, "steps": 2}, str(tmp_path / "out"), str(tmp_path / "state"),
                     cleanup_state=True)
     assert (tmp_path / "out" / "model").exists() and not (tmp_path / "state").exists()
+
+
+def _launch(*args, cwd):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "lumos.cli", "launch", "--processes", "2", "--", *args],
+                          capture_output=True, text=True, cwd=cwd, env={**__import__("os").environ, "LUMOS_NO_PROGRESS": "1"})
+
+
+def test_two_processes_train_checkpoint_and_resume_like_one_run(tmp_path):
+    """`lumos launch --processes 2` (torchrun + gloo on CPU): ranks draw different batches,
+    only rank 0 writes, and a run stopped at step 6 resumes to the uninterrupted run's weights."""
+    import json
+
+    import numpy as np
+
+    lat, cond, _ = data(64)
+    feats = tmp_path / "features"
+    feats.mkdir()
+    np.savez(feats / "shard-00000.npz", latents=lat.numpy(), dino_cls=cond[:, 0].numpy())
+    (feats / "index.json").write_text(json.dumps({"n": 64, "shards": ["shard-00000.npz"]}))
+    cfg = json.dumps({"seed": 0, "device": "cpu", "preset": "smoke",
+                      "run": {"encoder": "dino", "injection": "cross_attn", "tokens": "cls"},
+                      "model": {"size": "DiT-N/2", "learn_sigma": True, "cond_dropout": 0.1},
+                      "train": {**CFG, "batch_size": 8, "log_every": 2}})
+    common = ["pretrain", "--threads", "1", "--cfg", cfg, "--features", str(feats)]
+    a = _launch(*common, "--out", str(tmp_path / "a"), "--state", str(tmp_path / "sa"), cwd=tmp_path)
+    assert a.returncode == 0, a.stderr[-3000:]
+    assert a.stdout.count('"steps": 12') == 2  # both ranks finished ...
+    rows = list(csv.DictReader(open(tmp_path / "a" / "loss.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 3, 5, 7, 9, 11, 12]  # ... one curve, written once
+    b = _launch(*common, "--out", str(tmp_path / "b"), "--state", str(tmp_path / "sb"), "--stop-after", "6", cwd=tmp_path)
+    assert b.returncode != 0 and not (tmp_path / "b" / "model").exists()
+    b = _launch(*common, "--out", str(tmp_path / "b"), "--state", str(tmp_path / "sb"), cwd=tmp_path)
+    assert b.returncode == 0 and b.stderr.count("resuming from") == 2, b.stderr[-3000:]
+    for sub in ("model", "model_raw"):
+        wa, wb = weights(tmp_path / "a" / sub), weights(tmp_path / "b" / sub)
+        for k in wa:
+            torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=1e-6)
