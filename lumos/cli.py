@@ -156,14 +156,14 @@ def _t2i_model(args, cfg, text_dim: int, n_tokens: int, latent_shape):
 def cmd_t2i_sample(args):
     """Generate one image per caption of an eval split (short or long captions) from cached text features."""
     from lumos.components.vae import load_vae
-    from lumos.features import read_features
+    from lumos.features import feature_index
     from lumos.finetune import load_captions
     from lumos.sample import generate
 
     cfg = _setup(args)
     n = cfg.get("n_samples")
     tokens, mask = load_captions(args.text, cfg["text"], args.captions, n)
-    latent_shape = tuple(read_features(args.features, ["latents"], 1)["latents"].shape[1:])
+    latent_shape = tuple(feature_index(args.features)["latent_shape"])
     model = _t2i_model(args, cfg, tokens.shape[-1], tokens.shape[1], latent_shape)
     generate(model, load_vae(cfg["vae"], cfg["_device"]), tokens, mask, latent_shape, args.out, args.work,
              cfg["sample"], cfg["seed"], cfg["_device"], args.part, args.parts)
@@ -180,10 +180,10 @@ def cmd_t2i_bench(args):
         return
     from lumos.components.text import load_text_encoder
     from lumos.components.vae import load_vae
-    from lumos.features import read_features
+    from lumos.features import feature_index
 
     text_encoder = load_text_encoder(cfg["text_spec"], cfg["text"], cfg["_device"])
-    latent_shape = tuple(read_features(args.features, ["latents"], 1)["latents"].shape[1:])
+    latent_shape = tuple(feature_index(args.features)["latent_shape"])
     model = _t2i_model(args, cfg, text_encoder.dim, text_encoder.max_length, latent_shape)
     run_benchmark(args.bench, cfg["bench"], args.out, model=model, codec=load_vae(cfg["vae"], cfg["_device"]),
                   text_encoder=text_encoder, sample_cfg=cfg["sample"], work_dir=args.work, **common)
@@ -273,6 +273,14 @@ def cmd_fid(args):
     print(json.dumps(result))
 
 
+def _write_table(df, csv: str, md: str, markdown: str) -> None:
+    """A table as CSV and Markdown (folders created), echoed to the log."""
+    Path(csv).parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(csv, index=False)
+    Path(md).write_text(markdown)
+    print(df.to_string(index=False))
+
+
 def cmd_table1(args):
     """Write Table 1 (CSV + Markdown) and the eval | Lumos-I2I | RCG sample grid."""
     from lumos.data.shards import read_images
@@ -281,13 +289,10 @@ def cmd_table1(args):
 
     cfg = _setup(args)
     df = build_table1(args.fid, cfg["preset"])
-    Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(args.csv, index=False)
-    Path(args.md).write_text(to_markdown(df))
+    _write_table(df, args.csv, args.md, to_markdown(df))
     n = cfg.get("grid_images", 32)
     cols = dict(kv.split("=", 1) for kv in args.grid_samples)
     write_grid(read_images(args.grid_data, n), {k: read_pngs(v, n) for k, v in cols.items()}, args.grid, n)
-    print(df.to_string(index=False))
 
 
 T2I_GRID_PROMPTS = [  # the Figure 1a / S4 role: a fixed prompt list shown under the samples
@@ -302,52 +307,49 @@ def cmd_export_pipeline(args):
     from lumos.pipelines import assemble_t2i_pipeline
 
     cfg = _setup(args)
+    # The VAE's own config holds the scaling factor unless the config overrides it (as load_vae reads it).
     pipe = assemble_t2i_pipeline(args.model, cfg["vae"]["pretrained"], cfg["text_spec"]["pretrained"],
-                                 sampler=cfg["sample"]["sampler"], scaling_factor=_vae_scale(cfg["vae"]))
+                                 sampler=cfg["sample"]["sampler"], scaling_factor=cfg["vae"].get("scaling_factor"))
     pipe.save_pretrained(args.out)
     print(f"saved {type(pipe).__name__} to {args.out}")
 
 
-def _vae_scale(vae_spec: dict):
-    from lumos.components.vae import load_vae
+def _pipeline_sampler(pipeline_dir: str, sample_cfg: dict, device):
+    """`generate(prompts, seed) -> uint8 (n, H, W, 3)` from an exported T2I pipeline, with the
+    configured sampler steps and guidance."""
+    import torch
 
-    return load_vae(vae_spec).scale
+    from lumos.pipelines import LumosT2IPipeline
+
+    pipe = LumosT2IPipeline.from_pretrained(pipeline_dir).to(device)
+
+    def generate(prompts: list[str], seed: int):
+        return pipe(prompts, num_inference_steps=sample_cfg["steps"], guidance_scale=sample_cfg["guidance_scale"],
+                    generator=torch.Generator().manual_seed(seed), output_type="np").images
+
+    return generate
 
 
 def cmd_t2i_grid(args):
     """Samples for a fixed prompt list from an exported pipeline, prompts under the images."""
-    import torch
-
-    from lumos.pipelines import LumosT2IPipeline
     from lumos.viz import save_grid
 
     cfg = _setup(args)
-    pipe = LumosT2IPipeline.from_pretrained(args.pipeline)
+    generate = _pipeline_sampler(args.pipeline, cfg["sample"], cfg["_device"])
     per = cfg.get("images_per_prompt", 4)
     images, labels = [], []
     for i, prompt in enumerate(T2I_GRID_PROMPTS):
-        out = pipe([prompt] * per, num_inference_steps=cfg["sample"]["steps"], output_type="np",
-                   guidance_scale=cfg["sample"]["guidance_scale"], generator=torch.Generator().manual_seed(i))
-        images += list(out.images)
+        images += list(generate([prompt] * per, i))
         labels += [prompt] + [""] * (per - 1)
     save_grid(args.out, images, ncols=per * 2, scale=4, labels=labels)
 
 
 def cmd_official_images(args):
     """Generate images for the official GenEval / DPG-Bench evaluator, in its folder layout."""
-    import torch
-
     from lumos.eval.official import write_dpg_images, write_geneval_images
-    from lumos.pipelines import LumosT2IPipeline
 
     cfg = _setup(args)
-    pipe = LumosT2IPipeline.from_pretrained(args.pipeline).to(cfg["_device"])
-    sample = cfg["sample"]
-
-    def generate(prompts, seed):
-        return pipe(prompts, num_inference_steps=sample["steps"], guidance_scale=sample["guidance_scale"],
-                    generator=torch.Generator().manual_seed(seed), output_type="np").images
-
+    generate = _pipeline_sampler(args.pipeline, cfg["sample"], cfg["_device"])
     if args.bench == "geneval":
         write_geneval_images(generate, cfg["repo"], args.out, cfg.get("images_per_prompt", 4))
     else:
@@ -371,10 +373,7 @@ def cmd_table2(args):
 
     cfg = _setup(args)
     df = build_table2(args.short, args.long, args.untrained, args.real, args.summary, cfg["preset"])
-    Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(args.csv, index=False)
-    Path(args.md).write_text(to_markdown(df))
-    print(df.to_string(index=False))
+    _write_table(df, args.csv, args.md, to_markdown(df))
 
 
 def cmd_table3(args):
@@ -388,11 +387,8 @@ def cmd_table3(args):
         parts = paths.split(",")
         measured[label] = (parts[0], parts[1], parts[2] if len(parts) > 2 else None)
     df = build_table3(measured, cfg["preset"])
-    Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(args.csv, index=False)
-    Path(args.md).write_text(to_markdown(df, cfg.get("geneval_source", "Shapes-world analogue"),
-                                         cfg.get("dpg_source", "Shapes-world analogue")))
-    print(df.to_string(index=False))
+    _write_table(df, args.csv, args.md, to_markdown(df, cfg.get("geneval_source", "Shapes-world analogue"),
+                                                     cfg.get("dpg_source", "Shapes-world analogue")))
 
 
 def cmd_figure(args):

@@ -16,22 +16,24 @@ import numpy as np
 import torch
 
 from lumos.data.shards import read_records
-from lumos.utils import log, progress
+from lumos.utils import link_or_copy, log, progress
 
 
-def my_shards(index: dict, part: int, parts: int) -> list[tuple[int, str, int]]:
-    """(shard number, file name, offset of its first image) of the data shards job `part` of
-    `parts` handles: every `parts`-th shard, so jobs get equal shares (the last may get none)."""
+def my_shards(split_dir: str, part: int, parts: int) -> tuple[dict, list[tuple[int, str, int, int]]]:
+    """A split's index and the data shards job `part` of `parts` handles, as (shard number, file
+    name, offset of its first image, image count): every `parts`-th shard, so jobs get equal
+    shares (the last may get none)."""
+    index = json.loads((Path(split_dir) / "index.json").read_text())
     sizes = index.get("shard_sizes") or [None] * len(index["shards"])
     out, offset = [], 0
     for k, (name, size) in enumerate(zip(index["shards"], sizes)):
         if size is None:  # older split folders without shard sizes: read the shard
-            with np.load(Path(index["_dir"]) / name) as z:
+            with np.load(Path(split_dir) / name) as z:
                 size = len(z["images"])
         if k % parts == part:
-            out.append((k, name, offset))
+            out.append((k, name, offset, size))
         offset += size
-    return out
+    return index, out
 
 
 def extract_features(split_dir: str, out_dir: str, components: dict, encoders: list[str],
@@ -45,12 +47,12 @@ def extract_features(split_dir: str, out_dir: str, components: dict, encoders: l
 
     codec = load_vae(components["vae"], device)
     encs = {name: load_encoder(components[name], name, device) for name in encoders}
-    index = {**json.loads((Path(split_dir) / "index.json").read_text()), "_dir": split_dir}
+    index, mine = my_shards(split_dir, part, parts)
     labels = scene_labels(read_records(split_dir))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     shards, meta_extra = [], {}
-    for k, shard, offset in my_shards(index, part, parts):
+    for k, shard, offset, _ in mine:
         with np.load(Path(split_dir) / shard) as z:
             images = z["images"]
         arrays: dict[str, list] = {}
@@ -95,13 +97,11 @@ def extract_text_features(split_dir: str, out_dir: str, components: dict, encode
                         for kind in CAPTION_KINDS
                         for batch in _chunks([r[f"{kind}_caption"] for r in records], 4096))
               for name, enc in encs.items()}
-    index = {**json.loads((Path(split_dir) / "index.json").read_text()), "_dir": split_dir}
+    index, mine = my_shards(split_dir, part, parts)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     shards = []
-    for k, shard, offset in my_shards(index, part, parts):
-        with np.load(Path(split_dir) / shard) as z:
-            count = len(z["images"])
+    for k, shard, offset, count in mine:  # captions come from the records: the images are not read
         recs = records[offset : offset + count]
         arrays: dict[str, list] = {}
         for start in progress(range(0, count, batch_size), desc=f"text features {shard}"):
@@ -123,9 +123,6 @@ def extract_text_features(split_dir: str, out_dir: str, components: dict, encode
 def gather_parts(parts: list[str], out_dir: str) -> dict:
     """Join the folders of a split's feature jobs into one: shard files are hard-linked (copied
     across filesystems) and the indexes merged; every data shard must appear exactly once."""
-    import os
-    import shutil
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metas = [json.loads((Path(p) / "index.json").read_text()) for p in parts]
@@ -134,10 +131,7 @@ def gather_parts(parts: list[str], out_dir: str) -> dict:
         raise ValueError(f"feature parts overlap: {parts}")
     for p, m in zip(parts, metas):
         for name in m["shards"]:
-            try:
-                os.link(Path(p) / name, out / name)
-            except OSError:
-                shutil.copy2(Path(p) / name, out / name)
+            link_or_copy(Path(p) / name, out / name)
     meta = {k: v for m in metas for k, v in m.items()}  # shared keys; latent_shape from any part with shards
     meta.update(shards=shards, parts=len(parts))
     (out / "index.json").write_text(json.dumps(meta, indent=1))
@@ -160,19 +154,28 @@ def scene_labels(records: list[dict]) -> np.ndarray | None:
                      for r in records], dtype=np.int64)
 
 
-def read_features(features_dir: str, keys: list[str], limit: int | None = None) -> dict[str, np.ndarray]:
-    """Concatenate the named arrays over a features folder's shards (float32)."""
+def feature_index(features_dir: str) -> dict:
+    """A features folder's index.json; a missing one names the rule to run."""
     path = Path(features_dir) / "index.json"
     if not path.exists():
         raise FileNotFoundError(f"missing feature index {path}: run the `features` rule for this split")
-    index = json.loads(path.read_text())
+    return json.loads(path.read_text())
+
+
+def read_features(features_dir: str, keys: list[str], limit: int | None = None) -> dict[str, np.ndarray]:
+    """Concatenate the named arrays over a features folder's shards (float32); with `limit`, only
+    the first `limit` rows (later shards are not read)."""
     parts: dict[str, list] = {k: [] for k in keys}
-    for shard in index["shards"]:
+    total = 0
+    for shard in feature_index(features_dir)["shards"]:
+        if limit and total >= limit:
+            break
         with np.load(Path(features_dir) / shard) as z:
             for k in keys:
                 if k not in z.files:
                     raise KeyError(f"feature '{k}' not in {Path(features_dir) / shard} (has {z.files})")
                 parts[k].append(z[k].astype(np.float32))
+        total += len(parts[keys[0]][-1])
     out = {k: np.concatenate(v) for k, v in parts.items()}
     return {k: v[:limit] for k, v in out.items()} if limit else out
 

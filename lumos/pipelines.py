@@ -26,6 +26,7 @@ from PIL import Image
 from transformers import CLIPTextModel, PreTrainedTokenizerBase, T5EncoderModel, ViTModel
 
 from lumos.components.encoders import VisionEncoder
+from lumos.components.text import TextEncoder
 from lumos.components.vae import LatentCodec
 from lumos.diffusion.sampling import make_scheduler, sample
 from lumos.features import condition_tokens
@@ -95,17 +96,10 @@ class LumosT2IPipeline(_LumosPipeline):
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str], max_length: int = 120) -> tuple[torch.Tensor, torch.Tensor]:
         """Text tokens (B, L, D) float32 and mask (B, L) bool: padded to `max_length` (capped at
-        CLIP's position limit), truncated, last hidden state of the encoder (as the workflow's
-        `TextEncoder`; no normalisation)."""
-        limit = getattr(self.text_encoder.config, "max_position_embeddings", None)
-        if isinstance(self.text_encoder, CLIPTextModel) and limit:
-            max_length = min(max_length, limit)
-        enc = self.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=max_length,
-                             return_tensors="pt")
-        device = self.text_encoder.device
-        ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-        tokens = self.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-        return tokens.float(), mask.bool()
+        CLIP's position limit), truncated, last hidden state of the encoder; the workflow's own
+        `TextEncoder`, so the pipeline conditions exactly as training did."""
+        kind = "clip" if isinstance(self.text_encoder, CLIPTextModel) else "t5"
+        return TextEncoder(self.text_encoder, self.tokenizer, kind, max_length, self.text_encoder.device)(prompts)
 
     @torch.no_grad()
     def __call__(self, prompt: str | list[str], num_inference_steps: int = 20, guidance_scale: float = 4.5,

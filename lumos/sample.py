@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lumos.utils import log, progress
+from lumos.utils import link_or_copy, log, progress
 
 
 def load_model(model_dir: str | None, fresh_from=None):
@@ -62,8 +62,6 @@ def generate(model, codec, cond: torch.Tensor, cond_mask: torch.Tensor, latent_s
 
 def gather_pngs(parts: list[str], out_dir: str) -> int:
     """Join sample folders of the jobs of one sampling task (hard links; copies across filesystems)."""
-    import os
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     count = 0
@@ -71,10 +69,7 @@ def gather_pngs(parts: list[str], out_dir: str) -> int:
         for f in sorted(Path(p).glob("*.png")):
             if (out / f.name).exists():
                 raise ValueError(f"sample {f.name} is in two parts ({p})")
-            try:
-                os.link(f, out / f.name)
-            except OSError:
-                shutil.copy2(f, out / f.name)
+            link_or_copy(f, out / f.name)
             count += 1
     log.info("gathered %d samples from %d parts into %s", count, len(parts), out)
     return count

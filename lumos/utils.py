@@ -1,11 +1,13 @@
-"""Small shared helpers: devices, threads, seeds, logging and progress bars."""
+"""Small shared helpers: devices, threads, seeds, logging, progress bars and file linking."""
 
 from __future__ import annotations
 
 import logging
 import os
 import random
+import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -55,3 +57,12 @@ def progress(iterable=None, **kwargs):
     kwargs.setdefault("dynamic_ncols", True)
     kwargs.setdefault("disable", os.environ.get("LUMOS_NO_PROGRESS") == "1")
     return tqdm(iterable, **kwargs)
+
+
+def link_or_copy(src, dst) -> None:
+    """Hard-link `src` to `dst` (instant, no extra space); copy where linking is not possible
+    (another filesystem)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, Path(dst))
