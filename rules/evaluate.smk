@@ -314,6 +314,7 @@ rule dpg_official:
     shell:
         "accelerate launch --num_processes {resources.processes} {params.repo}/dpg_bench/compute_dpg_bench.py"
         " --image-root-path {input} --resolution {params.resolution} --pic-num 4 --res-path {output}"
+        " --csv {params.repo}/dpg_bench/dpg_bench.csv"
         " --vqa-model mplug > {log} 2>&1"
 
 

@@ -55,12 +55,29 @@ def test_geneval_results_parse_like_its_summary(tmp_path):
 
 
 def test_dpg_report_parse_and_missing_category(tmp_path):
+    """The layout compute_dpg_bench.py writes: per-image lines, then the summary block."""
     from lumos.eval.official import parse_dpg_report
 
-    (tmp_path / "ok.txt").write_text("L1 category scores: global: 0.874, entity: 0.865, attribute: 0.872,"
-                                     " relation: 0.881, other: 0.799\nFinal score: 0.799\n")
+    report = (
+        "imgs/countbench3.png, 1.0, 0.5, 0.75, 1.0, 0.8125\n"
+        "imgs/partiprompts7.png, 0.0, 0.0, 0.5, 0.25, 0.1875\n"
+        "Model: images\n"
+        "L1 category scores:\n"
+        "\tentity: 86.5\n\tglobal: 87.4\n\tattribute: 87.2\n\trelation: 88.1\n\tother: 79.9\n"
+        "L2 category scores:\n"
+        "\tattribute - color: 90.0\n\tentity - whole: 12.0\n\tglobal: 87.4\n\tother - count: 70.0\n"
+        "Image path: imgs\n"
+        "Save results to: report.txt\n"
+        "DPG-Bench score: 50.0\n"
+    )
+    (tmp_path / "ok.txt").write_text(report)
     scores = parse_dpg_report(str(tmp_path / "ok.txt"))
-    assert scores["global"] == pytest.approx(87.4) and scores["average"] == pytest.approx(79.9)
-    (tmp_path / "bad.txt").write_text("global: 0.8\n")
-    with pytest.raises(ValueError, match="bad.txt"):
+    assert scores == {"entity": 86.5, "global": 87.4, "attribute": 87.2, "relation": 88.1, "other": 79.9,
+                      "average": 50.0}
+    # A level-1 category absent from the block (no image had one) is an error, named.
+    (tmp_path / "bad.txt").write_text(report.replace("\tother: 79.9\n", ""))
+    with pytest.raises(ValueError, match=r"\['other'\].*bad.txt"):
         parse_dpg_report(str(tmp_path / "bad.txt"))
+    (tmp_path / "empty.txt").write_text("imgs/a.png, 1.0, 1.0\n")
+    with pytest.raises(ValueError, match="empty.txt"):
+        parse_dpg_report(str(tmp_path / "empty.txt"))

@@ -7,10 +7,21 @@ prompt's line of ``prompts/evaluation_metadata.jsonl``) and ``<root>/<index>/sam
 and ``correct``. Scores: accuracy per tag, overall = mean over tags (its ``summary_scores.py``).
 
 DPG-Bench (ELLA repository, ``dpg_bench/``) reads one ``<prompt id>.png`` per prompt of
-``dpg_bench/prompts/<prompt id>.txt``: a 2x2 grid of four samples. ``compute_dpg_bench.py``
-writes a text report with the level-1 category scores and the overall score; the parser below
-looks for those five category names and the final/overall score, and fails naming the file when
-it cannot find them.
+``dpg_bench/prompts/<prompt id>.txt``: a 2x2 grid of four samples (``--pic-num 4``).
+``compute_dpg_bench.py`` appends to its ``--res-path`` one line per image (path, per-sample
+scores, mean) and then a summary block::
+
+    Model: <folder name>
+    L1 category scores:
+    \t<category>: <score x100>        (one line per level-1 category)
+    L2 category scores:
+    \t<category> - <detail>: <score x100>
+    Image path: ...
+    Save results to: ...
+    DPG-Bench score: <mean over images x100>
+
+The parser reads the level-1 lines and the ``DPG-Bench score`` line of the last such block and
+fails naming the file when any of them is missing.
 """
 
 from __future__ import annotations
@@ -91,21 +102,22 @@ def parse_geneval_results(path: str) -> dict:
 
 
 def parse_dpg_report(path: str) -> dict:
-    """Level-1 category scores and the average (x100) from compute_dpg_bench.py's report."""
+    """Level-1 category scores and the overall score (both x100, as the report prints them)
+    from the summary block of compute_dpg_bench.py's results file."""
     text = Path(path).read_text()
-    number = r"[:=\s'\"]+([0-9]+(?:\.[0-9]+)?)"
+    start = text.rfind("L1 category scores:")
+    end = text.find("L2 category scores:", start)
+    if start < 0 or end < 0:
+        raise ValueError(f"no 'L1 category scores:' / 'L2 category scores:' block in the DPG-Bench report {path}")
     scores = {}
-    for cat in DPG_CATEGORIES:
-        m = re.search(rf"\b{cat}\b{number}", text, re.IGNORECASE)
-        if m:
-            scores[cat] = float(m.group(1))
-    m = re.search(rf"\b(?:final score|overall|average)\b{number}", text, re.IGNORECASE)
+    for line in text[start:end].splitlines()[1:]:
+        name, sep, value = line.strip().rpartition(":")
+        if sep and name.strip().lower() in DPG_CATEGORIES:
+            scores[name.strip().lower()] = float(value)
+    m = re.search(r"^DPG-Bench score:\s*([0-9.eE+-]+)\s*$", text[end:], re.MULTILINE)
     if m:
         scores["average"] = float(m.group(1))
     missing = [k for k in (*DPG_CATEGORIES, "average") if k not in scores]
     if missing:
         raise ValueError(f"could not find {missing} in the DPG-Bench report {path}")
-    # The report may give fractions; Table 3 uses x100.
-    if all(v <= 1.0 for v in scores.values()):
-        scores = {k: 100 * v for k, v in scores.items()}
     return scores
