@@ -25,3 +25,4 @@ rule all:
         "results/table2.csv",
         "results/table3.csv",
         expand("results/{fig}.png", fig=["fig2a", "figS1", "fig2b", "fig8", "fig11"]),
+        expand("results/t2i/{ft}/stage{stage}/model", ft=T2I_MAIN, stage=sorted(STAGES)),

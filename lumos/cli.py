@@ -132,11 +132,11 @@ def cmd_finetune(args):
 
     cfg = _setup(args)
     prior = None if args.prior == "none" else args.prior
-    key = state_key({k: cfg.get(k) for k in ("t2i", "model", "seed", "steps")} | {"name": args.ft, "prior": prior},
-                    Path(args.features) / "index.json")
+    key = state_key({k: cfg.get(k) for k in ("t2i", "model", "seed", "steps")}
+                    | {"name": args.ft, "prior": prior, "init": args.init}, Path(args.features) / "index.json")
     summary = finetune(args.features, args.text, args.ft, prior, cfg["model"], cfg["t2i"], args.out,
                        str(Path(args.state) / key), cfg["seed"], cfg["_device"], stop_after=args.stop_after,
-                       steps=cfg.get("steps"))
+                       steps=cfg.get("steps"), init_dir=args.init)
     print(json.dumps(summary))
     if "stopped_at" in summary:
         sys.exit(EXIT_RESUMABLE)
@@ -482,7 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
         prior=("prior model folder, or 'none' (from scratch)", req), features=("pair-set features folder", req),
         text=("pair-set text features folder", req), out=("output run folder", req),
         state=("resumable state folder (outside declared outputs)", req),
-        stop_after=("stop after this many steps (simulates a kill; for tests)", {"type": int, "default": None}))
+        stop_after=("stop after this many steps (simulates a kill; for tests)", {"type": int, "default": None}),
+        init=("continue this earlier-stage T2I model folder (Table S1 stages) instead of the prior",
+              {"default": None}))
     t2i_sample = add("t2i-sample", cmd_t2i_sample, model=("fine-tuned model folder, or 'none' (untrained)", req),
                      features=("features folder (for the latent shape)", req), text=("eval split text features", req),
                      out=("output PNG folder", req), work=("resumable work folder", req))

@@ -79,6 +79,9 @@ def t2i_training_data(features_dir: str, text_dir: str, spec: dict, seed: int):
     kinds = ["short", "long"] if spec["captions"] == "mixed" else [spec["captions"]]
     index = torch.from_numpy(noisy_caption_index(len(latents), spec["noise"] / 100, seed))
     parts = [load_captions(text_dir, spec["text"], kind) for kind in kinds]
+    if any(len(tok) != len(latents) for tok, _ in parts):
+        raise ValueError(f"{text_dir} holds {len(parts[0][0])} captions but {features_dir} holds {len(latents)} "
+                         "images: the text features belong to another split")
     width = max(tok.shape[1] for tok, _ in parts)
     toks, masks = [], []
     for tok, mask in parts:  # pad every kind to the same token count (padding is masked out)
@@ -142,16 +145,39 @@ def make_t2i_model(prior_dir: str | None, model_cfg: dict, latent_shape, text_di
     return model, {"prior": prior_dir, "copied": report["copied"], "fresh": len(report["fresh"])}
 
 
+def continue_t2i_model(init_dir: str, latent_shape, text_dim: int):
+    """An earlier stage's T2I model, rebuilt for latents of `latent_shape` (Table S1's progressive
+    resolution): every weight is kept; only the fixed sin-cos position table follows the new size."""
+    from lumos.components.loading import from_pretrained
+    from lumos.models import LumosDiT
+
+    prev = from_pretrained(LumosDiT, init_dir, "previous-stage T2I model", "t2i.stages (run the previous stage)")
+    c, h, _ = latent_shape
+    if prev.config.in_channels != c or prev.config.cond_dim != text_dim:
+        raise ValueError(f"{init_dir}: model takes {prev.config.in_channels}-channel latents and {prev.config.cond_dim}-d "
+                         f"text tokens, but this stage's features are {c}-channel / {text_dim}-d")
+    model = LumosDiT.from_config({k: v for k, v in prev.config.items() if not k.startswith("_")} | {"sample_size": h})
+    model.load_state_dict(prev.state_dict())
+    log.info("stage init %s: latents %dx%d -> %dx%d", init_dir, prev.config.sample_size, prev.config.sample_size, h, h)
+    return model, {"init": init_dir, "latent_size": h}
+
+
 def finetune(features_dir: str, text_dir: str, name: str, prior_dir: str | None, model_cfg: dict, t2i_cfg: dict,
              out_dir: str, state_dir: str, seed: int, device, stop_after: int | None = None,
-             steps: int | None = None) -> dict:
-    """Fine-tune `name` (see module docstring) on the pair set; resumable like pretraining."""
+             steps: int | None = None, init_dir: str | None = None) -> dict:
+    """Fine-tune `name` (see module docstring) on the pair set; resumable like pretraining.
+
+    `init_dir` continues an earlier stage's T2I model instead (Table S1: the same fine-tune at a
+    higher resolution); the prior is then not read."""
     from lumos.train import train_diffusion
 
     spec = parse_finetune(name)
     latents, cond, mask = t2i_training_data(features_dir, text_dir, spec, seed)
-    model, origin = make_t2i_model(prior_dir, model_cfg, latents.shape[1:], cond.shape[-1], cond.shape[1],
-                                   t2i_cfg.get("cond_dropout", 0.1), seed)
+    if init_dir:
+        model, origin = continue_t2i_model(init_dir, latents.shape[1:], cond.shape[-1])
+    else:
+        model, origin = make_t2i_model(prior_dir, model_cfg, latents.shape[1:], cond.shape[-1], cond.shape[1],
+                                       t2i_cfg.get("cond_dropout", 0.1), seed)
     train_cfg = {**t2i_cfg["train"], **({"steps": steps} if steps else {})}
     summary = train_diffusion(model, latents, cond, mask, train_cfg, out_dir, state_dir, seed=seed, device=device,
                               stop_after=stop_after, cleanup_state=True,

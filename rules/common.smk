@@ -54,10 +54,13 @@ FT_PATTERN = r"[a-z0-9_]+-(t5|clip)-(short|long|mixed)-n[0-9]+"
 TEXT_ENCODERS = sorted({T2I_MAIN.split("-")[1], *FIGURES.get("fig11", {}).get("text_encoders", [])})
 _steps, _every = config["t2i"]["train"]["steps"], config["t2i"]["snapshot_every"]
 SNAPSHOTS = [f"step-{s:06d}" for s in sorted({*range(_every, _steps + 1, _every), _steps})]
+# Table S1: stage k >= 2 continues stage k-1 at a higher resolution on results/data/pairs_<px>px.
+STAGES = {k: stage for k, stage in enumerate(config["t2i"]["stages"], start=2)}
 
 
 wildcard_constraints:
-    split="pool|coco|imagenet|coco_ref|imagenet_ref|classifier|pairs",
+    split="pool|coco|imagenet|coco_ref|imagenet_ref|classifier|pairs(_[0-9]+px)?",
+    stage="[0-9]+",
     component="vae|dino|moco|fid_net|t5|clip",
     run=f"({'|'.join(RUNS)})(_pool[0-9]+)?|untrained",
     ft=f"{FT_PATTERN}|untrained",
@@ -78,9 +81,59 @@ def trained(*names):
     return [f"results/components/{n}" for n in names if n in TRAINED_COMPONENTS]
 
 
+def split_base(split):
+    """`pairs_512px` -> ("pairs", 512): a split re-rendered / re-curated at a stage's resolution;
+    `pool` -> ("pool", data.image_size)."""
+    base, _, size = split.partition("_")
+    if size.endswith("px") and size[:-2].isdigit():
+        return base, int(size[:-2])
+    return split, config["data"]["image_size"]
+
+
+def split_size(split):
+    """Number of items of a split (a resolution variant has its base split's)."""
+    return config["data"]["splits"][split_base(split)[0]]["n"]
+
+
+def data_config(split):
+    """The `lumos data` config slice of a split: its block and its image size."""
+    base, size = split_base(split)
+    return as_json(data={**config["data"], "image_size": size, "splits": {base: config["data"]["splits"][base]}})
+
+
+def feature_encoders(split):
+    """Vision encoders whose features a split needs: the I2I condition encoders, except for the
+    pair set (T2I training reads only its latents and captions)."""
+    if split_base(split)[0] == "pairs":
+        return []
+    return sorted({r["encoder"] for r in config["pretrain"]["runs"].values() if r.get("encoder")})
+
+
+def stage_config(stage):
+    """The Table S1 stage block of stage number `stage` (2, 3, ...)."""
+    if int(stage) not in STAGES:
+        raise WorkflowError(f"no T2I stage {stage}: t2i.stages defines stages {sorted(STAGES) or 'none'}")
+    return STAGES[int(stage)]
+
+
+def stage_pairs(wildcards):
+    """The pair-set features (latents, caption tokens) at a stage's resolution."""
+    split = f"pairs_{stage_config(wildcards.stage)['resolution']}px"
+    # Curated folders keep the same images in the same order at every size, so the captions'
+    # tokens are reused; the Shapes world re-renders its scenes, so its captions are re-encoded.
+    text = "pairs" if config["data"]["source"] == "paths" else split
+    return {"features": f"results/features/{split}", "text": f"results/features/{text}_text"}
+
+
+def stage_init(wildcards):
+    """The model a stage continues: the previous stage's (stage 1 = the fine-tune itself)."""
+    k = int(wildcards.stage)
+    return f"results/t2i/{wildcards.ft}/" + ("model" if k == 2 else f"stage{k - 1}/model")
+
+
 def feature_jobs(split):
     """Parallel feature jobs for a split: `features.jobs`, at most one per data shard."""
-    shards = -(-config["data"]["splits"][split]["n"] // config["data"]["shard_size"])
+    shards = -(-split_size(split) // config["data"]["shard_size"])
     return min(config["features"]["jobs"], shards)
 
 
@@ -92,7 +145,7 @@ def sample_jobs(n):
 def t2i_samples(wc):
     """How many images a T2I sampling task makes: one per caption of the split (final weights)
     or `t2i.eval.curve_samples` (a snapshot on a figure curve)."""
-    n = config["data"]["splits"][wc.split]["n"]
+    n = split_size(wc.split)
     return n if wc.ckpt == "final" else min(n, config["t2i"]["eval"]["curve_samples"])
 
 

@@ -5,7 +5,8 @@ rule data_split:
     output:
         directory("results/data/{split}"),
     params:
-        cfg=lambda wc: as_json(data={**config["data"], "splits": {wc.split: config["data"]["splits"][wc.split]}}),
+        cfg=lambda wc: data_config(wc.split),
+        base=lambda wc: split_base(wc.split)[0],
     resources:
         **rule_resources("data_split"),
     log:
@@ -13,4 +14,4 @@ rule data_split:
     conda:
         "../envs/lumos.yaml"
     shell:
-        "lumos data --split {wildcards.split} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+        "lumos data --split {params.base} --cfg {params.cfg:q} --out {output} > {log} 2>&1"

@@ -21,11 +21,11 @@ rule sample:
             model=config["pretrain"]["model"],
             vae=config["components"]["vae"],
             sample=config["sample"],
-            n_samples=config["data"]["splits"][wc.split]["n"],
+            n_samples=split_size(wc.split),
         ),
         model=lambda wc, input: input.model or "none",
         work="results/state/samples/{run}/{split}.part{part}",
-        parts=lambda wc: sample_jobs(config["data"]["splits"][wc.split]["n"]),
+        parts=lambda wc: sample_jobs(split_size(wc.split)),
     threads: 1
     resources:
         **rule_resources("sample"),
@@ -41,7 +41,7 @@ rule sample:
 
 rule gather_samples:
     input:
-        lambda wc: parts(f"results/samples/{wc.run}/{wc.split}", sample_jobs(config["data"]["splits"][wc.split]["n"])),
+        lambda wc: parts(f"results/samples/{wc.run}/{wc.split}", sample_jobs(split_size(wc.split))),
     output:
         directory("results/samples/{run}/{split}"),
     log:

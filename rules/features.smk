@@ -16,7 +16,7 @@ rule features:
     params:
         cfg=lambda wc: as_json(
             components=config["components"],
-            encoders=sorted({r["encoder"] for r in config["pretrain"]["runs"].values() if r.get("encoder")}),
+            encoders=feature_encoders(wc.split),
             features=config["features"],
         ),
         parts=lambda wc: feature_jobs(wc.split),

@@ -74,6 +74,36 @@ rule finetune:
         " --state {params.state} > {log} 2>&1"
 
 
+rule finetune_stage:
+    input:
+        unpack(stage_pairs),
+        init=stage_init,
+    output:
+        model=directory("results/t2i/{ft}/stage{stage}/model"),
+        raw=directory("results/t2i/{ft}/stage{stage}/model_raw"),
+        curve="results/t2i/{ft}/stage{stage}/loss.csv",
+        plot="results/t2i/{ft}/stage{stage}/loss.png",
+        summary="results/t2i/{ft}/stage{stage}/train_summary.json",
+    params:
+        cfg=lambda wc: as_json(
+            t2i={"train": stage_config(wc.stage)["train"], "cond_dropout": config["t2i"]["cond_dropout"]},
+            model=config["pretrain"]["model"],
+        ),
+        state="results/state/t2i/{ft}/stage{stage}",
+    threads: 1
+    resources:
+        **rule_resources("finetune", signal=True),
+    log:
+        "results/logs/t2i/{ft}.stage{stage}.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "{resources.mpi} lumos launch --processes {resources.processes} --nodes {resources.nodes} --"
+        " finetune --threads {threads} --cfg {params.cfg:q} --ft {wildcards.ft} --prior none --init {input.init}"
+        " --features {input.features} --text {input.text} --out results/t2i/{wildcards.ft}/stage{wildcards.stage}"
+        " --state {params.state} > {log} 2>&1"
+
+
 rule t2i_pipeline:
     input:
         model="results/t2i/{ft}/model",

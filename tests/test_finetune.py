@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from lumos.finetune import (init_from_prior, make_t2i_model, noisy_caption_index, parse_finetune,
-                            t2i_training_data)
+from lumos.finetune import (continue_t2i_model, init_from_prior, make_t2i_model, noisy_caption_index,
+                            parse_finetune, t2i_training_data)
 from lumos.models import LumosDiT
 
 
@@ -61,6 +61,24 @@ def test_finetune_starts_from_the_prior_weights(tmp_path, injection):
     assert target["y_embedder.fc1.weight"].shape[1] == 24  # the fresh caption projection
     if injection == "adaln":  # an RCG prior has no cross-attention: those layers start at zero output
         assert torch.count_nonzero(target["blocks.0.cross_attn.proj.weight"]) == 0
+
+
+def test_a_stage_continues_the_previous_stage_at_a_larger_latent_size(tmp_path):
+    """Table S1: stage k starts from stage k-1 with every weight kept (atol 0) and draws larger latents."""
+    prev, folder = _prior(tmp_path, "cross_attn", cond_dim=24)
+    model, origin = continue_t2i_model(folder, (4, 8, 8), text_dim=24)
+    assert model.config.sample_size == 8 and prev.config.sample_size == 4 and origin["latent_size"] == 8
+    source, target = prev.state_dict(), model.state_dict()
+    assert source.keys() == target.keys()
+    for k in source:
+        torch.testing.assert_close(target[k], source[k], rtol=0, atol=0)
+    x, t = torch.randn(2, 4, 8, 8), torch.tensor([10, 500])
+    out = model(x, t, torch.randn(2, 3, 24), torch.ones(2, 3, dtype=torch.bool))
+    assert out.shape == (2, 8, 8, 8)  # learned sigma: 2 x 4 channels at the new size
+    with pytest.raises(ValueError, match="24-d text tokens"):
+        continue_t2i_model(folder, (4, 8, 8), text_dim=32)
+    with pytest.raises(FileNotFoundError):
+        continue_t2i_model(str(tmp_path / "missing"), (4, 8, 8), text_dim=24)
 
 
 def test_from_scratch_model_matches_the_configured_size():
@@ -122,3 +140,10 @@ def test_text_features_cache_matches_the_encoder(tmp_path, small_split):
     assert not mask[:, width:].any()  # nothing real was cut
     np.testing.assert_allclose(feats["t5_long"][:4], tokens[:, :width].numpy(), atol=2e-3)  # fp16 storage
     np.testing.assert_array_equal(feats["t5_long_mask"][:4] > 0.5, mask[:, :width].numpy())
+
+
+def test_text_features_of_another_split_are_refused(tmp_path):
+    _write_features(tmp_path / "f", {"latents": np.zeros((6, 4, 2, 2), np.float16)})
+    _write_features(tmp_path / "t", {"t5_short": np.zeros((5, 3, 2), np.float16), "t5_short_mask": np.ones((5, 3), bool)})
+    with pytest.raises(ValueError, match="5 captions but .* 6 images"):
+        t2i_training_data(str(tmp_path / "f"), str(tmp_path / "t"), parse_finetune("none-t5-short-n0"), seed=0)

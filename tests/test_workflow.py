@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -20,11 +21,14 @@ def snakemake(*args, cwd, check=True):
     return proc
 
 
+STAGE2 = "results/t2i/lumos_i2i-t5-mixed-n0/stage2/model"
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    """Run the smoke preset's Tables 1-3 once for all the assertions below."""
+    """Run the smoke preset's Tables 1-3 (and its one Table S1 stage) once for the assertions below."""
     work = tmp_path_factory.mktemp("smoke")
-    snakemake("results/table1.csv", "results/table2.csv", "results/table3.csv", "--configfile",
+    snakemake("results/table1.csv", "results/table2.csv", "results/table3.csv", STAGE2, "--configfile",
               str(ROOT / "config" / "smoke.yaml"), "--cores", "2", cwd=work)
     return work
 
@@ -95,6 +99,22 @@ def test_smoke_table2_table3(smoke_run):
 
 
 @pytest.mark.slow
+def test_smoke_progressive_resolution_stage(smoke_run):
+    """Table S1 stage 2: the main fine-tune continued on the pairs re-rendered at 64 px."""
+    from lumos.models import LumosDiT
+
+    res = smoke_run / "results"
+    stage = LumosDiT.from_pretrained(str(smoke_run / STAGE2))
+    first = LumosDiT.from_pretrained(str(res / "t2i" / "lumos_i2i-t5-mixed-n0" / "model"))
+    assert (first.config.sample_size, stage.config.sample_size) == (8, 16)  # 32 px -> 64 px, VAE factor 4
+    summary = json.loads((smoke_run / STAGE2).parent.joinpath("train_summary.json").read_text())
+    assert summary["steps"] == 6 and summary["init"] == "results/t2i/lumos_i2i-t5-mixed-n0/model"
+    assert np.load(res / "data" / "pairs_64px" / "shard-00000.npz")["images"].shape[1:] == (64, 64, 3)
+    feats = json.loads((res / "features" / "pairs_64px" / "index.json").read_text())
+    assert feats["latent_shape"] == [4, 16, 16] and feats["encoders"] == []  # T2I reads latents only
+
+
+@pytest.mark.slow
 def test_rerun_is_a_no_op(smoke_run):
     proc = snakemake("results/table1.csv", "results/table2.csv", "results/table3.csv", "--configfile",
                      str(ROOT / "config" / "smoke.yaml"), "-n", cwd=smoke_run)
@@ -124,6 +144,18 @@ def test_paper_t2i_dag_dry_run_without_weights(tmp_path):
         assert f"rule {rule}:" in out or f"localrule {rule}:" in out, rule
     assert "evaluation/evaluate_images.py" in out and "dpg_bench/compute_dpg_bench.py" in out
     assert "--ft lumos_i2i-t5-mixed-n0 --prior results/pretrain/lumos_i2i/model" in out
+
+
+def test_paper_progressive_stages_dry_run(tmp_path):
+    """Table S1 stages 2 (512 px) and 3 (1024 px) chain after stage 1, on re-curated pairs."""
+    proc = snakemake("results/t2i/lumos_i2i-t5-mixed-n0/stage3/model", "--configfile",
+                     str(ROOT / "config" / "paper.yaml"), "-n", "-p", cwd=tmp_path)
+    out = proc.stdout
+    assert "--init results/t2i/lumos_i2i-t5-mixed-n0/model" in out
+    assert "--init results/t2i/lumos_i2i-t5-mixed-n0/stage2/model" in out
+    assert "--features results/features/pairs_1024px --text results/features/pairs_text" in out
+    assert '"image_size\\": 512' in out or '"image_size": 512' in out
+    assert out.count("rule finetune_stage:") == 2 and "rule finetune:" in out
 
 
 @pytest.mark.parametrize(
