@@ -400,6 +400,59 @@ def cmd_figure(args):
     print(build_figure(args.figure, args.metrics, runs, args.png, args.csv).to_string(index=False))
 
 
+def _with_preset(cfg: dict) -> dict:
+    """`cfg` over the full config of its preset (tiny by default): diagnostics run by hand need no --cfg."""
+    from lumos.config import load_config
+
+    return {**load_config(cfg.get("preset", "tiny")), **cfg}
+
+
+def cmd_probe(args):
+    """Linear probes: how well an encoder's CLS feature predicts the largest object's shape and colour."""
+    from lumos.components.encoders import load_encoder
+    from lumos.data.shards import read_images, read_records
+    from lumos.eval.diagnose import largest_object_attributes, linear_probe
+
+    cfg = _with_preset(_setup(args))
+    images, records = read_images(args.data), read_records(args.data)
+    if "scene" not in records[0]:
+        raise SystemExit(f"error: {args.data} has no Shapes-world ground truth to probe against")
+    targets = largest_object_attributes(records)
+    feats = {"raw pixels": images.reshape(len(images), -1).astype("float32")}
+    for name in args.encoder:
+        cls, _ = load_encoder(cfg["components"][name], name, cfg["_device"])(images)
+        feats[f"{name} CLS"] = cls.float().cpu().numpy()
+    rows = []
+    for what, x in feats.items():
+        for attribute, y in targets.items():
+            r = linear_probe(x, y, seed=cfg["seed"])
+            rows.append({"features": what, "attribute": attribute, **r})
+            print(f"{what:>12} -> {attribute:<6} accuracy {r['accuracy']:.3f}  (chance {r['chance']:.3f}, "
+                  f"majority {r['majority_baseline']:.3f}, {r['n_test']} held out)")
+    if args.out:
+        _write_json(args.out, rows)
+
+
+def cmd_class_grid(args):
+    """Sample a class-to-image prior for every (shape, colour) class: a row per shape, a column per colour."""
+    from PIL import Image
+
+    from lumos.components.vae import load_vae
+    from lumos.eval.diagnose import class_grid
+    from lumos.sample import load_model
+
+    cfg = _with_preset(_setup(args))
+    model = load_model(args.model).to(cfg["_device"]).eval()
+    if model.config.injection != "class":
+        raise SystemExit(f"error: {args.model} is a '{model.config.injection}' model; class-grid needs a class prior")
+    c, s = model.config.in_channels, model.config.sample_size
+    grid = class_grid(model, load_vae(cfg["components"]["vae"], cfg["_device"]), (c, s, s), cfg["sample"]["guidance_scale"],
+                      cfg["sample"]["steps"], cfg["seed"])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).resize((grid.shape[1] * 3, grid.shape[0] * 3), Image.NEAREST).save(args.out)
+    print(f"wrote {args.out}")
+
+
 def cmd_bench(args):
     """Print throughput numbers (training from cached vs online features, sampling)."""
     from lumos.bench import run_benchmarks
@@ -476,6 +529,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample = add("sample", cmd_sample, run=("run name", req), features=("eval split features folder", req),
         model=("trained model folder, or 'none' for an untrained model", req), out=("output PNG folder", req),
         work=("resumable work folder", req))
+    probe = add("probe", cmd_probe, data=("labelled Shapes-world split folder", req),
+                out=("optional JSON of the probe results", {"default": None}))
+    probe.add_argument("--encoder", nargs="*", default=["dino", "moco"], help="components to probe")
+    add("class-grid", cmd_class_grid, model=("class-to-image prior folder", req), out=("output PNG", req))
     text_features = add("text-features", cmd_text_features, data=("captioned split folder", req),
                         out=("output folder", req))
     add("finetune", cmd_finetune, ft=("fine-tune name <prior>-<t5|clip>-<short|long|mixed>-n<noise %>", req),
