@@ -454,7 +454,12 @@ def cmd_class_grid(args):
 
 
 def cmd_bench(args):
-    """Print throughput numbers (training from cached vs online features, sampling)."""
+    """Print throughput numbers: tiny models on CPU (cached vs online features, sampling), or with
+    --gpu the paper-scale DiT (images/s, peak memory, MFU, DPM-Solver++ sampling)."""
+    if args.gpu:
+        from lumos.bench_gpu import run_gpu_benchmark
+
+        return run_gpu_benchmark(args)
     from lumos.bench import run_benchmarks
 
     run_benchmarks(args)
@@ -588,6 +593,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("launch", help="run a command on one process per GPU (see `lumos launch --help`)", add_help=False)
     bench = add("bench", cmd_bench)
     bench.add_argument("--quick", action="store_true", help="fewer iterations (for a smoke check)")
+    bench.add_argument("--gpu", action="store_true", help="benchmark the paper-scale DiT on a GPU (lumos/bench_gpu.py)")
+    bench.add_argument("--size", default="DiT-XL/2", help="--gpu: DiT size (default DiT-XL/2)")
+    bench.add_argument("--steps", type=int, default=50, help="--gpu: timed training steps")
+    bench.add_argument("--batch", type=int, default=None, help="--gpu: training batch (default: the largest that fits)")
+    bench.add_argument("--sample-batch", type=int, default=256, help="--gpu: images per sampling run")
+    bench.add_argument("--device", default=None, help="--gpu: torch device (default cuda if present)")
     return p
 
 

@@ -1,0 +1,248 @@
+"""GPU benchmark of the paper-scale model (print numbers; nothing here is a test).
+
+    python -m lumos bench --gpu [--size DiT-XL/2] [--steps 50] [--batch N]
+
+On random cached latents (4x32x32, i.e. 256 px images through the SD VAE) and random condition
+tokens it measures, for the Lumos DiT with cross-attention:
+
+1. the bf16 matrix-product rate of the card (8192^3), the practical ceiling;
+2. training: images/s, peak memory and model FLOP utilisation (MFU) at the largest batch that
+   fits (found from the memory of two probe steps), bf16 autocast with fp32 master weights,
+   AdamW, SDPA attention, the hybrid loss (epsilon MSE + VB) the workflow trains with; then the
+   same with gradient checkpointing (as the paper preset trains) and with the T2I condition
+   (120 Flan-T5-XXL tokens of 4096, a third of them padding);
+3. sampling: DPM-Solver++ 20 steps with classifier-free guidance, bf16 weights.
+
+FLOPs per image are counted two ways: analytically (:func:`dit_forward_flops`, 2 x
+multiply-adds of every matrix product) and by ``torch.utils.flop_counter.FlopCounterMode`` on a
+real forward. A training step counts as 3 forwards (backward = 2 x forward); gradient
+checkpointing recomputes a forward that MFU does not count.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+DATASHEET_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.1, "A10": 125.0}
+
+
+def dit_forward_flops(cfg, num_cond_tokens: int = 0) -> float:
+    """FLOPs (2 x multiply-adds of the matrix products) of one image's forward pass.
+
+    `cfg` is a :class:`LumosDiT` config; attention counts QK^T and AV. Element-wise work (norms,
+    activations, softmax) is left out, as MFU conventions do. For DiT-XL/2 without a condition
+    this gives the DiT paper's 118.6 GFLOP of multiply-adds, i.e. about 237 GFLOP.
+    """
+    d, p = cfg.hidden_size, cfg.patch_size
+    n = (cfg.sample_size // p) ** 2
+    mlp = int(d * cfg.mlp_ratio)
+    out_ch = 2 * cfg.in_channels if cfg.learn_sigma else cfg.in_channels
+    macs = n * p * p * (cfg.in_channels + cfg.extra_in_channels) * d  # patch embedding
+    macs += 256 * d + d * d  # timestep MLP
+    per_block = 3 * n * d * d + n * d * d + 2 * n * n * d  # self-attention: qkv, proj, QK^T + AV
+    per_block += 2 * n * d * mlp + 6 * d * d  # MLP, adaLN modulation
+    m = num_cond_tokens
+    if cfg.injection == "cross_attn" and m:
+        macs += m * (cfg.cond_dim * d + d * d)  # condition token projection
+        per_block += 2 * n * d * d + 2 * m * d * d + 2 * n * m * d  # q, proj; k, v; QK^T + AV
+    elif cfg.injection == "adaln":
+        macs += cfg.cond_dim * d
+    macs += cfg.depth * per_block + 2 * d * d + n * d * p * p * out_ch  # final adaLN + linear
+    return 2.0 * macs
+
+
+def counted_forward_flops(model, x, t, cond=None, cond_mask=None) -> float:
+    """FLOPs per image of one forward, counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x, t, cond, cond_mask)
+    return counter.get_total_flops() / x.shape[0]
+
+
+def _peak_tflops(name: str) -> float | None:
+    return next((v for k, v in DATASHEET_BF16_TFLOPS.items() if k in name), None)
+
+
+def _matmul_tflops(device, n: int = 8192, iters: int = 10) -> float:
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * n**3 * iters / (time.perf_counter() - t0) / 1e12
+
+
+def _inputs(model, batch: int, tokens: int, padded: int, device, generator=None):
+    cfg = model.config
+    x0 = torch.randn(batch, cfg.in_channels, cfg.sample_size, cfg.sample_size, device=device)
+    cond = torch.randn(batch, tokens, cfg.cond_dim, device=device)
+    mask = None
+    if padded:
+        mask = torch.ones(batch, tokens, dtype=torch.bool, device=device)
+        mask[:, tokens - padded:] = False
+    return x0, cond, mask
+
+
+class _Trainer:
+    """One training step as the workflow's loop runs it (AdamW, bf16 autocast, hybrid loss)."""
+
+    def __init__(self, model, device, autocast: bool):
+        from lumos.diffusion.gaussian import GaussianDiffusion
+
+        self.model, self.device, self.autocast = model, device, autocast
+        self.diffusion = GaussianDiffusion()
+        self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step(self, x0, cond, mask):
+        t = torch.randint(0, 1000, (x0.shape[0],), device=self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            loss = self.diffusion.training_losses(self.model, x0, t, {"cond": cond, "cond_mask": mask})["loss"].mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return loss
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _peak_gib(device) -> float:
+    return torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+
+
+def _reset_peak(device):
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _fit_batch(trainer, tokens, padded, device, probe=(8, 16), cap: int = 1024) -> int:
+    """The largest batch (a multiple of 8) whose training step fits, from two probe steps' peak
+    memory (linear in the batch), confirmed by a step and lowered by 1/8 on out-of-memory."""
+    if device.type != "cuda":
+        return probe[0]
+    peaks = []
+    for b in probe:
+        _reset_peak(device)
+        trainer.step(*_inputs(trainer.model, b, tokens, padded, device))
+        _sync(device)
+        peaks.append(torch.cuda.max_memory_allocated())
+    per_image = (peaks[1] - peaks[0]) / (probe[1] - probe[0])
+    fixed = peaks[0] - per_image * probe[0]
+    total = torch.cuda.get_device_properties(device).total_memory
+    batch = min(cap, int((0.92 * total - fixed) / per_image) // 8 * 8)
+    print(f"  memory: {fixed / 2**30:.1f} GiB fixed (weights, grads, AdamW) + {per_image / 2**20:.0f} MiB per image "
+          f"-> batch {batch} of {total / 2**30:.0f} GiB")
+    while batch >= 8:
+        try:
+            _reset_peak(device)
+            trainer.step(*_inputs(trainer.model, batch, tokens, padded, device))
+            _sync(device)
+            return batch
+        except torch.OutOfMemoryError:
+            trainer.opt.zero_grad(set_to_none=True)
+            batch = batch * 7 // 8 // 8 * 8
+            print(f"  out of memory; trying batch {batch}")
+    raise RuntimeError("not even a batch of 8 fits on this device")
+
+
+def bench_training(model, device, steps: int, batch: int | None, tokens: int, padded: int,
+                   label: str, peak: float | None, flops_per_image: float) -> dict:
+    """Train `steps` timed steps (after 3 warm-up steps) and print images/s, memory and MFU."""
+    trainer = _Trainer(model, device, autocast=device.type == "cuda")
+    if batch is None:
+        batch = _fit_batch(trainer, tokens, padded, device)
+    inputs = _inputs(model, batch, tokens, padded, device)
+    for _ in range(3):
+        trainer.step(*inputs)
+    _sync(device)
+    _reset_peak(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = trainer.step(*inputs)
+    loss = loss.detach().item()  # synchronises
+    _sync(device)
+    sec = (time.perf_counter() - t0) / steps
+    ips = batch / sec
+    achieved = 3 * flops_per_image * ips / 1e12
+    mfu = f"{100 * achieved / peak:.1f}% of {peak:.0f}" if peak else "n/a"
+    print(f"train {label}: batch {batch}, {sec * 1e3:.0f} ms/step, {ips:.1f} img/s, peak memory {_peak_gib(device):.1f} GiB, "
+          f"{achieved:.0f} TFLOP/s model FLOPs = MFU {mfu} TFLOP/s (loss {loss:.3f})")
+    trainer.opt.zero_grad(set_to_none=True)
+    del trainer
+    return {"batch": batch, "images_per_s": ips, "tflops": achieved}
+
+
+def bench_sampling(model, device, batch: int, tokens: int, num_steps: int = 20, guidance: float = 4.5) -> float:
+    """DPM-Solver++ sampling with CFG (a doubled batch per step), bf16 weights; images/s."""
+    from lumos.diffusion.sampling import sample
+
+    model = model.eval()
+    if device.type == "cuda":
+        model = model.to(torch.bfloat16)
+    cfg = model.config
+    shape = (batch, cfg.in_channels, cfg.sample_size, cfg.sample_size)
+    cond = torch.randn(batch, tokens, cfg.cond_dim, device=device)
+    sample(model, (min(batch, 8), *shape[1:]), cond[:8], num_steps=2, guidance_scale=guidance)  # warm-up
+    _sync(device)
+    _reset_peak(device)
+    t0 = time.perf_counter()
+    sample(model, shape, cond, sampler="dpm++", num_steps=num_steps, guidance_scale=guidance,
+           generator=torch.Generator(device).manual_seed(0))
+    _sync(device)
+    ips = batch / (time.perf_counter() - t0)
+    print(f"sample DPM-Solver++ {num_steps} steps, CFG {guidance} (forward batch {2 * batch}): {ips:.1f} img/s, "
+          f"peak memory {_peak_gib(device):.1f} GiB")
+    return ips
+
+
+def run_gpu_benchmark(args) -> None:
+    from lumos.models import LumosDiT
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(0)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    peak = _peak_tflops(name) if device.type == "cuda" else None
+    print(f"# lumos bench --gpu: {name}, torch {torch.__version__}, {args.size}, latents 4x32x32 (256 px)")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        print(f"bf16 matmul 8192^3: {_matmul_tflops(device):.0f} TFLOP/s measured "
+              f"(datasheet dense bf16: {peak or 'unknown'} TFLOP/s)")
+
+    runs = [  # label, condition tokens, condition width, padded tokens, gradient checkpointing
+        ("I2I: 1 DINO CLS token (768-d)", 1, 768, 0, False),
+        ("I2I, gradient checkpointing", 1, 768, 0, True),
+        ("T2I: 120 T5-XXL tokens (4096-d), 40 padded", 120, 4096, 40, False),
+    ]
+    if args.quick:
+        runs = runs[:1]
+    fitted = None
+    for label, tokens, width, padded, ckpt in runs:
+        model = LumosDiT.from_size(args.size, sample_size=32, in_channels=4, cond_dim=width,
+                                   max_cond_tokens=tokens).to(device)
+        if ckpt:
+            model.enable_gradient_checkpointing()
+        x, cond, mask = _inputs(model, 2, tokens, padded, device)
+        t = torch.randint(0, 1000, (2,), device=device)
+        analytic = dit_forward_flops(model.config, tokens)
+        counted = counted_forward_flops(model, x, t, cond, mask)
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        print(f"{label}: {params:.1f}M parameters; forward {analytic / 1e9:.1f} GFLOP/image analytic, "
+              f"{counted / 1e9:.1f} counted by FlopCounterMode; training step = 3 forwards")
+        # gradient checkpointing runs at the batch the plain step fitted, for a direct comparison
+        batch = args.batch or (fitted if ckpt else None)
+        fitted = bench_training(model, device, args.steps, batch, tokens, padded, label, peak, analytic)["batch"]
+        if not ckpt and tokens == 1:
+            bench_sampling(model, device, args.sample_batch, tokens)
+        del model
+        _reset_peak(device)
