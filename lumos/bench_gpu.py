@@ -79,7 +79,7 @@ def _matmul_tflops(device, n: int = 8192, iters: int = 10) -> float:
     return 2 * n**3 * iters / (time.perf_counter() - t0) / 1e12
 
 
-def _inputs(model, batch: int, tokens: int, padded: int, device, generator=None):
+def _inputs(model, batch: int, tokens: int, padded: int, device):
     cfg = model.config
     x0 = torch.randn(batch, cfg.in_channels, cfg.sample_size, cfg.sample_size, device=device)
     cond = torch.randn(batch, tokens, cfg.cond_dim, device=device)
@@ -175,9 +175,9 @@ def bench_training(model, device, steps: int, batch: int | None, tokens: int, pa
     sec = (time.perf_counter() - t0) / steps
     ips = batch / sec
     achieved = 3 * flops_per_image * ips / 1e12
-    mfu = f"{100 * achieved / peak:.1f}% of {peak:.0f}" if peak else "n/a"
+    mfu = f"MFU {100 * achieved / peak:.1f}% of {peak:.0f} TFLOP/s" if peak else "MFU n/a (no datasheet peak for this device)"
     print(f"train {label}: batch {batch}, {sec * 1e3:.0f} ms/step, {ips:.1f} img/s, peak memory {_peak_gib(device):.1f} GiB, "
-          f"{achieved:.0f} TFLOP/s model FLOPs = MFU {mfu} TFLOP/s (loss {loss:.3f})")
+          f"{achieved:.0f} TFLOP/s model FLOPs = {mfu} (loss {loss:.3f})")
     trainer.opt.zero_grad(set_to_none=True)
     del trainer
     return {"batch": batch, "images_per_s": ips, "tflops": achieved}

@@ -51,12 +51,13 @@ def linear_probe(features, labels, train_fraction: float = 0.8, l2: float = 1e-3
 
 
 def largest_object_attributes(records: list[dict]) -> dict[str, np.ndarray]:
-    """Shape and colour indices of each Shapes-world image's largest object."""
-    from lumos.data.shapes import COLOURS, SHAPES
+    """Shape and colour indices of each Shapes-world image's largest object (the class label of
+    the class-to-image prior, split back into its two parts)."""
+    from lumos.data.shapes import COLOURS
+    from lumos.features import scene_labels
 
-    objs = [max(r["scene"]["objects"], key=lambda o: o["size"]) for r in records]
-    return {"shape": np.array([SHAPES.index(o["shape"]) for o in objs]),
-            "colour": np.array([list(COLOURS).index(o["colour"]) for o in objs])}
+    shape, colour = np.divmod(scene_labels(records), len(COLOURS))
+    return {"shape": shape, "colour": colour}
 
 
 @torch.no_grad()
