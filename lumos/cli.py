@@ -434,11 +434,13 @@ def cmd_probe(args):
 
 
 def cmd_class_grid(args):
-    """Sample a class-to-image prior for every (shape, colour) class: a row per shape, a column per colour."""
+    """Sample a class-to-image prior for every (shape, colour) class: a grid with a row per shape and a
+    column per colour, and how often the Shapes classifier finds the requested colour, shape and pair."""
     from PIL import Image
 
+    from lumos.components.classifier import load_fid_net
     from lumos.components.vae import load_vae
-    from lumos.eval.diagnose import class_grid
+    from lumos.eval.diagnose import attributes_present, class_grid, class_samples
     from lumos.sample import load_model
 
     cfg = _with_preset(_setup(args))
@@ -446,11 +448,39 @@ def cmd_class_grid(args):
     if model.config.injection != "class":
         raise SystemExit(f"error: {args.model} is a '{model.config.injection}' model; class-grid needs a class prior")
     c, s = model.config.in_channels, model.config.sample_size
-    grid = class_grid(model, load_vae(cfg["components"]["vae"], cfg["_device"]), (c, s, s), cfg["sample"]["guidance_scale"],
-                      cfg["sample"]["steps"], cfg["seed"])
+    images, shape, colour = class_samples(model, load_vae(cfg["components"]["vae"], cfg["_device"]), (c, s, s),
+                                          cfg["sample"]["guidance_scale"], cfg["sample"]["steps"], cfg["seed"],
+                                          repeats=args.repeats)
+    grid = class_grid(images)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid).resize((grid.shape[1] * 3, grid.shape[0] * 3), Image.NEAREST).save(args.out)
-    print(f"wrote {args.out}")
+    scores = attributes_present(load_fid_net(cfg["components"]["fid_net"], cfg["_device"]), images, shape, colour)
+    print(f"wrote {args.out}; requested attribute present in {len(images)} samples: "
+          + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+    if args.scores:
+        _write_json(args.scores, {"model": args.model, "samples": len(images), **scores})
+
+
+def cmd_vae_ceiling(args):
+    """How much of the largest object survives the VAE round trip: the Shapes classifier's colour /
+    shape / pair detection on real images and on their reconstructions, and the PSNR."""
+    from lumos.components.classifier import load_fid_net
+    from lumos.components.vae import load_vae
+    from lumos.data.shards import read_images, read_records
+    from lumos.eval.diagnose import vae_ceiling
+
+    cfg = _with_preset(_setup(args))
+    records = read_records(args.data, limit=args.limit)
+    if "scene" not in records[0]:
+        raise SystemExit(f"error: {args.data} has no Shapes-world ground truth to score against")
+    r = vae_ceiling(load_vae(cfg["components"]["vae"], cfg["_device"]),
+                    load_fid_net(cfg["components"]["fid_net"], cfg["_device"]),
+                    read_images(args.data, limit=args.limit), records)
+    for what in ("real", "reconstruction"):
+        print(f"{what:>14}: " + ", ".join(f"{k} present {v:.3f}" for k, v in r[what].items()))
+    print(f"reconstruction PSNR {r['psnr_db']:.2f} dB over {r['n']} images")
+    if args.out:
+        _write_json(args.out, r)
 
 
 def cmd_bench(args):
@@ -537,7 +567,12 @@ def build_parser() -> argparse.ArgumentParser:
     probe = add("probe", cmd_probe, data=("labelled Shapes-world split folder", req),
                 out=("optional JSON of the probe results", {"default": None}))
     probe.add_argument("--encoder", nargs="*", default=["dino", "moco"], help="components to probe")
-    add("class-grid", cmd_class_grid, model=("class-to-image prior folder", req), out=("output PNG", req))
+    grid = add("class-grid", cmd_class_grid, model=("class-to-image prior folder", req), out=("output PNG", req),
+               scores=("optional JSON of the attribute scores", {"default": None}))
+    grid.add_argument("--repeats", type=int, default=4, help="samples per class (seeds) for the scores")
+    ceiling = add("vae-ceiling", cmd_vae_ceiling, data=("labelled Shapes-world split folder", req),
+                  out=("optional JSON of the results", {"default": None}))
+    ceiling.add_argument("--limit", type=int, default=1000, help="images to round-trip")
     text_features = add("text-features", cmd_text_features, data=("captioned split folder", req),
                         out=("output folder", req))
     add("finetune", cmd_finetune, ft=("fine-tune name <prior>-<t5|clip>-<short|long|mixed>-n<noise %>", req),

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from lumos.eval.diagnose import class_grid, largest_object_attributes, linear_probe
+from lumos.eval.diagnose import (attributes_present, class_grid, class_samples, largest_object_attributes,
+                                 linear_probe, vae_ceiling)
 
 
 def test_probe_reads_a_linearly_coded_attribute():
@@ -39,11 +40,68 @@ def test_largest_object_attributes():
 
 def test_class_grid_has_a_row_per_shape_and_a_column_per_colour():
     from lumos.components.vae import LatentCodec, build_tiny_vae
-    from lumos.data.shapes import COLOURS, NUM_CLASSES, SHAPES
+    from lumos.data.shapes import COLOURS, NUM_CLASSES, SHAPES, class_index
     from lumos.models import LumosDiT
 
     torch.manual_seed(0)
     model = LumosDiT.from_size("DiT-N/2", sample_size=4, injection="class", num_classes=NUM_CLASSES).eval()
     codec = LatentCodec(build_tiny_vae(16, 4, [8, 8, 8]), 1.0)
-    grid = class_grid(model, codec, (4, 4, 4), guidance_scale=2.0, steps=2)
+    images, shape, colour = class_samples(model, codec, (4, 4, 4), guidance_scale=2.0, steps=2, repeats=2)
+    assert images.shape == (2 * NUM_CLASSES, 16, 16, 3) and images.dtype == np.uint8
+    # shape-major order, repeated: item 9 is the second shape with the second colour
+    assert (SHAPES[shape[9]], list(COLOURS)[colour[9]]) == (SHAPES[1], list(COLOURS)[1])
+    assert (shape[NUM_CLASSES:] == shape[:NUM_CLASSES]).all() and (colour[NUM_CLASSES:] == colour[:NUM_CLASSES]).all()
+    assert class_index(SHAPES[shape[-1]], list(COLOURS)[colour[-1]]) == NUM_CLASSES - 1
+    grid = class_grid(images)
     assert grid.shape == (len(SHAPES) * 16, len(COLOURS) * 16, 3) and grid.dtype == np.uint8
+    assert (grid[16:32, 16:32] == images[len(COLOURS) + 1]).all()  # row = shape 1, column = colour 1
+
+
+class _FixedDetector(torch.nn.Module):
+    """A stand-in Shapes classifier: image i (every pixel = i) gets the detections `bits[i]`."""
+
+    def __init__(self, bits: np.ndarray):
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.from_numpy(np.where(bits, 10.0, -10.0)).float(), requires_grad=False)
+
+    def forward(self, x):
+        index = ((x[:, 0, 0, 0] + 1) * 127.5).round().long()
+        return {"multi": self.logits[index]}
+
+
+def _bits(n, on):
+    from lumos.components.classifier import target_groups
+
+    g = target_groups()
+    bits = np.zeros((n, g["pair"].start + 40), bool)
+    for i, (kind, j) in on:
+        bits[i, g[kind].start + j] = True
+    return bits
+
+
+def test_attributes_present_counts_the_requested_bits_only():
+    from lumos.data.shapes import COLOURS
+
+    n_c = len(COLOURS)
+    shape, colour = np.array([0, 2, 4]), np.array([1, 3, 5])
+    # image 0: right shape, right colour, right pair; image 1: right colour but the wrong shape and a
+    # pair of another colour; image 2: right shape only
+    net = _FixedDetector(_bits(3, [(0, ("shape", 0)), (0, ("colour", 1)), (0, ("pair", 0 * n_c + 1)),
+                                   (1, ("shape", 1)), (1, ("colour", 3)), (1, ("pair", 2 * n_c + 4)),
+                                   (2, ("shape", 4))]))
+    images = np.arange(3, dtype=np.uint8)[:, None, None, None].repeat(8, 1).repeat(8, 2).repeat(3, 3)
+    got = attributes_present(net, images, shape, colour, batch_size=2)
+    assert got == pytest.approx({"colour": 2 / 3, "shape": 2 / 3, "pair": 1 / 3})
+
+
+def test_vae_ceiling_scores_real_and_reconstructed_images():
+    from lumos.components.vae import LatentCodec, build_tiny_vae
+    from lumos.data.shapes import generate_split
+
+    images, records = generate_split(6, seed=0, image_size=16, min_objects=1, max_objects=1)
+    every_shape = _bits(256, [(i, ("shape", k)) for i in range(256) for k in range(5)])  # any image: all shapes
+    torch.manual_seed(0)
+    codec = LatentCodec(build_tiny_vae(16, 4, [8, 8]), 1.0)
+    r = vae_ceiling(codec, _FixedDetector(every_shape), images, records, batch_size=4)
+    assert r["n"] == 6 and r["real"] == {"colour": 0.0, "shape": 1.0, "pair": 0.0} == r["reconstruction"]
+    assert 0 < r["psnr_db"] < 30  # an untrained VAE does not reconstruct

@@ -2,12 +2,16 @@
 
     lumos probe --encoder dino --data results/data/imagenet      # shape / colour linear probes
     lumos class-grid --model results/pretrain/class_i2i/model     # one row per shape, a column per colour
+    lumos vae-ceiling --data results/data/imagenet                 # what survives the VAE round trip
 
 `linear_probe` fits a multinomial logistic regression (L-BFGS, L2 penalty) on standardised
 features of the first `train_fraction` of the items and reports accuracy on the rest: a
-representation that carries an attribute linearly scores far above chance. `class_grid` samples
+representation that carries an attribute linearly scores far above chance. `class_samples` samples
 the class-to-image prior for every (shape, colour) class: it separates "the condition lacks the
-shape" from "the generator cannot draw the shape".
+shape" from "the generator cannot draw the shape". `attributes_present` scores images with the DAG's
+Shapes classifier: the fraction in which the requested colour, shape and (shape, colour) pair are
+detected; `vae_ceiling` scores real images and their VAE reconstructions the same way. Noise images already score about 0.37 on shape (the classifier's guess on blobs), so a
+shape score means something only well above an untrained model's.
 """
 
 from __future__ import annotations
@@ -61,15 +65,60 @@ def largest_object_attributes(records: list[dict]) -> dict[str, np.ndarray]:
 
 
 @torch.no_grad()
-def class_grid(model, codec, latent_shape, guidance_scale: float, steps: int, seed: int = 0) -> np.ndarray:
-    """uint8 grid: a row per shape, a column per colour, each cell sampled for that class."""
+def attributes_present(net, images: np.ndarray, shape: np.ndarray, colour: np.ndarray, batch_size: int = 500) -> dict:
+    """Fractions of uint8 `images` (n, H, W, 3) in which the Shapes classifier `net` detects the
+    requested colour, shape and (shape, colour) pair (sigmoid > 0.5); `shape` and `colour` are
+    (n,) indices into SHAPES and COLOURS."""
+    from lumos.components.classifier import target_groups
+    from lumos.data.shapes import COLOURS
+
+    device = next(net.parameters()).device
+    hits = []
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(images[start : start + batch_size]).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+        hits.append((torch.sigmoid(net(x)["multi"]) > 0.5).cpu().numpy())
+    hits = np.concatenate(hits)
+    rows, groups = np.arange(len(images)), target_groups()
+    wanted = {"colour": colour, "shape": shape, "pair": shape * len(COLOURS) + colour}
+    return {k: float(hits[:, groups[k]][rows, idx].mean()) for k, idx in wanted.items()}
+
+
+@torch.no_grad()
+def class_samples(model, codec, latent_shape, guidance_scale: float, steps: int, seed: int = 0,
+                  repeats: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sample a class prior `repeats` times for every (shape, colour) class, shape-major.
+
+    Returns uint8 images (repeats * n_classes, H, W, 3) and their shape and colour indices."""
     from lumos.data.shapes import COLOURS, SHAPES, class_index
     from lumos.diffusion.sampling import sample
 
-    labels = torch.tensor([class_index(s, c) for s in SHAPES for c in COLOURS])
+    shape = np.tile(np.repeat(np.arange(len(SHAPES)), len(COLOURS)), repeats)
+    colour = np.tile(np.arange(len(COLOURS)), len(SHAPES) * repeats)
+    colours = list(COLOURS)
+    labels = torch.tensor([class_index(SHAPES[s], colours[c]) for s, c in zip(shape, colour)])
     z = sample(model, (len(labels), *latent_shape), labels, None, num_steps=steps, guidance_scale=guidance_scale,
                generator=torch.Generator().manual_seed(seed))
-    images = codec.decode(z)
-    n, h, w, _ = images.shape
+    return codec.decode(z), shape, colour
+
+
+def class_grid(images: np.ndarray) -> np.ndarray:
+    """uint8 grid of `class_samples` images: a row per shape, a column per colour (first repeat)."""
+    from lumos.data.shapes import COLOURS, SHAPES
+
     rows, cols = len(SHAPES), len(COLOURS)
-    return images.reshape(rows, cols, h, w, 3).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, 3)
+    _, h, w, _ = images.shape
+    first = images[: rows * cols]
+    return first.reshape(rows, cols, h, w, 3).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, 3)
+
+
+@torch.no_grad()
+def vae_ceiling(codec, net, images: np.ndarray, records: list[dict], batch_size: int = 500) -> dict:
+    """What the VAE round trip keeps: the largest object's attributes detected on the real images
+    and on their reconstructions (no generator can draw what its VAE cannot decode), plus PSNR."""
+    target = largest_object_attributes(records)
+    recon = np.concatenate([codec.decode(codec.encode(images[i : i + batch_size]))
+                            for i in range(0, len(images), batch_size)])
+    mse = np.mean((recon.astype(np.float64) - images.astype(np.float64)) ** 2)
+    return {"real": attributes_present(net, images, target["shape"], target["colour"]),
+            "reconstruction": attributes_present(net, recon, target["shape"], target["colour"]),
+            "psnr_db": float(10 * np.log10(255.0**2 / max(mse, 1e-12))), "n": len(images)}
