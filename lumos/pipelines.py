@@ -44,8 +44,20 @@ class _LumosPipeline(DiffusionPipeline):
             if isinstance(component, torch.nn.Module):
                 component.eval()
 
+    def _latent_size(self, height: int | None, width: int | None) -> tuple[int, int]:
+        """Latent (h, w) for an image of `height` x `width` pixels (default: the model's square
+        sample size); sides must be multiples of the VAE factor times the patch size."""
+        cfg = self.transformer.config
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        h, w = (height or cfg.sample_size * factor), (width or cfg.sample_size * factor)
+        step = factor * cfg.patch_size
+        if h % step or w % step:
+            raise ValueError(f"height and width must be multiples of {step} (VAE factor {factor} x patch size "
+                             f"{cfg.patch_size}), got {h} x {w}")
+        return h // factor, w // factor
+
     def _generate(self, cond, cond_mask, num_inference_steps, guidance_scale, generator, output_type,
-                  return_dict, progress):
+                  return_dict, progress, height=None, width=None):
         """Sample latents for a condition batch with `sample` and this pipeline's scheduler, then decode.
 
         Returns an `ImagePipelineOutput` whose `images` are PIL images (``"pil"``), a uint8
@@ -56,7 +68,7 @@ class _LumosPipeline(DiffusionPipeline):
         cfg = self.transformer.config
         if cfg.extra_in_channels:
             raise ValueError("this pipeline does not supply extra input channels (extra_in_channels > 0)")
-        shape = (cond.shape[0], cfg.in_channels, cfg.sample_size, cfg.sample_size)
+        shape = (cond.shape[0], cfg.in_channels, *self._latent_size(height, width))
         device = self._execution_device
         latents = sample(self.transformer, shape, cond, cond_mask, num_steps=num_inference_steps,
                          guidance_scale=guidance_scale, generator=generator, progress=progress,
@@ -104,7 +116,8 @@ class LumosT2IPipeline(_LumosPipeline):
     @torch.no_grad()
     def __call__(self, prompt: str | list[str], num_inference_steps: int = 20, guidance_scale: float = 4.5,
                  generator: torch.Generator | None = None, max_length: int = 120, output_type: str = "pil",
-                 return_dict: bool = True, progress: bool = False):
+                 return_dict: bool = True, progress: bool = False, height: int | None = None,
+                 width: int | None = None):
         """Generate one image per prompt.
 
         Args:
@@ -116,11 +129,13 @@ class LumosT2IPipeline(_LumosPipeline):
             output_type: ``"pil"``, ``"np"`` (uint8 (B, H, W, 3)) or ``"latent"``.
             return_dict: return an `ImagePipelineOutput` (else a 1-tuple).
             progress: show a progress bar over the denoising steps.
+            height, width: image size in pixels (default: the model's training size); a model from
+                the multi-scale stage (Table S1 stage 4) draws any of its buckets' sizes.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         cond, mask = self.encode_prompt(prompts, max_length)
         return self._generate(cond, mask, num_inference_steps, guidance_scale, generator, output_type,
-                              return_dict, progress)
+                              return_dict, progress, height, width)
 
 
 class LumosI2IPipeline(_LumosPipeline):

@@ -97,6 +97,16 @@ def test_t2i_round_trip_and_determinism(t2i):
     assert len(pil) == 1 and isinstance(pil[0], Image.Image) and pil[0].size == (16, 16)
 
 
+def test_t2i_draws_other_aspect_ratios(t2i):
+    """A multi-scale (Table S1 stage 4) model draws a bucket's size: height x width in pixels."""
+    pipe, _, _ = t2i
+    wide = run(pipe, PROMPTS, output_type="np", height=16, width=32)
+    assert wide.shape == (2, 16, 32, 3)
+    assert run(pipe, PROMPTS, output_type="latent", height=32, width=16).shape == (2, 4, 8, 4)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        run(pipe, PROMPTS, height=20, width=16)
+
+
 @pytest.mark.parametrize("sampler", ["dpm++", "ddpm"])
 def test_t2i_latents_equal_workflow_sample(t2i, sampler):
     pipe = t2i[0]
