@@ -42,14 +42,16 @@ def cmd_data(args):
     cfg = _setup(args)
     data = cfg["data"]
     split = data["splits"][args.split]
+    buckets = [tuple(b) for b in data.get("buckets") or []]  # aspect-ratio buckets (Table S1 stage 4)
     if data["source"] == "shapes":
-        build_shapes_split(args.split, split, data["image_size"], cfg["seed"], data.get("shard_size", 5000), args.out)
+        build_shapes_split(args.split, split, data["image_size"], cfg["seed"], data.get("shard_size", 5000), args.out,
+                           buckets=buckets)
     else:
         folder = data.get("paths", {}).get(args.split)
         if not folder:
             raise SystemExit(f"error: data.source is 'paths' but config key data.paths.{args.split} is not set")
         curate_folder(args.split, folder, split["n"], data["image_size"], data.get("curation", {}).get("min_side", 512),
-                      data.get("shard_size", 5000), args.out)
+                      data.get("shard_size", 5000), args.out, buckets=buckets)
 
 
 def cmd_train_component(args):

@@ -41,9 +41,16 @@ def extract_features(split_dir: str, out_dir: str, components: dict, encoders: l
     """Encode the images of `split_dir` with the VAE and each named encoder; write shards.
 
     With `parts` > 1 this job encodes only its share of the data shards (see `my_shards`);
-    `gather_parts` joins the parts' folders into one."""
+    `gather_parts` joins the parts' folders into one. A bucketed split (Table S1's aspect-ratio
+    buckets) gets one features folder per bucket."""
     from lumos.components.encoders import load_encoder
     from lumos.components.vae import load_vae
+    from lumos.data.buckets import per_bucket
+
+    bucketed = per_bucket(extract_features, split_dir, out_dir, components, encoders, batch_size, patch_tokens,
+                          device, part, parts)
+    if bucketed:
+        return bucketed
 
     codec = load_vae(components["vae"], device)
     encs = {name: load_encoder(components[name], name, device) for name in encoders}
@@ -86,8 +93,15 @@ def extract_text_features(split_dir: str, out_dir: str, components: dict, encode
     Arrays per shard: `<enc>_short`, `<enc>_long` (n, L, D) fp16 and their masks (n, L). Tokens
     are padded to the encoder's max_length (120 for T5) and masked; the stored width is cut to the
     longest caption of the split, which changes nothing the model reads (padding is masked).
+    A bucketed split gets one folder per bucket.
     """
     from lumos.components.text import load_text_encoder
+    from lumos.data.buckets import per_bucket
+
+    bucketed = per_bucket(extract_text_features, split_dir, out_dir, components, encoders, batch_size, device,
+                          part, parts)
+    if bucketed:
+        return bucketed
 
     records = read_records(split_dir)
     if not records or "short_caption" not in records[0]:
@@ -122,9 +136,20 @@ def extract_text_features(split_dir: str, out_dir: str, components: dict, encode
 
 def gather_parts(parts: list[str], out_dir: str) -> dict:
     """Join the folders of a split's feature jobs into one: shard files are hard-linked (copied
-    across filesystems) and the indexes merged; every data shard must appear exactly once."""
+    across filesystems) and the indexes merged; every data shard must appear exactly once.
+    Bucketed parts are joined bucket by bucket."""
+    from lumos.data.buckets import bucket_dirs, write_bucket_index
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    buckets = bucket_dirs(parts[0])
+    if buckets is not None:
+        metas = {b.name: gather_parts([str(Path(p) / b.name) for p in parts], str(out / b.name)) for b in buckets}
+        write_bucket_index(out, list(metas), {k: m.get("n") for k, m in metas.items()})
+        meta = {"n": sum(m.get("n", 0) for m in metas.values()), "buckets": list(metas), "shards": [],
+                "parts": len(parts)}
+        (out / "index.json").write_text(json.dumps(meta, indent=1))
+        return meta
     metas = [json.loads((Path(p) / "index.json").read_text()) for p in parts]
     shards = sorted(s for m in metas for s in m["shards"])
     if len(shards) != len(set(shards)):

@@ -169,13 +169,27 @@ def finetune(features_dir: str, text_dir: str, name: str, prior_dir: str | None,
 
     `init_dir` continues an earlier stage's T2I model instead (Table S1: the same fine-tune at a
     higher resolution); the prior is then not read."""
+    from lumos.data.buckets import bucket_dirs
     from lumos.train import train_diffusion
 
     spec = parse_finetune(name)
-    latents, cond, mask = t2i_training_data(features_dir, text_dir, spec, seed)
-    if init_dir:
+    buckets = bucket_dirs(features_dir)
+    if buckets:  # Table S1's multi-scale stage: one (latents, captions) set per aspect-ratio bucket
+        if not init_dir:
+            raise ValueError(f"{features_dir} is bucketed by aspect ratio: only a later stage (init_dir) trains on it")
+        sets = [t2i_training_data(str(b), str(Path(text_dir) / b.name), spec, seed) for b in buckets]
+        latents, cond, mask = (list(x) for x in zip(*sets))
+        square = min(latents, key=lambda x: abs(x.shape[2] - x.shape[3]))  # the position table's size
+        model, origin = continue_t2i_model(init_dir, square.shape[1:], cond[0].shape[-1])
+        origin["buckets"] = {b.name: list(x.shape[1:]) for b, x in zip(buckets, latents)}
+        n_items = sum(len(x) for x in latents)
+    elif init_dir:
+        latents, cond, mask = t2i_training_data(features_dir, text_dir, spec, seed)
         model, origin = continue_t2i_model(init_dir, latents.shape[1:], cond.shape[-1])
+        n_items = len(latents)
     else:
+        latents, cond, mask = t2i_training_data(features_dir, text_dir, spec, seed)
+        n_items = len(latents)
         model, origin = make_t2i_model(prior_dir, model_cfg, latents.shape[1:], cond.shape[-1], cond.shape[1],
                                        t2i_cfg.get("cond_dropout", 0.1), seed)
     train_cfg = {**t2i_cfg["train"], **({"steps": steps} if steps else {})}
@@ -183,7 +197,7 @@ def finetune(features_dir: str, text_dir: str, name: str, prior_dir: str | None,
                               stop_after=stop_after, cleanup_state=True,
                               snapshot_every=t2i_cfg.get("snapshot_every"))
     if "stopped_at" not in summary:
-        summary.update(origin, pairs=int(len(latents) // (2 if spec["captions"] == "mixed" else 1)),
+        summary.update(origin, pairs=int(n_items // (2 if spec["captions"] == "mixed" else 1)),
                        caption_noise_percent=spec["noise"], text_encoder=spec["text"], captions=spec["captions"])
         (Path(out_dir) / "train_summary.json").write_text(json.dumps(summary, indent=1))
     return summary

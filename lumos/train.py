@@ -29,16 +29,27 @@ from lumos.utils import log, progress
 
 class BatchSampler:
     """Random batches whose randomness depends only on (seed, process, step): a resumed run, on
-    any number of processes, draws exactly the batches (and noise) it would have drawn."""
+    any number of processes, draws exactly the batches (and noise) it would have drawn.
 
-    def __init__(self, n: int, batch_size: int, seed: int, process: int = 0):
-        self.n, self.batch_size, self.seed, self.process = n, batch_size, seed, process
+    `n` is the dataset size, or a list of bucket sizes (aspect-ratio buckets): then each step
+    first draws a bucket with probability proportional to its size, and the batch comes from it."""
+
+    def __init__(self, n, batch_size: int, seed: int, process: int = 0):
+        self.sizes = list(n) if isinstance(n, (list, tuple)) else [n]
+        self.batch_size, self.seed, self.process = batch_size, seed, process
+        self.weights = torch.tensor(self.sizes, dtype=torch.float64)
 
     def next(self, step: int):
         """Indices for `step` and the generator the step's timesteps and noise come from."""
+        bucket, idx, gen = self.next_bucket(step)
+        return idx, gen
+
+    def next_bucket(self, step: int):
+        """(bucket, indices within it, generator) for `step`; bucket is 0 with a single dataset."""
         key = int(np.random.SeedSequence([self.seed, self.process, step]).generate_state(1)[0])
         gen = torch.Generator().manual_seed(key)
-        return torch.randint(0, self.n, (self.batch_size,), generator=gen), gen
+        bucket = 0 if len(self.sizes) == 1 else int(torch.multinomial(self.weights, 1, generator=gen))
+        return bucket, torch.randint(0, self.sizes[bucket], (self.batch_size,), generator=gen), gen
 
 
 class EMA(torch.nn.Module):
@@ -78,6 +89,9 @@ def train_diffusion(model, latents: torch.Tensor, cond: torch.Tensor | None, con
                     snapshot_every: int | None = None) -> dict:
     """Train `model` to denoise `latents` given `cond`; save EMA and raw weights to `out_dir`.
 
+    `latents`, `cond` and `cond_mask` may also be lists with one entry per aspect-ratio bucket
+    (latents of different sizes): each step then trains on a batch from one bucket.
+
     `snapshot_every` also saves the EMA weights every that many steps (kept in the state folder
     while training, moved to `out_dir/snapshots/step-<n>` at the end): the points of the
     fine-tuning curves.
@@ -114,7 +128,11 @@ def train_diffusion(model, latents: torch.Tensor, cond: torch.Tensor | None, con
     if rest or not per_process:
         raise ValueError(f"batch_size {cfg['batch_size']} is not divisible by {accel.num_processes} processes x "
                          f"{accel.gradient_accumulation_steps} accumulation steps (config key pretrain.train.batch_size)")
-    sampler = BatchSampler(len(latents), per_process, seed, accel.process_index)
+    buckets = isinstance(latents, (list, tuple))
+    latents = list(latents) if buckets else [latents]
+    cond = (list(cond) if buckets else [cond]) if cond is not None else [None] * len(latents)
+    cond_mask = (list(cond_mask) if buckets else [cond_mask]) if cond_mask is not None else [None] * len(latents)
+    sampler = BatchSampler([len(x) for x in latents], per_process, seed, accel.process_index)
     accel.register_for_checkpointing(sched, ema)
 
     step = 0
@@ -154,19 +172,19 @@ def train_diffusion(model, latents: torch.Tensor, cond: torch.Tensor | None, con
     bar = progress(range(step, total), initial=step, total=total, desc="train", disable=not accel.is_main_process)
     t0, seen, ran = time.time(), 0, 0
     window, window_steps = torch.zeros(3, device=accel.device), 0  # running sums of loss, mse, vb between logged rows
-    latents = latents.to(accel.device)
-    cond = cond.to(accel.device) if cond is not None else None
-    cond_mask = cond_mask.to(accel.device) if cond_mask is not None else None
+    latents = [x.to(accel.device) for x in latents]
+    cond = [c.to(accel.device) if c is not None else None for c in cond]
+    cond_mask = [m.to(accel.device) if m is not None else None for m in cond_mask]
     try:
         for step in bar:
             with accel.accumulate(model):
-                idx, gen = sampler.next(step)
-                x0 = latents[idx]
+                b, idx, gen = sampler.next_bucket(step)
+                x0 = latents[b][idx]
                 t = torch.randint(0, diffusion.num_timesteps, (len(idx),), generator=gen).to(accel.device)
                 noise = torch.randn(x0.shape, generator=gen).to(accel.device)
                 kwargs = {}
-                if cond is not None:
-                    kwargs = {"cond": cond[idx], "cond_mask": cond_mask[idx] if cond_mask is not None else None}
+                if cond[b] is not None:
+                    kwargs = {"cond": cond[b][idx], "cond_mask": cond_mask[b][idx] if cond_mask[b] is not None else None}
                 with accel.autocast():
                     losses = diffusion.training_losses(model, x0, t, model_kwargs=kwargs, noise=noise)
                 loss = losses["loss"].mean()

@@ -1,6 +1,7 @@
 # Shared helpers and config validation, included first by the Snakefile.
 import json
 import os
+import re
 import sys
 
 from snakemake.utils import min_version
@@ -9,6 +10,7 @@ min_version("9.20")
 
 sys.path.insert(0, workflow.basedir)
 from lumos.config import ConfigError, validate_config  # noqa: E402
+from lumos.data.buckets import aspect_buckets  # noqa: E402
 
 
 envvars:
@@ -59,7 +61,7 @@ STAGES = {k: stage for k, stage in enumerate(config["t2i"]["stages"], start=2)}
 
 
 wildcard_constraints:
-    split="pool|coco|imagenet|coco_ref|imagenet_ref|classifier|pairs(_[0-9]+px)?",
+    split="pool|coco|imagenet|coco_ref|imagenet_ref|classifier|pairs(_[0-9]+px(_ar[0-9]+)?)?",
     stage="[0-9]+",
     component="vae|dino|moco|fid_net|t5|clip",
     run=f"({'|'.join(RUNS)})(_pool[0-9]+)?|untrained",
@@ -83,11 +85,23 @@ def trained(*names):
 
 def split_base(split):
     """`pairs_512px` -> ("pairs", 512): a split re-rendered / re-curated at a stage's resolution;
-    `pool` -> ("pool", data.image_size)."""
-    base, _, size = split.partition("_")
-    if size.endswith("px") and size[:-2].isdigit():
-        return base, int(size[:-2])
+    `pairs_1024px_ar4` -> ("pairs", 1024) in stage 4's aspect-ratio buckets; `pool` -> ("pool",
+    data.image_size)."""
+    m = re.fullmatch(r"([a-z_]+?)_([0-9]+)px(_ar[0-9]+)?", split)
+    if m:
+        return m.group(1), int(m.group(2))
     return split, config["data"]["image_size"]
+
+
+def split_buckets(split):
+    """The (height, width) aspect-ratio buckets of a `<split>_<px>px_ar<stage>` split, else []."""
+    m = re.fullmatch(r"[a-z_]+?_([0-9]+)px_ar([0-9]+)", split)
+    if not m:
+        return []
+    stage = stage_config(m.group(2))
+    if not stage.get("aspect_ratios"):
+        raise WorkflowError(f"split {split}: t2i stage {m.group(2)} has no aspect_ratios")
+    return [list(b) for b in aspect_buckets(int(m.group(1)), stage["aspect_ratios"], stage["bucket_multiple"])]
 
 
 def split_size(split):
@@ -98,7 +112,9 @@ def split_size(split):
 def data_config(split):
     """The `lumos data` config slice of a split: its block and its image size."""
     base, size = split_base(split)
-    return as_json(data={**config["data"], "image_size": size, "splits": {base: config["data"]["splits"][base]}})
+    buckets = {"buckets": split_buckets(split)} if split_buckets(split) else {}  # only bucketed splits
+    return as_json(data={**config["data"], "image_size": size, "splits": {base: config["data"]["splits"][base]},
+                         **buckets})
 
 
 def feature_encoders(split):
@@ -117,11 +133,15 @@ def stage_config(stage):
 
 
 def stage_pairs(wildcards):
-    """The pair-set features (latents, caption tokens) at a stage's resolution."""
-    split = f"pairs_{stage_config(wildcards.stage)['resolution']}px"
-    # Curated folders keep the same images in the same order at every size, so the captions'
-    # tokens are reused; the Shapes world re-renders its scenes, so its captions are re-encoded.
-    text = "pairs" if config["data"]["source"] == "paths" else split
+    """The pair-set features (latents, caption tokens) at a stage's resolution (and in its
+    aspect-ratio buckets when the stage has `aspect_ratios`: Table S1's multi-scale stage)."""
+    stage = stage_config(wildcards.stage)
+    multi = f"_ar{wildcards.stage}" if stage.get("aspect_ratios") else ""
+    split = f"pairs_{stage['resolution']}px{multi}"
+    # Curated folders keep the same images in the same order at every square size, so the
+    # captions' tokens are reused; the Shapes world re-renders its scenes and buckets regroup
+    # the images, so their captions are re-encoded.
+    text = "pairs" if config["data"]["source"] == "paths" and not multi else split
     return {"features": f"results/features/{split}", "text": f"results/features/{text}_text"}
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,13 +23,14 @@ def snakemake(*args, cwd, check=True):
 
 
 STAGE2 = "results/t2i/lumos_i2i-t5-mixed-n0/stage2/model"
+STAGE3 = "results/t2i/lumos_i2i-t5-mixed-n0/stage3/model"  # the smoke preset's multi-scale stage
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    """Run the smoke preset's Tables 1-3 (and its one Table S1 stage) once for the assertions below."""
+    """Run the smoke preset's Tables 1-3 (and its Table S1 stages) once for the assertions below."""
     work = tmp_path_factory.mktemp("smoke")
-    snakemake("results/table1.csv", "results/table2.csv", "results/table3.csv", STAGE2, "--configfile",
+    snakemake("results/table1.csv", "results/table2.csv", "results/table3.csv", STAGE3, "--configfile",
               str(ROOT / "config" / "smoke.yaml"), "--cores", "2", cwd=work)
     return work
 
@@ -115,6 +117,23 @@ def test_smoke_progressive_resolution_stage(smoke_run):
 
 
 @pytest.mark.slow
+def test_smoke_multi_scale_stage(smoke_run):
+    """Table S1 stage 4's role: stage 2 continued on the pairs rendered into aspect-ratio buckets."""
+    from lumos.models import LumosDiT
+
+    res = smoke_run / "results"
+    summary = json.loads((smoke_run / STAGE3).parent.joinpath("train_summary.json").read_text())
+    assert summary["init"] == STAGE2 and summary["pairs"] == 128
+    assert summary["buckets"] == {"48x88": [4, 12, 22], "64x64": [4, 16, 16], "88x48": [4, 22, 12]}
+    buckets = json.loads((res / "data" / "pairs_64px_ar3" / "buckets.json").read_text())
+    assert sum(buckets["counts"].values()) == 128
+    assert np.load(res / "data" / "pairs_64px_ar3" / "48x88" / "shard-00000.npz")["images"].shape[1:] == (48, 88, 3)
+    model = LumosDiT.from_pretrained(str(smoke_run / STAGE3)).eval()
+    out = model(torch.randn(1, 4, 12, 22), torch.tensor([100]), torch.randn(1, 5, model.config.cond_dim))
+    assert out.shape == (1, 8, 12, 22)
+
+
+@pytest.mark.slow
 def test_rerun_is_a_no_op(smoke_run):
     proc = snakemake("results/table1.csv", "results/table2.csv", "results/table3.csv", "--configfile",
                      str(ROOT / "config" / "smoke.yaml"), "-n", cwd=smoke_run)
@@ -156,6 +175,18 @@ def test_paper_progressive_stages_dry_run(tmp_path):
     assert "--features results/features/pairs_1024px --text results/features/pairs_text" in out
     assert '"image_size\\": 512' in out or '"image_size": 512' in out
     assert out.count("rule finetune_stage:") == 2 and "rule finetune:" in out
+
+
+def test_paper_multi_scale_stage_dry_run(tmp_path):
+    """Table S1 stage 4: multi-scale 1024 continues stage 3 on the pairs curated into aspect-ratio
+    buckets (sides multiples of 16), with its captions re-encoded per bucket."""
+    proc = snakemake("results/t2i/lumos_i2i-t5-mixed-n0/stage4/model", "--configfile",
+                     str(ROOT / "config" / "paper.yaml"), "-n", "-p", cwd=tmp_path)
+    out = proc.stdout
+    assert "--init results/t2i/lumos_i2i-t5-mixed-n0/stage3/model" in out
+    assert "--features results/features/pairs_1024px_ar4 --text results/features/pairs_1024px_ar4_text" in out
+    assert "[720, 1456]" in out and "[1024, 1024]" in out  # the 1:2 and 1:1 buckets reach `lumos data`
+    assert out.count("rule finetune_stage:") == 3
 
 
 @pytest.mark.parametrize(

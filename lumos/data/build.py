@@ -16,37 +16,76 @@ CAPTIONED = ("pairs", "coco")  # curated splits whose images need captions (<ima
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
-def build_shapes_split(name: str, split: dict, image_size: int, seed: int, shard_size: int, out_dir: str) -> dict:
-    """Generate a Shapes-world split deterministically and write shards plus a contact sheet."""
-    from lumos.data.shapes import generate_split
-    from lumos.viz import save_grid
+def build_shapes_split(name: str, split: dict, image_size: int, seed: int, shard_size: int, out_dir: str,
+                       buckets=None) -> dict:
+    """Generate a Shapes-world split deterministically and write shards plus a contact sheet.
+
+    With `buckets` (a list of (height, width), Table S1's multi-scale stage) every item draws a
+    bucket uniformly (from its own seed) and is rendered at that size; each bucket is written as an
+    ordinary split in its own sub-folder (see `lumos.data.buckets`)."""
+    from lumos.data.shapes import generate_item, generate_split
 
     if name not in SPLIT_IDS:
         raise ValueError(f"unknown split '{name}': known splits are {sorted(SPLIT_IDS)}")
-    images, records = generate_split(
-        split["n"], seed, image_size=image_size, min_objects=split.get("min_objects", 1),
-        max_objects=split.get("max_objects", 4), split_id=SPLIT_IDS[name],
-    )
-    write_split(out_dir, images, records, shard_size, source="shapes", split=name, seed=seed)
-    save_grid(Path(out_dir) / "contact_sheet.png", images[:48], ncols=8, scale=3,
-              labels=[r["short_caption"] for r in records[:48]])
-    log.info("%s: %d images of %dpx written to %s", name, len(images), image_size, out_dir)
-    return {"n": len(images)}
+    lo, hi, sid = split.get("min_objects", 1), split.get("max_objects", 4), SPLIT_IDS[name]
+    if not buckets:
+        images, records = generate_split(split["n"], seed, image_size=image_size, min_objects=lo, max_objects=hi,
+                                          split_id=sid)
+        _write_with_sheet(out_dir, images, records, shard_size, source="shapes", split=name, seed=seed)
+        log.info("%s: %d images of %dpx written to %s", name, len(images), image_size, out_dir)
+        return {"n": len(images)}
+    groups = {tuple(b): ([], []) for b in buckets}
+    for i in progress(range(split["n"]), desc=f"{name} buckets"):
+        h, w = buckets[int(np.random.default_rng([seed, sid, i, 1]).integers(len(buckets)))]
+        image, record = generate_item(seed, i, h, lo, hi, sid, image_width=w)
+        groups[(h, w)][0].append(image)
+        groups[(h, w)][1].append(record)
+    return _write_buckets(out_dir, groups, shard_size, source="shapes", split=name, seed=seed)
 
 
-def _center_crop_resize(img, size: int) -> np.ndarray:
+def _write_with_sheet(out_dir, images, records, shard_size, **meta) -> None:
+    from lumos.viz import save_grid
+
+    write_split(out_dir, images, records, shard_size, **meta)
+    labels = [r.get("short_caption", r.get("label", "")) or "" for r in records[:48]]
+    save_grid(Path(out_dir) / "contact_sheet.png", images[:48], ncols=8, scale=3, labels=labels)
+
+
+def _write_buckets(out_dir, groups: dict, shard_size: int, **meta) -> dict:
+    """Write each non-empty bucket of {(h, w): (images, records)} as a split, and buckets.json."""
+    from lumos.data.buckets import bucket_name, write_bucket_index
+
+    kept = {b: g for b, g in groups.items() if g[0]}
+    if not kept:
+        raise ValueError(f"no images in any bucket for {out_dir}")
+    for bucket, (images, records) in kept.items():
+        _write_with_sheet(Path(out_dir) / bucket_name(bucket), np.stack(images), records, shard_size,
+                          bucket=list(bucket), **meta)
+    counts = {bucket_name(b): len(g[0]) for b, g in kept.items()}
+    write_bucket_index(out_dir, list(kept), counts)
+    log.info("%s: %d images in %d aspect-ratio buckets %s", out_dir, sum(counts.values()), len(counts), counts)
+    return {"n": sum(counts.values()), "buckets": counts}
+
+
+def _center_crop_resize(img, height: int, width: int | None = None) -> np.ndarray:
+    """Center-crop a PIL image to the aspect ratio of `height` x `width` (square by default) and
+    resize it to that size."""
     from PIL import Image
 
+    width = width or height
     w, h = img.size
-    s = min(w, h)
-    img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-    return np.asarray(img.resize((size, size), Image.BICUBIC), dtype=np.uint8)
+    scale = min(w / width, h / height)
+    cw, ch = round(width * scale), round(height * scale)
+    img = img.crop(((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch))
+    return np.asarray(img.resize((width, height), Image.BICUBIC), dtype=np.uint8)
 
 
-def curate_folder(name: str, folder: str, n: int, image_size: int, min_side: int, shard_size: int, out_dir: str) -> dict:
+def curate_folder(name: str, folder: str, n: int, image_size: int, min_side: int, shard_size: int, out_dir: str,
+                  buckets=None) -> dict:
     """Curate up to `n` images from `folder` (recursive): drop corrupt or non-RGB-convertible
     files and images whose shorter side is not greater than `min_side`; center-crop and resize
-    the rest to `image_size`. Captioned splits (pairs, coco) read the raw caption from
+    the rest to `image_size` (with `buckets`: to the (height, width) bucket nearest in aspect
+    ratio, each bucket written as its own split, Table S1's multi-scale stage). Captioned splits (pairs, coco) read the raw caption from
     `<image>.txt` and the long one from `<image>.long.txt` (the raw one when absent) and skip
     images without a caption. Every skipped file is counted by reason in `curation.json`."""
     from PIL import Image, UnidentifiedImageError
@@ -56,7 +95,9 @@ def curate_folder(name: str, folder: str, n: int, image_size: int, min_side: int
         raise FileNotFoundError(f"data folder for split '{name}' not found: '{folder}' (config key data.paths.{name})")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     counts = {"seen": 0, "kept": 0, "corrupt": 0, "too_small": 0, "no_caption": 0}
-    images, records = [], []
+    from lumos.data.buckets import nearest_bucket
+
+    images, records, sizes = [], [], []
     for path in progress(files, desc=f"curate {name}"):
         if len(images) >= n:
             break
@@ -75,7 +116,9 @@ def curate_folder(name: str, folder: str, n: int, image_size: int, min_side: int
                 if min(img.size) <= min_side:
                     counts["too_small"] += 1
                     continue
-                images.append(_center_crop_resize(img.convert("RGB"), image_size))
+                size = tuple(nearest_bucket(img.size[1], img.size[0], buckets)) if buckets else (image_size, image_size)
+                images.append(_center_crop_resize(img.convert("RGB"), *size))
+                sizes.append(size)
         except (UnidentifiedImageError, OSError, ValueError) as err:
             counts["corrupt"] += 1
             log.warning("skipping corrupt image %s: %s", path, err)
@@ -87,6 +130,15 @@ def curate_folder(name: str, folder: str, n: int, image_size: int, min_side: int
         raise ValueError(f"no usable images in '{folder}' for split '{name}': {counts}")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     (Path(out_dir) / "curation.json").write_text(json.dumps(counts, indent=1))
+    if buckets:
+        groups = {tuple(b): ([], []) for b in buckets}
+        for image, record, size in zip(images, records, sizes):
+            groups[size][0].append(image)
+            groups[size][1].append(record)
+        counts["buckets"] = _write_buckets(out_dir, groups, shard_size, source="paths", split=name,
+                                           folder=str(folder))["buckets"]
+        (Path(out_dir) / "curation.json").write_text(json.dumps(counts, indent=1))
+        return counts
     write_split(out_dir, np.stack(images), records, shard_size, source="paths", split=name, folder=str(folder))
     log.info("%s: curated %s", name, counts)
     return counts

@@ -87,16 +87,21 @@ class ShapeObject:
     cx: int
     cy: int
     image_size: int = 32
+    image_width: int | None = None  # None: a square image (the aspect-ratio buckets of Table S1 set it)
+
+    @property
+    def width(self) -> int:
+        """Image width in pixels (``image_size`` is the height)."""
+        return self.image_width or self.image_size
 
     @property
     def box(self) -> tuple[int, int, int, int]:
         """Pixel box ``(x0, y0, x1, y1)``, inclusive-exclusive, clipped to the image."""
-        n = self.image_size
         return (
             max(0, self.cx - self.size),
             max(0, self.cy - self.size),
-            min(n, self.cx + self.size),
-            min(n, self.cy + self.size),
+            min(self.width, self.cx + self.size),
+            min(self.image_size, self.cy + self.size),
         )
 
     @property
@@ -107,14 +112,14 @@ class ShapeObject:
     @property
     def size_name(self) -> str:
         """Size bin: ``"small"``, ``"medium"`` or ``"large"`` (thirds of the size range)."""
-        lo, hi = size_range(self.image_size)
+        lo, hi = size_range(min(self.image_size, self.width))
         t = (self.size - lo) / max(1, hi - lo)
         return "small" if t < 0.4 else ("medium" if t < 0.6 else "large")
 
     @property
     def horizontal_word(self) -> str:
         """Horizontal position: ``"left"``, ``"center"`` or ``"right"`` (image thirds)."""
-        return _third(self.cx, self.image_size, ("left", "center", "right"))
+        return _third(self.cx, self.width, ("left", "center", "right"))
 
     @property
     def vertical_word(self) -> str:
@@ -139,8 +144,8 @@ class ShapeObject:
         return f"{self.colour} {self.shape}"
 
     def to_dict(self) -> dict:
-        """JSON-serialisable dict of the fields."""
-        return {k: (int(v) if not isinstance(v, str) else v) for k, v in asdict(self).items()}
+        """JSON-serialisable dict of the fields (``image_width`` only for a non-square image)."""
+        return {k: (int(v) if not isinstance(v, str) else v) for k, v in asdict(self).items() if v is not None}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ShapeObject":
@@ -160,19 +165,28 @@ def _third(v: int, n: int, words: tuple[str, str, str]) -> str:
 class Scene:
     """A full image description: background kind and colours plus objects in drawing order."""
 
-    image_size: int
+    image_size: int  # the height; the width too unless `image_width` is set
     background: str
     background_colours: list = field(default_factory=list)
     objects: list = field(default_factory=list)
+    image_width: int | None = None
+
+    @property
+    def width(self) -> int:
+        """Image width in pixels."""
+        return self.image_width or self.image_size
 
     def to_dict(self) -> dict:
         """JSON-serialisable dict (python ints, strs and lists only)."""
-        return {
+        d = {
             "image_size": int(self.image_size),
             "background": self.background,
             "background_colours": [[int(c) for c in rgb] for rgb in self.background_colours],
             "objects": [o.to_dict() for o in self.objects],
         }
+        if self.image_width is not None:
+            d["image_width"] = int(self.image_width)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Scene":
@@ -182,6 +196,7 @@ class Scene:
             background=d["background"],
             background_colours=[tuple(int(c) for c in rgb) for rgb in d["background_colours"]],
             objects=[ShapeObject.from_dict(o) for o in d["objects"]],
+            image_width=d.get("image_width"),
         )
 
 
@@ -235,6 +250,7 @@ def sample_scene(
     colours=tuple(COLOURS),
     max_overlap: float = 0.2,
     tries: int = 100,
+    image_width: int | None = None,
 ) -> Scene:
     """Sample a random scene.
 
@@ -242,9 +258,12 @@ def sample_scene(
     (shape, colour) pairs, lie fully inside the image, and no two boxes overlap by more than
     ``max_overlap`` of the smaller box. When a position cannot be found the object shrinks
     (every 10 tries, by a quarter of the size range); it is dropped only if all ``tries`` fail.
+    ``image_size`` is the height; ``image_width`` (default: square) the width, and object sizes
+    follow the shorter side.
     """
     kind, bg_cols = _sample_background(rng)
-    lo, hi = size_range(image_size)
+    width = image_width or image_size
+    lo, hi = size_range(min(image_size, width))
     step = max(1, (hi - lo) // 4)
     n_pairs = len(shapes) * len(colours)
     n = int(rng.integers(min_objects, max_objects + 1))
@@ -252,7 +271,7 @@ def sample_scene(
     # Size bins sampled uniformly, then a size within the bin.
     bins = {}
     for s in range(lo, hi + 1):
-        bins.setdefault(ShapeObject("", "", "", s, 0, 0, image_size).size_name, []).append(s)
+        bins.setdefault(ShapeObject("", "", "", s, 0, 0, image_size, image_width).size_name, []).append(s)
     bins = list(bins.values())
 
     objects, boxes = [], []
@@ -264,14 +283,14 @@ def sample_scene(
         for attempt in range(tries):
             if attempt and attempt % 10 == 0:
                 size = max(lo, size - step)
-            cx = int(rng.integers(size, image_size - size + 1))
+            cx = int(rng.integers(size, width - size + 1))
             cy = int(rng.integers(size, image_size - size + 1))
             box = (cx - size, cy - size, cx + size, cy + size)
             if _overlap_ok(box, boxes, max_overlap):
-                objects.append(ShapeObject(shape, colour, texture, size, cx, cy, image_size))
+                objects.append(ShapeObject(shape, colour, texture, size, cx, cy, image_size, image_width))
                 boxes.append(box)
                 break
-    return Scene(image_size, kind, bg_cols, objects)
+    return Scene(image_size, kind, bg_cols, objects, image_width)
 
 
 # -----------------------------------------------------------------------------
@@ -325,7 +344,7 @@ def object_mask(obj: ShapeObject, image_size: int | None = None) -> np.ndarray:
     """Boolean (H, W) mask of every pixel the object covers (ignoring occlusion)."""
     if image_size is not None and image_size != obj.image_size:
         obj = replace(obj, image_size=image_size)
-    mask = np.zeros((obj.image_size, obj.image_size), bool)
+    mask = np.zeros((obj.image_size, obj.width), bool)
     x0, y0, x1, y1 = obj.box
     if x1 > x0 and y1 > y0:
         _, _, u, v = _local_grid(obj)
@@ -335,16 +354,15 @@ def object_mask(obj: ShapeObject, image_size: int | None = None) -> np.ndarray:
 
 def render_background(scene: Scene) -> np.ndarray:
     """Render only the background of a scene as a float (H, W, 3) array."""
-    n, cols = scene.image_size, np.asarray(scene.background_colours, np.float32)
+    n, w, cols = scene.image_size, scene.width, np.asarray(scene.background_colours, np.float32)
     if scene.background == "plain":
-        return np.broadcast_to(cols[0], (n, n, 3)).copy()
+        return np.broadcast_to(cols[0], (n, w, 3)).copy()
     if scene.background == "gradient":  # vertical: first colour at the top
         t = ((np.arange(n, dtype=np.float32) + 0.5) / n)[:, None, None]
-        return np.broadcast_to((1 - t) * cols[0] + t * cols[1], (n, n, 3)).copy()
+        return np.broadcast_to((1 - t) * cols[0] + t * cols[1], (n, w, 3)).copy()
     if scene.background == "textured":  # checkerboard of two close neutral tones
-        cell = max(2, n // 16)
-        idx = np.arange(n) // cell
-        checker = (idx[:, None] + idx[None, :]) % 2
+        cell = max(2, min(n, w) // 16)
+        checker = (np.arange(n)[:, None] // cell + np.arange(w)[None, :] // cell) % 2
         return cols[checker]
     raise ValueError(f"unknown background {scene.background!r}")
 
@@ -358,7 +376,7 @@ def render(scene: Scene) -> np.ndarray:
             continue
         lx, ly, u, v = _local_grid(obj)
         m = shape_mask(obj.shape, u, v)
-        t = _texture_mask(obj.texture, lx, ly, scene.image_size)
+        t = _texture_mask(obj.texture, lx, ly, min(scene.image_size, scene.width))
         patch = img[y0:y1, x0:x1]
         patch[m & ~t] = obj.rgb
         patch[m & t] = shade(obj.rgb)
@@ -449,11 +467,14 @@ def class_name(label: int) -> str:
 
 
 def generate_item(
-    seed: int, i: int, image_size: int = 32, min_objects: int = 1, max_objects: int = 4, split_id: int = 0
+    seed: int, i: int, image_size: int = 32, min_objects: int = 1, max_objects: int = 4, split_id: int = 0,
+    image_width: int | None = None,
 ) -> tuple[np.ndarray, dict]:
-    """Generate item ``i`` of a split: its image and record. Depends only on its arguments."""
+    """Generate item ``i`` of a split: its image and record. Depends only on its arguments.
+
+    ``image_width`` renders the scene on an ``image_size`` x ``image_width`` canvas (height x width)."""
     rng = np.random.default_rng([seed, split_id, i])
-    scene = sample_scene(rng, image_size, min_objects, max_objects)
+    scene = sample_scene(rng, image_size, min_objects, max_objects, image_width=image_width)
     record = {
         "index": int(i),
         "scene": scene.to_dict(),
