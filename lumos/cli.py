@@ -456,11 +456,17 @@ def cmd_class_grid(args):
     grid = class_grid(images)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid).resize((grid.shape[1] * 3, grid.shape[0] * 3), Image.NEAREST).save(args.out)
-    scores = attributes_present(load_fid_net(cfg["components"]["fid_net"], cfg["_device"]), images, shape, colour)
+    net = load_fid_net(cfg["components"]["fid_net"], cfg["_device"])
+    scores = attributes_present(net, images, shape, colour)
+    # the same model untrained (noise images): what the classifier finds by chance
+    fresh = type(model).from_config(model.config).to(cfg["_device"]).eval()
+    noise = class_samples(fresh, load_vae(cfg["components"]["vae"], cfg["_device"]), (c, s, s),
+                          cfg["sample"]["guidance_scale"], cfg["sample"]["steps"], cfg["seed"], repeats=args.repeats)[0]
+    chance = attributes_present(net, noise, shape, colour)
     print(f"wrote {args.out}; requested attribute present in {len(images)} samples: "
-          + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+          + ", ".join(f"{k} {v:.3f} (untrained model: {chance[k]:.3f})" for k, v in scores.items()))
     if args.scores:
-        _write_json(args.scores, {"model": args.model, "samples": len(images), **scores})
+        _write_json(args.scores, {"model": args.model, "samples": len(images), **scores, "untrained": chance})
 
 
 def cmd_vae_ceiling(args):

@@ -42,18 +42,19 @@ def extract_features(split_dir: str, out_dir: str, components: dict, encoders: l
 
     With `parts` > 1 this job encodes only its share of the data shards (see `my_shards`);
     `gather_parts` joins the parts' folders into one. A bucketed split (Table S1's aspect-ratio
-    buckets) gets one features folder per bucket."""
+    buckets) gets one features folder per bucket, encoded by the same loaded models."""
     from lumos.components.encoders import load_encoder
     from lumos.components.vae import load_vae
     from lumos.data.buckets import per_bucket
 
-    bucketed = per_bucket(extract_features, split_dir, out_dir, components, encoders, batch_size, patch_tokens,
-                          device, part, parts)
-    if bucketed:
-        return bucketed
-
     codec = load_vae(components["vae"], device)
     encs = {name: load_encoder(components[name], name, device) for name in encoders}
+    args = (codec, encs, encoders, batch_size, patch_tokens, part, parts)
+    return per_bucket(_encode_split, split_dir, out_dir, *args) or _encode_split(split_dir, out_dir, *args)
+
+
+def _encode_split(split_dir, out_dir, codec, encs, encoders, batch_size, patch_tokens, part, parts) -> dict:
+    """`extract_features` for one ordinary split, with the models already loaded."""
     index, mine = my_shards(split_dir, part, parts)
     labels = scene_labels(read_records(split_dir))
     out = Path(out_dir)
@@ -93,20 +94,21 @@ def extract_text_features(split_dir: str, out_dir: str, components: dict, encode
     Arrays per shard: `<enc>_short`, `<enc>_long` (n, L, D) fp16 and their masks (n, L). Tokens
     are padded to the encoder's max_length (120 for T5) and masked; the stored width is cut to the
     longest caption of the split, which changes nothing the model reads (padding is masked).
-    A bucketed split gets one folder per bucket.
+    A bucketed split gets one folder per bucket, encoded by the same loaded encoders.
     """
     from lumos.components.text import load_text_encoder
     from lumos.data.buckets import per_bucket
 
-    bucketed = per_bucket(extract_text_features, split_dir, out_dir, components, encoders, batch_size, device,
-                          part, parts)
-    if bucketed:
-        return bucketed
+    encs = {name: load_text_encoder(components[name], name, device) for name in encoders}
+    args = (encs, encoders, batch_size, part, parts)
+    return per_bucket(_encode_captions, split_dir, out_dir, *args) or _encode_captions(split_dir, out_dir, *args)
 
+
+def _encode_captions(split_dir, out_dir, encs, encoders, batch_size, part, parts) -> dict:
+    """`extract_text_features` for one ordinary split, with the encoders already loaded."""
     records = read_records(split_dir)
     if not records or "short_caption" not in records[0]:
         raise ValueError(f"split {split_dir} has no captions: text features need a captioned split (pairs, coco)")
-    encs = {name: load_text_encoder(components[name], name, device) for name in encoders}
     widths = {name: max(int(enc.tokenize(batch)["attention_mask"].sum(1).max())
                         for kind in CAPTION_KINDS
                         for batch in _chunks([r[f"{kind}_caption"] for r in records], 4096))
