@@ -450,9 +450,9 @@ def cmd_class_grid(args):
     if model.config.injection != "class":
         raise SystemExit(f"error: {args.model} is a '{model.config.injection}' model; class-grid needs a class prior")
     c, s = model.config.in_channels, model.config.sample_size
-    images, shape, colour = class_samples(model, load_vae(cfg["components"]["vae"], cfg["_device"]), (c, s, s),
-                                          cfg["sample"]["guidance_scale"], cfg["sample"]["steps"], cfg["seed"],
-                                          repeats=args.repeats)
+    codec = load_vae(cfg["components"]["vae"], cfg["_device"])
+    images, shape, colour = class_samples(model, codec, (c, s, s), cfg["sample"]["guidance_scale"],
+                                          cfg["sample"]["steps"], cfg["seed"], repeats=args.repeats)
     grid = class_grid(images)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid).resize((grid.shape[1] * 3, grid.shape[0] * 3), Image.NEAREST).save(args.out)
@@ -460,8 +460,8 @@ def cmd_class_grid(args):
     scores = attributes_present(net, images, shape, colour)
     # the same model untrained (noise images): what the classifier finds by chance
     fresh = type(model).from_config(model.config).to(cfg["_device"]).eval()
-    noise = class_samples(fresh, load_vae(cfg["components"]["vae"], cfg["_device"]), (c, s, s),
-                          cfg["sample"]["guidance_scale"], cfg["sample"]["steps"], cfg["seed"], repeats=args.repeats)[0]
+    noise = class_samples(fresh, codec, (c, s, s), cfg["sample"]["guidance_scale"], cfg["sample"]["steps"],
+                          cfg["seed"], repeats=args.repeats)[0]
     chance = attributes_present(net, noise, shape, colour)
     print(f"wrote {args.out}; requested attribute present in {len(images)} samples: "
           + ", ".join(f"{k} {v:.3f} (untrained model: {chance[k]:.3f})" for k, v in scores.items()))

@@ -140,18 +140,14 @@ def gather_parts(parts: list[str], out_dir: str) -> dict:
     """Join the folders of a split's feature jobs into one: shard files are hard-linked (copied
     across filesystems) and the indexes merged; every data shard must appear exactly once.
     Bucketed parts are joined bucket by bucket."""
-    from lumos.data.buckets import bucket_dirs, write_bucket_index
+    from lumos.data.buckets import bucket_dirs, index_buckets
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     buckets = bucket_dirs(parts[0])
     if buckets is not None:
         metas = {b.name: gather_parts([str(Path(p) / b.name) for p in parts], str(out / b.name)) for b in buckets}
-        write_bucket_index(out, list(metas), {k: m.get("n") for k, m in metas.items()})
-        meta = {"n": sum(m.get("n", 0) for m in metas.values()), "buckets": list(metas), "shards": [],
-                "parts": len(parts)}
-        (out / "index.json").write_text(json.dumps(meta, indent=1))
-        return meta
+        return index_buckets(out, metas, parts=len(parts))
     metas = [json.loads((Path(p) / "index.json").read_text()) for p in parts]
     shards = sorted(s for m in metas for s in m["shards"])
     if len(shards) != len(set(shards)):

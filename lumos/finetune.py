@@ -179,19 +179,18 @@ def finetune(features_dir: str, text_dir: str, name: str, prior_dir: str | None,
             raise ValueError(f"{features_dir} is bucketed by aspect ratio: only a later stage (init_dir) trains on it")
         sets = [t2i_training_data(str(b), str(Path(text_dir) / b.name), spec, seed) for b in buckets]
         latents, cond, mask = (list(x) for x in zip(*sets))
-        square = min(latents, key=lambda x: abs(x.shape[2] - x.shape[3]))  # the position table's size
-        model, origin = continue_t2i_model(init_dir, square.shape[1:], cond[0].shape[-1])
-        origin["buckets"] = {b.name: list(x.shape[1:]) for b, x in zip(buckets, latents)}
-        n_items = sum(len(x) for x in latents)
-    elif init_dir:
-        latents, cond, mask = t2i_training_data(features_dir, text_dir, spec, seed)
-        model, origin = continue_t2i_model(init_dir, latents.shape[1:], cond.shape[-1])
-        n_items = len(latents)
+        shape_of = min(latents, key=lambda x: abs(x.shape[2] - x.shape[3]))  # sizes the position table
+        n_items, text_dim = sum(len(x) for x in latents), cond[0].shape[-1]
     else:
         latents, cond, mask = t2i_training_data(features_dir, text_dir, spec, seed)
-        n_items = len(latents)
-        model, origin = make_t2i_model(prior_dir, model_cfg, latents.shape[1:], cond.shape[-1], cond.shape[1],
+        shape_of, n_items, text_dim = latents, len(latents), cond.shape[-1]
+    if init_dir:
+        model, origin = continue_t2i_model(init_dir, shape_of.shape[1:], text_dim)
+    else:
+        model, origin = make_t2i_model(prior_dir, model_cfg, latents.shape[1:], text_dim, cond.shape[1],
                                        t2i_cfg.get("cond_dropout", 0.1), seed)
+    if buckets:
+        origin["buckets"] = {b.name: list(x.shape[1:]) for b, x in zip(buckets, latents)}
     train_cfg = {**t2i_cfg["train"], **({"steps": steps} if steps else {})}
     summary = train_diffusion(model, latents, cond, mask, train_cfg, out_dir, state_dir, seed=seed, device=device,
                               stop_after=stop_after, cleanup_state=True,

@@ -41,7 +41,7 @@ class BatchSampler:
 
     def next(self, step: int):
         """Indices for `step` and the generator the step's timesteps and noise come from."""
-        bucket, idx, gen = self.next_bucket(step)
+        _, idx, gen = self.next_bucket(step)
         return idx, gen
 
     def next_bucket(self, step: int):

@@ -83,11 +83,15 @@ def trained(*names):
     return [f"results/components/{n}" for n in names if n in TRAINED_COMPONENTS]
 
 
+# `pairs_512px`: a split re-rendered / re-curated at a stage's resolution; `pairs_1024px_ar4`: the
+# same in stage 4's aspect-ratio buckets.
+SPLIT_VARIANT = re.compile(r"([a-z_]+?)_([0-9]+)px(?:_ar([0-9]+))?")
+
+
 def split_base(split):
-    """`pairs_512px` -> ("pairs", 512): a split re-rendered / re-curated at a stage's resolution;
-    `pairs_1024px_ar4` -> ("pairs", 1024) in stage 4's aspect-ratio buckets; `pool` -> ("pool",
+    """`pairs_512px` -> ("pairs", 512); `pairs_1024px_ar4` -> ("pairs", 1024); `pool` -> ("pool",
     data.image_size)."""
-    m = re.fullmatch(r"([a-z_]+?)_([0-9]+)px(_ar[0-9]+)?", split)
+    m = SPLIT_VARIANT.fullmatch(split)
     if m:
         return m.group(1), int(m.group(2))
     return split, config["data"]["image_size"]
@@ -95,13 +99,13 @@ def split_base(split):
 
 def split_buckets(split):
     """The (height, width) aspect-ratio buckets of a `<split>_<px>px_ar<stage>` split, else []."""
-    m = re.fullmatch(r"[a-z_]+?_([0-9]+)px_ar([0-9]+)", split)
-    if not m:
+    m = SPLIT_VARIANT.fullmatch(split)
+    if not m or not m.group(3):
         return []
-    stage = stage_config(m.group(2))
+    stage = stage_config(m.group(3))
     if not stage.get("aspect_ratios"):
-        raise WorkflowError(f"split {split}: t2i stage {m.group(2)} has no aspect_ratios")
-    return [list(b) for b in aspect_buckets(int(m.group(1)), stage["aspect_ratios"], stage["bucket_multiple"])]
+        raise WorkflowError(f"split {split}: t2i stage {m.group(3)} has no aspect_ratios")
+    return [list(b) for b in aspect_buckets(int(m.group(2)), stage["aspect_ratios"], stage["bucket_multiple"])]
 
 
 def split_size(split):
@@ -112,9 +116,9 @@ def split_size(split):
 def data_config(split):
     """The `lumos data` config slice of a split: its block and its image size."""
     base, size = split_base(split)
-    buckets = {"buckets": split_buckets(split)} if split_buckets(split) else {}  # only bucketed splits
+    buckets = split_buckets(split)
     return as_json(data={**config["data"], "image_size": size, "splits": {base: config["data"]["splits"][base]},
-                         **buckets})
+                         **({"buckets": buckets} if buckets else {})})  # the key only for bucketed splits
 
 
 def feature_encoders(split):

@@ -63,8 +63,13 @@ def per_bucket(fn, src_dir, out_dir, *args, **kwargs) -> dict | None:
     dirs = bucket_dirs(src_dir)
     if dirs is None:
         return None
-    metas = {d.name: fn(str(d), str(Path(out_dir) / d.name), *args, **kwargs) for d in dirs}
+    return index_buckets(out_dir, {d.name: fn(str(d), str(Path(out_dir) / d.name), *args, **kwargs) for d in dirs})
+
+
+def index_buckets(out_dir, metas: dict, **extra) -> dict:
+    """Index a bucketed folder from its buckets' index dicts {name: meta}: ``buckets.json`` and an
+    ``index.json`` with the summed ``n``, no shards of its own, and `extra` keys."""
     write_bucket_index(out_dir, list(metas), {k: m.get("n") for k, m in metas.items()})
-    meta = {"n": sum(m.get("n", 0) for m in metas.values()), "buckets": list(metas), "shards": []}
+    meta = {"n": sum(m.get("n", 0) for m in metas.values()), "buckets": list(metas), "shards": [], **extra}
     (Path(out_dir) / "index.json").write_text(json.dumps(meta, indent=1))
     return meta

@@ -34,13 +34,14 @@ def build_shapes_split(name: str, split: dict, image_size: int, seed: int, shard
         _write_with_sheet(out_dir, images, records, shard_size, source="shapes", split=name, seed=seed)
         log.info("%s: %d images of %dpx written to %s", name, len(images), image_size, out_dir)
         return {"n": len(images)}
-    groups = {tuple(b): ([], []) for b in buckets}
+    images, records, sizes = [], [], []
     for i in progress(range(split["n"]), desc=f"{name} buckets"):
         h, w = buckets[int(np.random.default_rng([seed, sid, i, 1]).integers(len(buckets)))]
         image, record = generate_item(seed, i, h, lo, hi, sid, image_width=w)
-        groups[(h, w)][0].append(image)
-        groups[(h, w)][1].append(record)
-    return _write_buckets(out_dir, groups, shard_size, source="shapes", split=name, seed=seed)
+        images.append(image)
+        records.append(record)
+        sizes.append((h, w))
+    return _write_buckets(out_dir, images, records, sizes, buckets, shard_size, source="shapes", split=name, seed=seed)
 
 
 def _write_with_sheet(out_dir, images, records, shard_size, **meta) -> None:
@@ -51,10 +52,15 @@ def _write_with_sheet(out_dir, images, records, shard_size, **meta) -> None:
     save_grid(Path(out_dir) / "contact_sheet.png", images[:48], ncols=8, scale=3, labels=labels)
 
 
-def _write_buckets(out_dir, groups: dict, shard_size: int, **meta) -> dict:
-    """Write each non-empty bucket of {(h, w): (images, records)} as a split, and buckets.json."""
+def _write_buckets(out_dir, images: list, records: list, sizes: list, buckets, shard_size: int, **meta) -> dict:
+    """Group images and records by their (h, w) in `sizes`; write each non-empty bucket, in the
+    order of `buckets`, as a split in its own sub-folder, and buckets.json."""
     from lumos.data.buckets import bucket_name, write_bucket_index
 
+    groups = {tuple(b): ([], []) for b in buckets}
+    for image, record, size in zip(images, records, sizes):
+        groups[tuple(size)][0].append(image)
+        groups[tuple(size)][1].append(record)
     kept = {b: g for b, g in groups.items() if g[0]}
     if not kept:
         raise ValueError(f"no images in any bucket for {out_dir}")
@@ -85,18 +91,18 @@ def curate_folder(name: str, folder: str, n: int, image_size: int, min_side: int
     """Curate up to `n` images from `folder` (recursive): drop corrupt or non-RGB-convertible
     files and images whose shorter side is not greater than `min_side`; center-crop and resize
     the rest to `image_size` (with `buckets`: to the (height, width) bucket nearest in aspect
-    ratio, each bucket written as its own split, Table S1's multi-scale stage). Captioned splits (pairs, coco) read the raw caption from
-    `<image>.txt` and the long one from `<image>.long.txt` (the raw one when absent) and skip
+    ratio, each bucket written as its own split, Table S1's multi-scale stage). Captioned splits
+    (pairs, coco) read the raw caption from `<image>.txt` and the long one from `<image>.long.txt` (the raw one when absent) and skip
     images without a caption. Every skipped file is counted by reason in `curation.json`."""
     from PIL import Image, UnidentifiedImageError
+
+    from lumos.data.buckets import nearest_bucket
 
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"data folder for split '{name}' not found: '{folder}' (config key data.paths.{name})")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     counts = {"seen": 0, "kept": 0, "corrupt": 0, "too_small": 0, "no_caption": 0}
-    from lumos.data.buckets import nearest_bucket
-
     images, records, sizes = [], [], []
     for path in progress(files, desc=f"curate {name}"):
         if len(images) >= n:
@@ -128,17 +134,12 @@ def curate_folder(name: str, folder: str, n: int, image_size: int, min_side: int
         counts["kept"] += 1
     if not images:
         raise ValueError(f"no usable images in '{folder}' for split '{name}': {counts}")
+    if buckets:
+        counts["buckets"] = _write_buckets(out_dir, images, records, sizes, buckets, shard_size, source="paths",
+                                           split=name, folder=str(folder))["buckets"]
+    else:
+        write_split(out_dir, np.stack(images), records, shard_size, source="paths", split=name, folder=str(folder))
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     (Path(out_dir) / "curation.json").write_text(json.dumps(counts, indent=1))
-    if buckets:
-        groups = {tuple(b): ([], []) for b in buckets}
-        for image, record, size in zip(images, records, sizes):
-            groups[size][0].append(image)
-            groups[size][1].append(record)
-        counts["buckets"] = _write_buckets(out_dir, groups, shard_size, source="paths", split=name,
-                                           folder=str(folder))["buckets"]
-        (Path(out_dir) / "curation.json").write_text(json.dumps(counts, indent=1))
-        return counts
-    write_split(out_dir, np.stack(images), records, shard_size, source="paths", split=name, folder=str(folder))
     log.info("%s: curated %s", name, counts)
     return counts
