@@ -45,6 +45,16 @@ def test_curve_figures_have_one_line_per_run_and_a_point_per_snapshot(tmp_path):
                                                                ("t5", 500): 5.0, ("t5", 1000): 10.0}
 
 
+def test_curve_lines_keep_the_configured_order(tmp_path):
+    """Pool sizes 2000, 6000, 20000 stay in that order in the CSV and the legend (not as text)."""
+    runs = {f"pool {n}": f"lumos_i2i_pool{n}-t5-mixed-n0" for n in (2000, 6000, 20000)}
+    files = [_metric(tmp_path, ft, f"step-{s:06d}", "fid", 100.0 + s / 100) for ft in runs.values() for s in (1000, 500)]
+    build_figure("fig2b", files, runs, str(tmp_path / "b.png"), str(tmp_path / "b.csv"))
+    csv = pd.read_csv(tmp_path / "b.csv")
+    assert list(csv["label"]) == ["pool 2000"] * 2 + ["pool 6000"] * 2 + ["pool 20000"] * 2
+    assert list(csv["step"]) == [500, 1000] * 3
+
+
 def test_geneval_results_parse_like_its_summary(tmp_path):
     from lumos.eval.official import parse_geneval_results
 

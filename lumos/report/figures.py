@@ -61,7 +61,8 @@ def build_figure(fig: str, files: list[str], runs: dict[str, str], png: str, csv
                     label="w/o I2I prior" if prior == "none" else f"w/ I2I prior ({prior})")
         out = df[["prior", "noise_percent", "value", "samples", "finetune"]].rename(columns={"value": df.metric.iloc[0]})
     else:
-        df = df.sort_values(["label", "step"])
+        # Lines in the configured order (pool sizes as numbers, priors as the paper lists them).
+        df = df.assign(order=df.label.map(list(runs).index)).sort_values(["order", "step"])
         for label, part in df.groupby("label", sort=False):
             ax.plot(part.step, part.value, marker="o", label=label)
         out = df[["label", "step", "value", "samples", "finetune"]].rename(columns={"value": "fid"})
