@@ -105,3 +105,48 @@ def test_vae_ceiling_scores_real_and_reconstructed_images():
     r = vae_ceiling(codec, _FixedDetector(every_shape), images, records, batch_size=4)
     assert r["n"] == 6 and r["real"] == {"colour": 0.0, "shape": 1.0, "pair": 0.0} == r["reconstruction"]
     assert 0 < r["psnr_db"] < 30  # an untrained VAE does not reconstruct
+
+
+def test_one_per_class_keeps_the_first_image_of_each_class():
+    from lumos.data.shapes import generate_split
+    from lumos.eval.diagnose import one_per_class
+    from lumos.features import scene_labels
+
+    _, records = generate_split(80, seed=2, image_size=16, min_objects=1, max_objects=1)
+    labels = scene_labels(records)
+    idx = one_per_class(records)
+    assert list(labels[idx]) == sorted(set(labels))  # every class once, in class order
+    assert all(labels[i] not in labels[:i] for i in idx)  # its first image
+
+
+def test_memorisation_learns_its_few_latents(tmp_path):
+    """A nano DiT trained 2,000 steps on one image per class redraws them: its samples come closer to
+    their class's training latent than the mean latent does, by at least half (seeded; measured
+    0.093 against 0.381; after 200 steps the samples are still far off, MSE 19.9)."""
+    from lumos.components.vae import LatentCodec, build_tiny_vae
+    from lumos.data.shapes import generate_split
+    from lumos.eval.diagnose import memorisation
+    from lumos.features import scene_labels
+
+    images, records = generate_split(12, seed=0, image_size=16, min_objects=1, max_objects=1)
+    torch.manual_seed(0)
+    vae = build_tiny_vae(16, 4, [8, 8])
+    codec = LatentCodec(vae, float(1 / LatentCodec(vae, 1.0).encode(images).std()))  # unit-scaled, as trained VAEs
+    every_shape = _bits(256, [(i, ("shape", k)) for i in range(256) for k in range(5)])
+    train = {"steps": 2000, "batch_size": 8, "lr": 3e-3, "warmup_steps": 10, "ema_decay": 0.9, "ema_warmup": True,
+             "grad_clip": 1.0, "checkpoint_every": 2000, "log_every": 500}
+    r = memorisation(codec, _FixedDetector(every_shape), images, records,
+                     {"size": "DiT-N/2", "learn_sigma": True, "cond_dropout": 0.1}, train, str(tmp_path / "m"),
+                     guidance_scale=1.0, steps=10, seeds=2, grid=str(tmp_path / "grid.png"))
+    from PIL import Image
+
+    from lumos.viz import image_grid
+
+    # one training image and one sample per class, 16 tiles a row
+    want = image_grid(np.zeros((2 * r["classes"], 16, 16, 3), np.uint8), ncols=16, scale=3).size
+    assert Image.open(tmp_path / "grid.png").size == want
+    assert r["classes"] == len(set(scene_labels(records)))
+    assert r["steps"] == 2000 and (tmp_path / "m" / "model").is_dir()
+    assert r["trained"]["latent_mse"] < 0.5 * r["mean_latent_mse"]  # closer to its own image than the mean is
+    assert r["reconstruction"]["shape"] == 1.0 == r["untrained"]["shape"]
+    assert set(r["trained"]) == {"latent_mse", "colour", "shape", "pair"}

@@ -3,6 +3,7 @@
     lumos probe --encoder dino --data results/data/imagenet      # shape / colour linear probes
     lumos class-grid --model results/pretrain/class_i2i/model     # one row per shape, a column per colour
     lumos vae-ceiling --data results/data/imagenet                 # what survives the VAE round trip
+    lumos memorise --data results/data/imagenet                    # can the DiT draw shapes it has seen?
 
 `linear_probe` fits a multinomial logistic regression (L-BFGS, L2 penalty) on standardised
 features of the first `train_fraction` of the items and reports accuracy on the rest: a
@@ -10,7 +11,8 @@ representation that carries an attribute linearly scores far above chance. `clas
 the class-to-image prior for every (shape, colour) class: it separates "the condition lacks the
 shape" from "the generator cannot draw the shape". `attributes_present` scores images with the DAG's
 Shapes classifier: the fraction in which the requested colour, shape and (shape, colour) pair are
-detected; `vae_ceiling` scores real images and their VAE reconstructions the same way. Noise images already score about 0.37 on shape (the classifier's guess on blobs), so a
+detected; `vae_ceiling` scores real images and their VAE reconstructions the same way;
+`memorisation` trains the class prior on one image per class and asks how well it redraws them. Noise images already score about 0.37 on shape (the classifier's guess on blobs), so a
 shape score means something only well above an untrained model's.
 """
 
@@ -122,3 +124,65 @@ def vae_ceiling(codec, net, images: np.ndarray, records: list[dict], batch_size:
     return {"real": attributes_present(net, images, target["shape"], target["colour"]),
             "reconstruction": attributes_present(net, recon, target["shape"], target["colour"]),
             "psnr_db": float(10 * np.log10(255.0**2 / max(mse, 1e-12))), "n": len(images)}
+
+
+def one_per_class(records: list[dict]) -> np.ndarray:
+    """Indices of the first image of every class (largest object's shape x colour) in `records`,
+    in class order."""
+    from lumos.features import scene_labels
+
+    return np.unique(scene_labels(records), return_index=True)[1]
+
+
+def memorisation(codec, net, images: np.ndarray, records: list[dict], model_cfg: dict, train_cfg: dict,
+                 work_dir: str, guidance_scale: float, steps: int, seeds: int = 2, seed: int = 0,
+                 device="cpu", grid: str | None = None) -> dict:
+    """Train the class-to-image prior on one image per class only, then sample every class `seeds`
+    times: the latent MSE of each sample to its class's single training latent (beside
+    `mean_latent_mse`, what always drawing the mean of the training latents would score), and the
+    Shapes classifier's colour / shape / pair scores for the trained and the untrained model and
+    for the VAE reconstructions of the same images (the ceiling).
+    `grid` (a PNG path) shows each training image beside its class's first sample.
+
+    A generator that reaches the ceiling here can draw shapes; one that does here but not when
+    trained on the whole pool is short of images seen, not broken."""
+    from pathlib import Path
+
+    from lumos.diffusion.sampling import sample
+    from lumos.features import scene_labels
+    from lumos.pretrain import build_model
+    from lumos.sample import load_model
+    from lumos.train import train_diffusion
+
+    idx = one_per_class(records)
+    kept = [records[i] for i in idx]
+    target = largest_object_attributes(kept)
+    labels = torch.as_tensor(scene_labels(kept)).long()
+    with torch.no_grad():
+        latents = codec.encode(images[idx]).float().cpu()
+    shape, colour = np.tile(target["shape"], seeds), np.tile(target["colour"], seeds)
+
+    def draw(model) -> torch.Tensor:
+        model = model.to(device).eval()
+        return torch.cat([sample(model, tuple(latents.shape), labels, None, num_steps=steps,
+                                 guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(seed + r))
+                          for r in range(seeds)]).cpu()
+
+    torch.manual_seed(seed)
+    model = build_model(model_cfg, {"injection": "class"}, tuple(latents.shape[1:]), 1, 1)
+    untrained = attributes_present(net, codec.decode(draw(type(model).from_config(model.config))), shape, colour)
+    summary = train_diffusion(model, latents, labels, None, train_cfg, work_dir, str(Path(work_dir) / "state"),
+                              seed=seed, device=device, cleanup_state=True)
+    z = draw(load_model(str(Path(work_dir) / "model")))
+    drawn = codec.decode(z)
+    trained = {"latent_mse": float(((z - latents.repeat(seeds, 1, 1, 1)) ** 2).mean()),
+               **attributes_present(net, drawn, shape, colour)}
+    if grid:
+        from lumos.viz import save_grid
+
+        pairs = np.stack([images[idx], drawn[: len(idx)]], 1).reshape(-1, *images.shape[1:])
+        save_grid(grid, pairs, ncols=16, scale=3)  # training image | sample, 8 classes a row
+    return {"classes": len(idx), "steps": summary["steps"], "lr": train_cfg["lr"],
+            "final_loss": summary["final_loss"], "seconds": summary["seconds"], "trained": trained,
+            "mean_latent_mse": float(((latents - latents.mean(0)) ** 2).mean()), "untrained": untrained,
+            "reconstruction": attributes_present(net, codec.decode(latents), target["shape"], target["colour"])}
