@@ -107,8 +107,9 @@ def cmd_text_features(args):
     from lumos.features import extract_text_features
 
     cfg = _setup(args)
+    reuse = (args.reuse_text, args.reuse_data) if args.reuse_text else None
     extract_text_features(args.data, args.out, cfg["components"], cfg["encoders"], cfg["features"]["batch_size"],
-                          cfg["_device"], args.part, args.parts)
+                          cfg["_device"], args.part, args.parts, reuse=reuse)
 
 
 def cmd_pretrain(args):
@@ -615,7 +616,11 @@ def build_parser() -> argparse.ArgumentParser:
     memorise.add_argument("--steps", type=int, default=2000, help="optimiser steps")
     memorise.add_argument("--lr", type=float, default=3e-3, help="learning rate")
     text_features = add("text-features", cmd_text_features, data=("captioned split folder", req),
-                        out=("output folder", req))
+                        out=("output folder", req),
+                        reuse_text=("for a bucketed curated split: the text features of the same folder "
+                                    "curated square, whose rows to copy instead of encoding", {"default": None}),
+                        reuse_data=("the split folder of --reuse-text (its records name the images)",
+                                    {"default": None}))
     add("finetune", cmd_finetune, ft=("fine-tune name <prior>-<t5|clip>-<short|long|mixed>-n<noise %>", req),
         prior=("prior model folder, or 'none' (from scratch)", req), features=("pair-set features folder", req),
         text=("pair-set text features folder", req), out=("output run folder", req),

@@ -88,17 +88,21 @@ CAPTION_KINDS = ("short", "long")
 
 
 def extract_text_features(split_dir: str, out_dir: str, components: dict, encoders: list[str], batch_size: int,
-                          device="cpu", part: int = 0, parts: int = 1) -> dict:
+                          device="cpu", part: int = 0, parts: int = 1, reuse: tuple[str, str] | None = None) -> dict:
     """Encode every image's short and long caption with each text encoder; write shards.
 
     Arrays per shard: `<enc>_short`, `<enc>_long` (n, L, D) fp16 and their masks (n, L). Tokens
     are padded to the encoder's max_length (120 for T5) and masked; the stored width is cut to the
     longest caption of the split, which changes nothing the model reads (padding is masked).
-    A bucketed split gets one folder per bucket, encoded by the same loaded encoders.
+    A bucketed split gets one folder per bucket, encoded by the same loaded encoders; with
+    `reuse` = (text features folder, split folder) of the same curated images at a square size,
+    its rows are copied from there instead (`reuse_text_features`) and no encoder runs.
     """
     from lumos.components.text import load_text_encoder
-    from lumos.data.buckets import per_bucket
+    from lumos.data.buckets import bucket_dirs, per_bucket
 
+    if reuse and bucket_dirs(split_dir):
+        return reuse_text_features(*reuse, split_dir, out_dir, part, parts)
     encs = {name: load_text_encoder(components[name], name, device) for name in encoders}
     args = (encs, encoders, batch_size, part, parts)
     return per_bucket(_encode_captions, split_dir, out_dir, *args) or _encode_captions(split_dir, out_dir, *args)
@@ -159,6 +163,61 @@ def gather_parts(parts: list[str], out_dir: str) -> dict:
     meta.update(shards=shards, parts=len(parts))
     (out / "index.json").write_text(json.dumps(meta, indent=1))
     return meta
+
+
+def reuse_text_features(text_dir: str, source_split: str, split_dir: str, out_dir: str, part: int = 0,
+                        parts: int = 1) -> dict:
+    """Text features of a bucketed curated split, copied row by row from `text_dir`, the text
+    features of `source_split`: the same folder curated at one square size, so the same images in
+    the same order with the same captions. Each bucket record's `index` is its row there (its
+    `source` file must match, or this stops). One pass over `text_dir`'s shards; a bucket shard is
+    written as soon as its rows are in. Job `part` of `parts` writes every `parts`-th shard of
+    each bucket (see `my_shards`)."""
+    from lumos.data.buckets import bucket_dirs, index_buckets
+
+    source = read_records(source_split)
+    meta = json.loads((Path(text_dir) / "index.json").read_text())
+    offsets = {name: (offset, count) for _, name, offset, count in my_shards(source_split, 0, 1)[1]}
+    todo = {}  # (bucket, shard name) -> rows of text_dir it takes, in order
+    for bucket in bucket_dirs(split_dir):
+        records = read_records(bucket)
+        for _, name, offset, count in my_shards(bucket, part, parts)[1]:
+            rows = []
+            for r in records[offset : offset + count]:
+                if "index" not in r or r["index"] >= len(source) or source[r["index"]]["source"] != r["source"]:
+                    raise ValueError(f"{bucket}: image {r.get('source')} is not row {r.get('index')} of "
+                                     f"{source_split}; curate both from the same folder, or encode its captions")
+                rows.append(r["index"])
+            todo[(bucket.name, name)] = np.asarray(rows)
+    filling: dict = {}
+    for shard in progress(sorted(meta["shards"]), desc="reuse text features"):
+        start, count = offsets[shard]
+        with np.load(Path(text_dir) / shard) as z:
+            arrays = {k: z[k] for k in z.files}
+        for (bucket, name), rows in list(todo.items()):
+            here = (rows >= start) & (rows < start + count)
+            if not here.any():
+                continue
+            out = filling.setdefault((bucket, name), {k: np.zeros((len(rows), *a.shape[1:]), a.dtype)
+                                                      for k, a in arrays.items()})
+            for k, a in arrays.items():
+                out[k][here] = a[rows[here] - start]
+            rows_left = rows[rows >= start + count]
+            if not len(rows_left):  # rows only increase, so the shard is complete
+                (Path(out_dir) / bucket).mkdir(parents=True, exist_ok=True)
+                np.savez(Path(out_dir) / bucket / name, **filling.pop((bucket, name)))
+                del todo[(bucket, name)]
+    if todo:
+        raise ValueError(f"rows of {sorted(todo)} are not in {text_dir}")
+    metas = {}
+    for bucket in bucket_dirs(split_dir):
+        index, mine = my_shards(bucket, part, parts)
+        metas[bucket.name] = {**{k: meta[k] for k in ("encoders", "tokens", "max_length")}, "n": index["n"],
+                              "shards": [name for _, name, _, _ in mine], "reused_from": str(text_dir)}
+        (Path(out_dir) / bucket.name).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / bucket.name / "index.json").write_text(json.dumps(metas[bucket.name], indent=1))
+    log.info("text features of %s: %d rows copied from %s", split_dir, sum(m["n"] for m in metas.values()), text_dir)
+    return index_buckets(out_dir, metas)
 
 
 def _chunks(items: list, size: int):

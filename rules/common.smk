@@ -121,6 +121,22 @@ def data_config(split):
                          **({"buckets": buckets} if buckets else {})})  # the key only for bucketed splits
 
 
+def text_reuse(split):
+    """A bucketed split curated from folders copies its caption tokens from its base split's (the
+    same images in the same order; `lumos.features.reuse_text_features`): no text encoder runs
+    again. The Shapes world renders new scenes per bucket, so those are encoded."""
+    if config["data"]["source"] != "paths" or not split_buckets(split):
+        return {}
+    base = split_base(split)[0]
+    return {"reuse_text": f"results/features/{base}_text", "reuse_data": f"results/data/{base}"}
+
+
+def text_jobs(split):
+    """Parallel text-feature jobs for a split: one when its rows are copied (each job would read
+    every source shard), else `feature_jobs`."""
+    return 1 if text_reuse(split) else feature_jobs(split)
+
+
 def feature_encoders(split):
     """Vision encoders whose features a split needs: the I2I condition encoders, except for the
     pair set (T2I training reads only its latents and captions)."""
@@ -143,8 +159,9 @@ def stage_pairs(wildcards):
     multi = f"_ar{wildcards.stage}" if stage.get("aspect_ratios") else ""
     split = f"pairs_{stage['resolution']}px{multi}"
     # Curated folders keep the same images in the same order at every square size, so the
-    # captions' tokens are reused; the Shapes world re-renders its scenes and buckets regroup
-    # the images, so their captions are re-encoded.
+    # captions' tokens are reused as they are; aspect-ratio buckets regroup the images, so their
+    # tokens are copied row by row (`text_reuse`); the Shapes world re-renders its scenes, so
+    # their captions are encoded again.
     text = "pairs" if config["data"]["source"] == "paths" and not multi else split
     return {"features": f"results/features/{split}", "text": f"results/features/{text}_text"}
 

@@ -9,13 +9,17 @@ localrules:
 
 rule text_features:
     input:
+        unpack(lambda wc: text_reuse(wc.split)),
         data="results/data/{split}",
         components=trained(*TEXT_ENCODERS),
     output:
         temp(directory("results/features/{split}_text.part{part}")),
     params:
         cfg=lambda wc: as_json(components=config["components"], encoders=TEXT_ENCODERS, features=config["features"]),
-        parts=lambda wc: feature_jobs(wc.split),
+        parts=lambda wc: text_jobs(wc.split),
+        reuse=lambda wc, input: (
+            f"--reuse-text {input.reuse_text} --reuse-data {input.reuse_data}" if "reuse_text" in input.keys() else ""
+        ),
     threads: 1
     resources:
         **rule_resources("text_features"),
@@ -25,12 +29,12 @@ rule text_features:
         "../envs/lumos.yaml"
     shell:
         "lumos text-features --threads {threads} --cfg {params.cfg:q} --data {input.data}"
-        " --part {wildcards.part} --parts {params.parts} --out {output} > {log} 2>&1"
+        " --part {wildcards.part} --parts {params.parts} {params.reuse} --out {output} > {log} 2>&1"
 
 
 rule gather_text_features:
     input:
-        lambda wc: parts(f"results/features/{wc.split}_text", feature_jobs(wc.split)),
+        lambda wc: parts(f"results/features/{wc.split}_text", text_jobs(wc.split)),
     output:
         directory("results/features/{split}_text"),
     log:

@@ -139,3 +139,76 @@ def test_training_on_buckets_resumes_to_the_same_weights(tmp_path):
     m = LumosDiT.from_pretrained(str(tmp_path / "a" / "model")).eval()
     for x in lat:  # the trained model denoises every bucket's shape
         assert m(x[:2], torch.tensor([10, 500]), torch.randn(2, 3, 16)).shape == (2, 8, *x.shape[2:])
+
+
+class _CharEncoder:
+    """A stand-in text encoder: token j of a caption is its j-th character code (masked after it)."""
+
+    max_length = 24
+
+    def tokenize(self, captions):
+        lengths = torch.tensor([min(len(c), self.max_length) for c in captions])
+        return {"attention_mask": (torch.arange(self.max_length)[None] < lengths[:, None]).long()}
+
+    def __call__(self, captions):
+        mask = self.tokenize(captions)["attention_mask"].bool()
+        codes = torch.tensor([[ord(ch) for ch in c[: self.max_length].ljust(self.max_length)] for c in captions])
+        return codes[..., None].float().repeat(1, 1, 3) * mask[..., None], mask
+
+
+def test_bucketed_curated_text_features_reuse_the_square_rows(tmp_path):
+    """Stage 4 on curated folders: each bucket's caption tokens are copied from the square split's
+    text features (one pass, shards of 2 rows on both sides) and equal encoding the bucket afresh."""
+    from lumos.data.build import curate_folder
+    from lumos.features import _encode_captions, gather_parts, read_features, reuse_text_features
+
+    src = tmp_path / "src"
+    src.mkdir()
+    sizes = [(200, 100), (120, 120), (90, 190), (210, 100), (100, 100), (95, 200), (220, 110)]
+    for i, size in enumerate(sizes):
+        Image.new("RGB", size, (10 * i, 0, 0)).save(src / f"img{i}.png")
+        (src / f"img{i}.txt").write_text(f"picture number {i}" + "!" * i)
+        (src / f"img{i}.long.txt").write_text(f"a long caption of picture {i}")
+    curate_folder("pairs", str(src), 10, 32, 50, 2, str(tmp_path / "square"))
+    curate_folder("pairs", str(src), 10, 32, 50, 2, str(tmp_path / "ar"), buckets=aspect_buckets(32, [0.5, 1.0, 2.0], 8))
+    encs = {"t5": _CharEncoder()}
+    _encode_captions(str(tmp_path / "square"), str(tmp_path / "square_text"), encs, ["t5"], 4, 0, 1)
+    meta = reuse_text_features(str(tmp_path / "square_text"), str(tmp_path / "square"), str(tmp_path / "ar"),
+                               str(tmp_path / "ar_text"))
+    assert meta["n"] == 7 and meta["buckets"] == ["24x48", "32x32", "48x24"]
+    keys = ["t5_short", "t5_short_mask", "t5_long", "t5_long_mask"]
+    for bucket in bucket_dirs(tmp_path / "ar"):
+        fresh = tmp_path / "fresh" / bucket.name
+        _encode_captions(str(bucket), str(fresh), encs, ["t5"], 4, 0, 1)
+        got, want = read_features(str(tmp_path / "ar_text" / bucket.name), keys), read_features(str(fresh), keys)
+        for k in keys:
+            w = want[k].shape[1]  # the square split's width is its longest caption: the rest is masked
+            assert np.array_equal(got[k][:, :w], want[k]) and not got[k][:, w:].any()
+    # two jobs, each writing every other shard of each bucket, gather to the same folder
+    for part in (0, 1):
+        reuse_text_features(str(tmp_path / "square_text"), str(tmp_path / "square"), str(tmp_path / "ar"),
+                            str(tmp_path / f"p{part}"), part, 2)
+    gather_parts([str(tmp_path / "p0"), str(tmp_path / "p1")], str(tmp_path / "joined"))
+    for bucket in bucket_dirs(tmp_path / "ar"):
+        a = read_features(str(tmp_path / "joined" / bucket.name), keys)
+        b = read_features(str(tmp_path / "ar_text" / bucket.name), keys)
+        assert all(np.array_equal(a[k], b[k]) for k in keys)
+
+
+def test_reused_text_features_refuse_a_different_folder(tmp_path):
+    from lumos.data.build import curate_folder
+    from lumos.features import _encode_captions, reuse_text_features
+
+    for name, order in (("a", [0, 1, 2]), ("b", [2, 1, 0])):
+        src = tmp_path / f"src_{name}"
+        src.mkdir()
+        for i, k in enumerate(order):  # folder b holds the same images under other names
+            Image.new("RGB", (100 + 50 * k, 100), (0, 0, 0)).save(src / f"x{i}_{k}.png")
+            (src / f"x{i}_{k}.txt").write_text(f"caption {k}")
+    curate_folder("pairs", str(tmp_path / "src_a"), 10, 32, 50, 5, str(tmp_path / "square"))
+    curate_folder("pairs", str(tmp_path / "src_b"), 10, 32, 50, 5, str(tmp_path / "ar"),
+                  buckets=aspect_buckets(32, [0.5, 1.0], 8))
+    _encode_captions(str(tmp_path / "square"), str(tmp_path / "square_text"), {"t5": _CharEncoder()}, ["t5"], 4, 0, 1)
+    with pytest.raises(ValueError, match="curate both from the same folder"):
+        reuse_text_features(str(tmp_path / "square_text"), str(tmp_path / "square"), str(tmp_path / "ar"),
+                            str(tmp_path / "out"))

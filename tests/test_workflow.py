@@ -179,7 +179,8 @@ def test_paper_progressive_stages_dry_run(tmp_path):
 
 def test_paper_multi_scale_stage_dry_run(tmp_path):
     """Table S1 stage 4: multi-scale 1024 continues stage 3 on the pairs curated into aspect-ratio
-    buckets (sides multiples of 16), with its captions re-encoded per bucket."""
+    buckets (sides multiples of 16); its caption tokens are copied from the stage-1 pair set's in
+    one job (the same curated images), not encoded again by Flan-T5-XXL."""
     proc = snakemake("results/t2i/lumos_i2i-t5-mixed-n0/stage4/model", "--configfile",
                      str(ROOT / "config" / "paper.yaml"), "-n", "-p", cwd=tmp_path)
     out = proc.stdout
@@ -187,6 +188,9 @@ def test_paper_multi_scale_stage_dry_run(tmp_path):
     assert "--features results/features/pairs_1024px_ar4 --text results/features/pairs_1024px_ar4_text" in out
     assert "[720, 1456]" in out and "[1024, 1024]" in out  # the 1:2 and 1:1 buckets reach `lumos data`
     assert out.count("rule finetune_stage:") == 3
+    assert ("--data results/data/pairs_1024px_ar4 --part 0 --parts 1 --reuse-text results/features/pairs_text"
+            " --reuse-data results/data/pairs --out results/features/pairs_1024px_ar4_text.part0") in out
+    assert "pairs_1024px_ar4_text.part1" not in out
 
 
 @pytest.mark.parametrize(
