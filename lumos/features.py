@@ -178,10 +178,13 @@ def reuse_text_features(text_dir: str, source_split: str, split_dir: str, out_di
     source = read_records(source_split)
     meta = json.loads((Path(text_dir) / "index.json").read_text())
     offsets = {name: (offset, count) for _, name, offset, count in my_shards(source_split, 0, 1)[1]}
-    todo = {}  # (bucket, shard name) -> rows of text_dir it takes, in order
+    todo, metas = {}, {}  # (bucket, shard name) -> rows of text_dir it takes, in order; bucket -> index
     for bucket in bucket_dirs(split_dir):
         records = read_records(bucket)
-        for _, name, offset, count in my_shards(bucket, part, parts)[1]:
+        index, mine = my_shards(bucket, part, parts)
+        metas[bucket.name] = {**{k: meta[k] for k in ("encoders", "tokens", "max_length")}, "n": index["n"],
+                              "shards": [name for _, name, _, _ in mine], "reused_from": str(text_dir)}
+        for _, name, offset, count in mine:
             rows = []
             for r in records[offset : offset + count]:
                 if "index" not in r or r["index"] >= len(source) or source[r["index"]]["source"] != r["source"]:
@@ -202,20 +205,15 @@ def reuse_text_features(text_dir: str, source_split: str, split_dir: str, out_di
                                                       for k, a in arrays.items()})
             for k, a in arrays.items():
                 out[k][here] = a[rows[here] - start]
-            rows_left = rows[rows >= start + count]
-            if not len(rows_left):  # rows only increase, so the shard is complete
+            if rows[-1] < start + count:  # rows only increase, so the shard is complete
                 (Path(out_dir) / bucket).mkdir(parents=True, exist_ok=True)
                 np.savez(Path(out_dir) / bucket / name, **filling.pop((bucket, name)))
                 del todo[(bucket, name)]
     if todo:
         raise ValueError(f"rows of {sorted(todo)} are not in {text_dir}")
-    metas = {}
-    for bucket in bucket_dirs(split_dir):
-        index, mine = my_shards(bucket, part, parts)
-        metas[bucket.name] = {**{k: meta[k] for k in ("encoders", "tokens", "max_length")}, "n": index["n"],
-                              "shards": [name for _, name, _, _ in mine], "reused_from": str(text_dir)}
-        (Path(out_dir) / bucket.name).mkdir(parents=True, exist_ok=True)
-        (Path(out_dir) / bucket.name / "index.json").write_text(json.dumps(metas[bucket.name], indent=1))
+    for bucket, bucket_meta in metas.items():
+        (Path(out_dir) / bucket).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / bucket / "index.json").write_text(json.dumps(bucket_meta, indent=1))
     log.info("text features of %s: %d rows copied from %s", split_dir, sum(m["n"] for m in metas.values()), text_dir)
     return index_buckets(out_dir, metas)
 
