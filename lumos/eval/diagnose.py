@@ -12,8 +12,9 @@ the class-to-image prior for every (shape, colour) class: it separates "the cond
 shape" from "the generator cannot draw the shape". `attributes_present` scores images with the DAG's
 Shapes classifier: the fraction in which the requested colour, shape and (shape, colour) pair are
 detected; `vae_ceiling` scores real images and their VAE reconstructions the same way;
-`memorisation` trains the class prior on one image per class and asks how well it redraws them. Noise images already score about 0.37 on shape (the classifier's guess on blobs), so a
-shape score means something only well above an untrained model's.
+`memorisation` trains the class prior on one image per class and asks how well it redraws them.
+Noise images already score 0.3-0.46 on shape (the classifier's guess on blobs), so a shape score
+means something only well above an untrained model's.
 """
 
 from __future__ import annotations
