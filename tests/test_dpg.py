@@ -97,9 +97,7 @@ def test_scores_on_ground_truth_renders():
 def test_background_kind(kind):
     rng = np.random.default_rng(7)
     for _ in range(10):
-        k, cols = S._sample_background(rng)
-        while k != kind:
-            k, cols = S._sample_background(rng)
+        cols = S.sample_background_colours(rng, kind)
         for size in (32, 64):
             assert background_kind(S.render(S.Scene(size, kind, cols, []))) == kind
     p = build_prompt(_scene(TWO, kind, [(200, 200, 200), (140, 140, 140)]))

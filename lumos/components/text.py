@@ -28,7 +28,6 @@ from lumos.utils import log, progress
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
-T5_MAX_LENGTH = 120  # the paper's T5 token budget
 SPECIALS = ("<pad>", "</s>", "<unk>")  # ids 0, 1, 2
 
 # Words of the caption and prompt templates (shapes.py, geneval.py) beyond the world's constants.
@@ -46,7 +45,7 @@ def vocabulary(extra_texts=()) -> list[str]:
     from tokenizers.pre_tokenizers import Whitespace
 
     words = [*SPECIALS, *_TEMPLATE_WORDS, *S.SHAPES, *map(_plural, S.SHAPES), *S.COLOURS, *S.TEXTURES,
-             *S.BACKGROUNDS, *S._NUMBER_WORDS, *(str(i) for i in range(100)), ".", ",", "'", ":", ";", "-"]
+             *S.BACKGROUNDS, *S.NUMBER_WORDS, *(str(i) for i in range(100)), ".", ",", "'", ":", ";", "-"]
     for text in extra_texts:
         words += [w for w, _ in Whitespace().pre_tokenize_str(text.lower())]
     return list(dict.fromkeys(words))
@@ -200,13 +199,16 @@ def load_text_encoder(spec: dict, name: str, device="cpu") -> TextEncoder:
     'clip', max_length). A full CLIP folder/hub id gives its text tower."""
     from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
 
-    kind, key = spec.get("kind", "t5"), f"components.{name}.pretrained"
+    from lumos.config import schema_defaults
+
+    spec = {**schema_defaults("components.t5"), **spec}  # every text encoder block has this schema
+    kind, key = spec["kind"], f"components.{name}.pretrained"
     cls = {"t5": T5EncoderModel, "clip": CLIPTextModel}.get(kind)
     if cls is None:
         raise ValueError(f"components.{name}.kind must be 't5' or 'clip', got {kind!r}")
     model = from_pretrained(cls, spec["pretrained"], f"{name} text encoder", key)
     tokenizer = from_pretrained(AutoTokenizer, spec["pretrained"], f"{name} tokenizer", key)
-    return TextEncoder(model, tokenizer, kind, spec.get("max_length", T5_MAX_LENGTH if kind == "t5" else 77), device)
+    return TextEncoder(model, tokenizer, kind, spec["max_length"], device)
 
 
 class ClipScorer:

@@ -56,7 +56,8 @@ _NEUTRALS = (
     (105, 110, 100),  # olive grey
 )
 
-_NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight")
+# Number words for counts in captions and prompts ("three objects", "two red circles").
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight")
 
 
 def shade(rgb, factor: float = SHADE) -> tuple:
@@ -205,21 +206,41 @@ class Scene:
 # -----------------------------------------------------------------------------
 
 
-def _sample_neutral(rng: np.random.Generator) -> np.ndarray:
-    base = np.array(_NEUTRALS[rng.integers(len(_NEUTRALS))])
+def choose(rng: np.random.Generator, seq):
+    """One element of ``seq``, uniformly (one ``rng.integers`` draw)."""
+    return seq[int(rng.integers(len(seq)))]
+
+
+def choose_distinct(rng: np.random.Generator, seq, k: int = 1) -> list:
+    """``k`` distinct elements of ``seq`` in random order (one ``rng.choice`` draw)."""
+    return [seq[int(i)] for i in rng.choice(len(seq), size=k, replace=False)]
+
+
+def sample_texture(rng: np.random.Generator) -> str:
+    """A texture from :data:`TEXTURES`, uniformly."""
+    return choose(rng, TEXTURES)
+
+
+def sample_neutral(rng: np.random.Generator) -> np.ndarray:
+    """A Shapes-world background tone: a base from ``_NEUTRALS`` shifted in brightness by up to
+    +-20 and per channel by up to +-5 (an int RGB array in 0..255)."""
+    base = np.array(choose(rng, _NEUTRALS))
     rgb = base + rng.integers(-20, 21) + rng.integers(-5, 6, size=3)
     return np.clip(rgb, 0, 255)
 
 
-def _sample_background(rng: np.random.Generator) -> tuple[str, list]:
-    kind = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
-    c0 = _sample_neutral(rng)
+def sample_background(rng: np.random.Generator) -> tuple[str, list]:
+    """A Shapes-world background: its kind (uniform over :data:`BACKGROUNDS`) and its colours,
+    one RGB tuple for ``plain``, two for ``gradient`` (top, bottom; visibly different) and
+    ``textured`` (the two checkerboard tones of one hue)."""
+    kind = choose(rng, BACKGROUNDS)
+    c0 = sample_neutral(rng)
     if kind == "plain":
         cols = [c0]
     elif kind == "gradient":
-        c1 = _sample_neutral(rng)
+        c1 = sample_neutral(rng)
         while np.abs(c1 - c0).sum() < 60:  # make the gradient visible
-            c1 = _sample_neutral(rng)
+            c1 = sample_neutral(rng)
         cols = [c0, c1]
     else:  # textured: same hue, a brightness step towards mid-grey
         step = int(rng.integers(30, 51))
@@ -228,7 +249,44 @@ def _sample_background(rng: np.random.Generator) -> tuple[str, list]:
     return kind, [tuple(int(c) for c in rgb) for rgb in cols]
 
 
-def _overlap_ok(box, boxes, max_overlap: float) -> bool:
+def sample_background_colours(rng: np.random.Generator, kind: str) -> list:
+    """The colours of a :func:`sample_background` of the given ``kind`` (redrawn until the kind
+    matches, so the tones are distributed as for that kind)."""
+    drawn, cols = sample_background(rng)
+    while drawn != kind:
+        drawn, cols = sample_background(rng)
+    return cols
+
+
+def sample_tinted_grey(rng: np.random.Generator) -> tuple:
+    """A low-saturation colour: a grey level in 60..235 with a per-channel tint of up to +-8."""
+    g = int(rng.integers(60, 236))
+    return tuple(int(np.clip(g + t, 0, 255)) for t in rng.integers(-8, 9, size=3))
+
+
+def sample_grey_background(rng: np.random.Generator) -> tuple[str, list]:
+    """A background of tinted greys (:func:`sample_tinted_grey`): ``plain`` or a vertical
+    ``gradient``, with equal probability. Returns ``(kind, colours)``."""
+    if rng.random() < 0.5:
+        return "plain", [sample_tinted_grey(rng)]
+    return "gradient", [sample_tinted_grey(rng), sample_tinted_grey(rng)]
+
+
+# Placement. Two box conventions: corners ``(x0, y0, x1, y1)`` for :func:`overlap_ok`, and
+# ``(cx, cy, size)`` (centre and half-extent) for the evaluation scenes' :func:`place_apart`.
+
+
+def sample_centre(rng: np.random.Generator, size: int, height: int, width: int | None = None) -> tuple[int, int]:
+    """A centre ``(cx, cy)`` (x drawn first) that keeps a box of half-extent ``size`` inside a
+    ``height`` x ``width`` image (square by default)."""
+    cx = int(rng.integers(size, (width or height) - size + 1))
+    cy = int(rng.integers(size, height - size + 1))
+    return cx, cy
+
+
+def overlap_ok(box, boxes, max_overlap: float) -> bool:
+    """Whether corner box ``box`` overlaps each of ``boxes`` by at most ``max_overlap`` of the
+    smaller box's area."""
     x0, y0, x1, y1 = box
     area = (x1 - x0) * (y1 - y0)
     for bx0, by0, bx1, by1 in boxes:
@@ -239,6 +297,86 @@ def _overlap_ok(box, boxes, max_overlap: float) -> bool:
             if iw * ih > max_overlap * smaller:
                 return False
     return True
+
+
+def size_bins(image_size: int, image_width: int | None = None) -> list[list[int]]:
+    """The half-extents of :func:`size_range` grouped by size name (small, medium, large)."""
+    lo, hi = size_range(min(image_size, image_width or image_size))
+    bins = {}
+    for s in range(lo, hi + 1):
+        bins.setdefault(ShapeObject("", "", "", s, 0, 0, image_size, image_width).size_name, []).append(s)
+    return list(bins.values())
+
+
+def min_gap(image_size: int) -> int:
+    """Free pixels :func:`place_apart` keeps between boxes (2 at 32 px, 4 at 64 px)."""
+    return max(2, image_size // 16)
+
+
+def box_gap(a: tuple, b: tuple) -> int:
+    """Free pixels between boxes ``(cx, cy, size)`` ``a`` and ``b`` along the axis on which they
+    are farthest apart (zero or less when the boxes touch or overlap)."""
+    return max(abs(a[0] - b[0]), abs(a[1] - b[1])) - a[2] - b[2]
+
+
+def separated(rel: str, a: tuple, b: tuple, gap: int) -> bool:
+    """Whether box ``a`` is ``rel`` (``"left of"``, ``"right of"``, ``"above"``, ``"below"``) box
+    ``b`` with at least ``gap`` free pixels between them along the relation's axis (boxes are
+    ``(cx, cy, size)``)."""
+    (ax, ay, sa), (bx, by, sb) = a, b
+    need = sa + sb + gap
+    return {
+        "left of": bx - ax >= need,
+        "right of": ax - bx >= need,
+        "above": by - ay >= need,
+        "below": ay - by >= need,
+    }[rel]
+
+
+def _draw_boxes(rng: np.random.Generator, k: int, image_size: int, lo: int, cap: int, sizes_first: bool) -> list:
+    """``k`` boxes ``(cx, cy, size)`` inside the image, sizes uniform in ``lo..cap``. With
+    ``sizes_first`` all sizes are drawn before the centres, otherwise box by box."""
+    if sizes_first:
+        sizes = [int(rng.integers(lo, cap + 1)) for _ in range(k)]
+        return [(*sample_centre(rng, s, image_size), s) for s in sizes]
+    boxes = []
+    for _ in range(k):
+        s = int(rng.integers(lo, cap + 1))
+        boxes.append((*sample_centre(rng, s, image_size), s))
+    return boxes
+
+
+def place_apart(
+    rng: np.random.Generator, k: int, image_size: int, relation: tuple[str, int, int] | None = None,
+    sizes_first: bool = False, attempts: int = 2000,
+) -> list | None:
+    """Place ``k`` boxes ``(cx, cy, size)`` in a square image with at least
+    :func:`min_gap` free pixels between any two; with ``relation = (rel, a, b)`` box ``a`` must
+    also be :func:`separated` from box ``b`` by ``rel``. Every attempt redraws all boxes; the
+    size cap drops by one pixel every 200 failed attempts so crowded scenes still fit.
+
+    ``sizes_first`` picks the order of the random draws (GenEval's ground truth draws all sizes
+    first, DPG's scenes box by box); it changes which layout a seed gives, not their
+    distribution. Returns None if all ``attempts`` fail."""
+    lo, hi = size_range(image_size)
+    gap = min_gap(image_size)
+    for attempt in range(attempts):
+        cap = max(lo, hi - attempt // 200)
+        boxes = _draw_boxes(rng, k, image_size, lo, cap, sizes_first)
+        if not all(box_gap(a, b) >= gap for i, a in enumerate(boxes) for b in boxes[i + 1 :]):
+            continue
+        if relation is None or separated(relation[0], boxes[relation[1]], boxes[relation[2]], gap):
+            return boxes
+    return None
+
+
+def objects_in_boxes(specs, boxes: list, image_size: int) -> list[ShapeObject]:
+    """One :class:`ShapeObject` per ``(shape, colour, texture)`` in ``specs``, filling the
+    matching box ``(cx, cy, size)`` of ``boxes`` (as returned by :func:`place_apart`)."""
+    return [
+        ShapeObject(shape, colour, texture, size, cx, cy, image_size)
+        for (shape, colour, texture), (cx, cy, size) in zip(specs, boxes)
+    ]
 
 
 def sample_scene(
@@ -261,32 +399,26 @@ def sample_scene(
     ``image_size`` is the height; ``image_width`` (default: square) the width, and object sizes
     follow the shorter side.
     """
-    kind, bg_cols = _sample_background(rng)
+    kind, bg_cols = sample_background(rng)
     width = image_width or image_size
     lo, hi = size_range(min(image_size, width))
     step = max(1, (hi - lo) // 4)
-    n_pairs = len(shapes) * len(colours)
+    pairs = [(shape, colour) for shape in shapes for colour in colours]
     n = int(rng.integers(min_objects, max_objects + 1))
-    pairs = rng.choice(n_pairs, size=min(n, n_pairs), replace=False)
-    # Size bins sampled uniformly, then a size within the bin.
-    bins = {}
-    for s in range(lo, hi + 1):
-        bins.setdefault(ShapeObject("", "", "", s, 0, 0, image_size, image_width).size_name, []).append(s)
-    bins = list(bins.values())
+    chosen = choose_distinct(rng, pairs, min(n, len(pairs)))
+    bins = size_bins(image_size, image_width)
 
     objects, boxes = [], []
-    for p in pairs:
-        shape, colour = shapes[int(p) // len(colours)], colours[int(p) % len(colours)]
-        texture = TEXTURES[rng.integers(len(TEXTURES))]
-        sizes = bins[rng.integers(len(bins))]
-        size = int(sizes[rng.integers(len(sizes))])
+    for shape, colour in chosen:
+        texture = sample_texture(rng)
+        sizes = choose(rng, bins)  # a size bin uniformly, then a size within the bin
+        size = int(choose(rng, sizes))
         for attempt in range(tries):
             if attempt and attempt % 10 == 0:
                 size = max(lo, size - step)
-            cx = int(rng.integers(size, width - size + 1))
-            cy = int(rng.integers(size, image_size - size + 1))
+            cx, cy = sample_centre(rng, size, image_size, width)
             box = (cx - size, cy - size, cx + size, cy + size)
-            if _overlap_ok(box, boxes, max_overlap):
+            if overlap_ok(box, boxes, max_overlap):
                 objects.append(ShapeObject(shape, colour, texture, size, cx, cy, image_size, image_width))
                 boxes.append(box)
                 break
@@ -396,7 +528,8 @@ def visible_mask(scene: Scene, k: int) -> np.ndarray:
 # -----------------------------------------------------------------------------
 
 
-def _article(word: str) -> str:
+def article(word: str) -> str:
+    """The indefinite article of ``word``: ``"an"`` before a vowel, else ``"a"``."""
     return "an" if word[0] in "aeiou" else "a"
 
 
@@ -407,7 +540,7 @@ def _join(items: list[str]) -> str:
 
 
 def _count_phrase(n: int, noun: str = "object") -> str:
-    word = _NUMBER_WORDS[n] if n < len(_NUMBER_WORDS) else str(n)
+    word = NUMBER_WORDS[n] if n < len(NUMBER_WORDS) else str(n)
     return f"{word} {noun}" + ("" if n == 1 else "s")
 
 
@@ -424,7 +557,7 @@ def short_caption(scene: Scene) -> str:
     """Terse raw caption naming the objects, e.g. ``"a red circle and a blue square"``."""
     if not scene.objects:
         return "an empty picture"
-    return _join([f"{_article(o.name)} {o.name}" for o in scene.objects])
+    return _join([f"{article(o.name)} {o.name}" for o in scene.objects])
 
 
 def long_caption(scene: Scene) -> str:

@@ -61,31 +61,15 @@ _RELATIONS = {"to the left of": "left of", "to the right of": "right of", "above
 
 def _sample_scene(rng: np.random.Generator, image_size: int) -> S.Scene:
     """2-3 objects of distinct shapes and colours with pairwise disjoint boxes (gap >= 2 px)."""
-    kind, bg_cols = S._sample_background(rng)
+    kind, bg_cols = S.sample_background(rng)
     k = int(rng.integers(OBJECT_RANGE[0], OBJECT_RANGE[1] + 1))
-    shapes = [S.SHAPES[int(i)] for i in rng.choice(len(S.SHAPES), size=k, replace=False)]
-    colours = [list(S.COLOURS)[int(i)] for i in rng.choice(len(S.COLOURS), size=k, replace=False)]
-    textures = [S.TEXTURES[int(rng.integers(len(S.TEXTURES)))] for _ in range(k)]
-    lo, hi = S.size_range(image_size)
-    gap = max(2, image_size // 16)
-    for attempt in range(2000):
-        cap = max(lo, hi - attempt // 200)  # shrink the size cap as attempts fail
-        boxes = []
-        for _ in range(k):
-            s = int(rng.integers(lo, cap + 1))
-            boxes.append((int(rng.integers(s, image_size - s + 1)), int(rng.integers(s, image_size - s + 1)), s))
-        if all(
-            max(abs(a[0] - b[0]), abs(a[1] - b[1])) - a[2] - b[2] >= gap
-            for i, a in enumerate(boxes)
-            for b in boxes[i + 1 :]
-        ):
-            break
-    else:
+    shapes = S.choose_distinct(rng, S.SHAPES, k)
+    colours = S.choose_distinct(rng, tuple(S.COLOURS), k)
+    textures = [S.sample_texture(rng) for _ in range(k)]
+    boxes = S.place_apart(rng, k, image_size)
+    if boxes is None:
         raise RuntimeError(f"could not place {k} objects at {image_size}px")
-    objects = [
-        S.ShapeObject(sh, c, t, s, x, y, image_size)
-        for sh, c, t, (x, y, s) in zip(shapes, colours, textures, boxes)
-    ]
+    objects = S.objects_in_boxes(zip(shapes, colours, textures), boxes, image_size)
     return S.Scene(image_size, kind, bg_cols, objects)
 
 
@@ -132,10 +116,7 @@ def render_dpg_ground_truth(prompt: dict, seed: int = 0) -> np.ndarray:
     scene = S.Scene.from_dict(prompt["scene"])
     if seed:
         rng = np.random.default_rng([seed, int(prompt.get("index", 0))])
-        kind, cols = S._sample_background(rng)
-        while kind != scene.background:
-            kind, cols = S._sample_background(rng)
-        scene.background_colours = cols
+        scene.background_colours = S.sample_background_colours(rng, scene.background)
     return S.render(scene)
 
 

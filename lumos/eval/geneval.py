@@ -64,16 +64,16 @@ def _obj(shape: str, colour: str, count: int = 1) -> dict:
 def _phrase(o: dict) -> str:
     if o["count"] == 1:
         name = f"{o['colour']} {o['shape']}"
-        return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
-    word = S._NUMBER_WORDS[o["count"]]
+        return f"{S.article(name)} {name}"
+    word = S.NUMBER_WORDS[o["count"]]
     plural = o["shape"] + ("es" if o["shape"].endswith("s") else "s")
     return f"{word} {o['colour']} {plural}"
 
 
 def _make_one(family: str, rng: np.random.Generator) -> dict:
     def pick(seq, k=1):
-        idx = rng.choice(len(seq), size=k, replace=False)
-        return [seq[int(i)] for i in idx]
+        """``k`` distinct items of ``seq`` (one draw from ``rng``)."""
+        return S.choose_distinct(rng, seq, k)
 
     relation = None
     if family in ("single_object", "colors"):
@@ -89,7 +89,7 @@ def _make_one(family: str, rng: np.random.Generator) -> dict:
         ca, cb = pick(_COLOUR_NAMES, 2)
         objects = [_obj(sa, ca), _obj(sb, cb)]
         if family == "position":
-            relation = {"a": 0, "b": 1, "rel": RELATIONS[int(rng.integers(len(RELATIONS)))]}
+            relation = {"a": 0, "b": 1, "rel": S.choose(rng, RELATIONS)}
     else:
         raise ValueError(f"unknown family {family!r}")
 
@@ -116,71 +116,24 @@ def make_prompts(n_per_family: int, seed: int, image_size: int = 32) -> list[dic
 # -----------------------------------------------------------------------------
 
 
-def _neutral(rng: np.random.Generator) -> tuple:
-    """A low-saturation background colour (grey with a slight tint)."""
-    g = int(rng.integers(60, 236))
-    return tuple(int(np.clip(g + t, 0, 255)) for t in rng.integers(-8, 9, size=3))
-
-
-def _relation_ok(rel: str, a: tuple, b: tuple, gap: int) -> bool:
-    """Boxes (cx, cy, size) ``a`` and ``b`` are separated along the relation's axis."""
-    (ax, ay, sa), (bx, by, sb) = a, b
-    need = sa + sb + gap
-    return {
-        "left of": bx - ax >= need,
-        "right of": ax - bx >= need,
-        "above": by - ay >= need,
-        "below": ay - by >= need,
-    }[rel]
-
-
 def render_ground_truth(prompt: dict, seed: int, image_size: int = 32) -> np.ndarray:
     """Render a Shapes-world scene that satisfies ``prompt`` as a uint8 (H, W, 3) image.
 
     Objects (``count`` copies of each prompt object, random textures) have pairwise
     disjoint boxes with at least a 2-pixel gap; for ``position`` the two boxes are also
-    separated along the relation's axis. The background is a plain or vertical-gradient
-    neutral. Deterministic in (prompt text, seed, image_size).
+    separated along the relation's axis (:func:`lumos.data.shapes.place_apart`). The background
+    is a plain or vertical-gradient neutral. Deterministic in (prompt text, seed, image_size).
     """
     rng = np.random.default_rng([seed, zlib.crc32(prompt["prompt"].encode()), image_size])
-    gap = max(2, image_size // 16)
-    lo, hi = S.size_range(image_size)
     specs = [(o["shape"], o["colour"]) for o in prompt["objects"] for _ in range(int(o["count"]))]
     rel = prompt.get("relation")
-
-    if rng.random() < 0.5:
-        bg, cols = "plain", [_neutral(rng)]
-    else:
-        bg, cols = "gradient", [_neutral(rng), _neutral(rng)]
-
-    placed = None
-    for attempt in range(2000):
-        # Shrink the size cap as attempts fail so crowded prompts still fit.
-        cap = max(lo, hi - attempt // 200)
-        sizes = [int(rng.integers(lo, cap + 1)) for _ in specs]
-        cand = []
-        for s in sizes:
-            cx = int(rng.integers(s, image_size - s + 1))
-            cy = int(rng.integers(s, image_size - s + 1))
-            cand.append((cx, cy, s))
-        ok = all(
-            max(abs(a[0] - b[0]) - a[2] - b[2], abs(a[1] - b[1]) - a[2] - b[2]) >= gap
-            for i, a in enumerate(cand)
-            for b in cand[i + 1 :]
-        )
-        if ok and rel is not None:
-            ok = _relation_ok(rel["rel"], cand[rel["a"]], cand[rel["b"]], gap)
-        if ok:
-            placed = cand
-            break
+    bg, cols = S.sample_grey_background(rng)
+    relation = None if rel is None else (rel["rel"], rel["a"], rel["b"])
+    placed = S.place_apart(rng, len(specs), image_size, relation, sizes_first=True)
     if placed is None:
         raise RuntimeError(f"could not place {prompt['prompt']!r} at {image_size}px")
-
-    objects = [
-        S.ShapeObject(shape, colour, S.TEXTURES[int(rng.integers(len(S.TEXTURES)))], s, cx, cy, image_size)
-        for (shape, colour), (cx, cy, s) in zip(specs, placed)
-    ]
-    return S.render(S.Scene(image_size, bg, cols, objects))
+    textured = [(shape, colour, S.sample_texture(rng)) for shape, colour in specs]  # drawn after placing
+    return S.render(S.Scene(image_size, bg, cols, S.objects_in_boxes(textured, placed, image_size)))
 
 
 # -----------------------------------------------------------------------------
