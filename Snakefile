@@ -9,6 +9,9 @@
 # evaluate -> report.
 
 
+report: "docs/report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/components.smk"

@@ -89,3 +89,86 @@ def load_config(preset: str = "tiny", overrides: dict | None = None) -> dict:
     if preset != "tiny":
         config = deep_merge(config, yaml.safe_load((ROOT / "config" / f"{preset}.yaml").read_text()))
     return validate_config(deep_merge(config, overrides or {}))
+
+
+# -----------------------------------------------------------------------------------------------
+# Config slices: what one step reads, keyed by its dotted path in the config
+# -----------------------------------------------------------------------------------------------
+#
+# A rule hands its step `--cfg JSON` holding exactly the settings the step reads, each under its
+# dotted key path in config.yaml: {"t2i.train": {...}, "pretrain.model": {...}, "seed": 0}. So
+# Snakemake reruns a step exactly when one of those settings changes, and the CLI validates each
+# entry against the schema at that path (filling defaults), naming the full key on an error.
+
+GLOBAL_KEYS = ("seed", "device", "preset")  # every step gets these
+
+
+def _schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _subschema(root: dict, path: str) -> dict:
+    """The schema of the config key at dotted `path` (`t2i.stages.0.train`, `pretrain.runs.rcg`)."""
+    node = root
+    for part in path.split("."):
+        while "$ref" in node:  # local references only: "#/$defs/<name>"
+            node = root["$defs"][node["$ref"].rsplit("/", 1)[1]]
+        if node.get("type") == "array" or "items" in node:
+            if not part.isdigit():
+                raise ConfigError(f"unknown config key '{path}'")
+            node = node["items"]
+        elif part in node.get("properties", {}):
+            node = node["properties"][part]
+        elif isinstance(node.get("additionalProperties"), dict):
+            node = node["additionalProperties"]
+        else:
+            raise ConfigError(f"unknown config key '{path}'")
+    return node
+
+
+def _get(config: dict, path: str):
+    node = config
+    for part in path.split("."):
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node
+
+
+def config_slice(config: dict, *paths: str) -> dict:
+    """{dotted path: value} for the global keys and each of `paths` (absent optional keys are left out)."""
+    out = {}
+    for path in (*GLOBAL_KEYS, *paths):
+        try:
+            out[path] = copy.deepcopy(_get(config, path))
+        except (KeyError, IndexError):
+            continue
+    return out
+
+
+def validate_slice(cfg: dict) -> dict:
+    """Validate a config slice in place (each entry against the schema at its dotted path, defaults
+    filled) and return it; raise ConfigError naming the full key, e.g. 't2i.train.lr'."""
+    root = _schema()
+    lines = []
+    for path, value in cfg.items():
+        sub = {**_subschema(root, path), "$defs": root["$defs"]}
+        for err in sorted(_Validator(sub).iter_errors(value), key=lambda e: list(e.absolute_path)):
+            inner = _key_path(err)
+            key = path if inner == "<top level>" else f"{path}.{inner}"
+            if err.validator == "additionalProperties":
+                lines.append(f"unknown config key '{key}'")
+            elif err.validator == "required":
+                lines.append(f"missing config key '{key}'")
+            else:
+                lines.append(f"config key '{key}': {err.message}")
+    if lines:
+        raise ConfigError("invalid configuration: " + "; ".join(lines[:5]))
+    return cfg
+
+
+def schema_defaults(path: str) -> dict:
+    """The schema's defaults of the object at dotted `path` (the one place defaults live)."""
+    props = _subschema(_schema(), path)
+    root = _schema()
+    while "$ref" in props:
+        props = root["$defs"][props["$ref"].rsplit("/", 1)[1]]
+    return {k: copy.deepcopy(v["default"]) for k, v in props.get("properties", {}).items() if "default" in v}

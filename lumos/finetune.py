@@ -16,7 +16,6 @@ A fine-tune is named ``<prior>-<text encoder>-<captions>-n<noise %>``:
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -24,9 +23,13 @@ import numpy as np
 import torch
 
 from lumos.features import read_features
+from lumos.settings import ModelSettings, TrainSettings
+from lumos.train import TrainOutputs
 from lumos.utils import log
 
 FINETUNE_PATTERN = re.compile(r"(?P<prior>[a-z0-9_]+)-(?P<text>t5|clip)-(?P<captions>short|long|mixed)-n(?P<noise>\d+)")
+# the same pattern without group names: Snakemake's `ft` wildcard constraint (rules/common.smk)
+FINETUNE_WILDCARD = re.sub(r"\(\?P<\w+>", "(?:", FINETUNE_PATTERN.pattern)
 CONDITION_PATH = ("y_embedder.", "null_cond", "fake_latent")  # replaced by the fresh caption path
 
 
@@ -124,18 +127,18 @@ def init_from_prior(model, prior) -> dict:
     return {"copied": copied, "fresh": fresh, "dropped": dropped}
 
 
-def make_t2i_model(prior_dir: str | None, model_cfg: dict, latent_shape, text_dim: int, n_tokens: int,
+def make_t2i_model(prior_dir: str | None, model_cfg: ModelSettings | dict, latent_shape, text_dim: int, n_tokens: int,
                    cond_dropout: float, seed: int):
     """The model a fine-tune starts from: the prior's backbone with a fresh caption path, or a
     fresh model of `model_cfg` (prior `none`)."""
     from lumos.components.loading import from_pretrained
     from lumos.models import DIT_SIZES, LumosDiT
 
+    model_cfg = ModelSettings.from_config(model_cfg, "pretrain.model")
     torch.manual_seed(seed)
     if prior_dir is None:
         c, h, _ = latent_shape
-        base = {**DIT_SIZES[model_cfg["size"]], "sample_size": h, "in_channels": c,
-                "learn_sigma": model_cfg.get("learn_sigma", True)}
+        base = {**DIT_SIZES[model_cfg.size], "sample_size": h, "in_channels": c, "learn_sigma": model_cfg.learn_sigma}
         return build_t2i_model(base, text_dim, n_tokens, cond_dropout), {"prior": "none"}
     prior = from_pretrained(LumosDiT, prior_dir, "I2I prior", "t2i (run the pretrain rule for this prior)")
     model = build_t2i_model(dict(prior.config), text_dim, n_tokens, cond_dropout)
@@ -162,9 +165,15 @@ def continue_t2i_model(init_dir: str, latent_shape, text_dim: int):
     return model, {"init": init_dir, "latent_size": h}
 
 
-def finetune(features_dir: str, text_dir: str, name: str, prior_dir: str | None, model_cfg: dict, t2i_cfg: dict,
-             out_dir: str, state_dir: str, seed: int, device, stop_after: int | None = None,
-             steps: int | None = None, init_dir: str | None = None) -> dict:
+def untrained_t2i_model(model_cfg: ModelSettings, latent_shape, text_dim: int, n_tokens: int, seed: int):
+    """A fresh T2I model of `model_cfg` (no prior, no training): the untrained sanity rows."""
+    return make_t2i_model(None, model_cfg, latent_shape, text_dim, n_tokens, 0.0, seed)[0]
+
+
+def finetune(features_dir: str, text_dir: str, name: str, prior_dir: str | None, model_cfg: ModelSettings,
+             train_cfg: TrainSettings, cond_dropout: float, outputs: TrainOutputs | str, state_dir: str, seed: int,
+             device, stop_after: int | None = None, snapshot_every: int | None = None,
+             init_dir: str | None = None) -> dict:
     """Fine-tune `name` (see module docstring) on the pair set; resumable like pretraining.
 
     `init_dir` continues an earlier stage's T2I model instead (Table S1: the same fine-tune at a
@@ -188,15 +197,11 @@ def finetune(features_dir: str, text_dir: str, name: str, prior_dir: str | None,
         model, origin = continue_t2i_model(init_dir, shape_of.shape[1:], text_dim)
     else:
         model, origin = make_t2i_model(prior_dir, model_cfg, latents.shape[1:], text_dim, cond.shape[1],
-                                       t2i_cfg.get("cond_dropout", 0.1), seed)
+                                       cond_dropout, seed)
     if buckets:
         origin["buckets"] = {b.name: list(x.shape[1:]) for b, x in zip(buckets, latents)}
-    train_cfg = {**t2i_cfg["train"], **({"steps": steps} if steps else {})}
-    summary = train_diffusion(model, latents, cond, mask, train_cfg, out_dir, state_dir, seed=seed, device=device,
-                              stop_after=stop_after, cleanup_state=True,
-                              snapshot_every=t2i_cfg.get("snapshot_every"))
-    if "stopped_at" not in summary:
-        summary.update(origin, pairs=int(n_items // (2 if spec["captions"] == "mixed" else 1)),
-                       caption_noise_percent=spec["noise"], text_encoder=spec["text"], captions=spec["captions"])
-        (Path(out_dir) / "train_summary.json").write_text(json.dumps(summary, indent=1))
-    return summary
+    origin.update(pairs=int(n_items // (2 if spec["captions"] == "mixed" else 1)), caption_noise_percent=spec["noise"],
+                  text_encoder=spec["text"], captions=spec["captions"])
+    return train_diffusion(model, latents, cond, mask, train_cfg, outputs, state_dir, seed=seed, device=device,
+                           stop_after=stop_after, cleanup_state=True, snapshot_every=snapshot_every,
+                           summary_extra=origin)

@@ -246,3 +246,15 @@ def assemble_i2i_pipeline(transformer_dir: str, vae_dir: str, encoder_dir: str, 
     transformer, vae, scheduler = _load_parts(transformer_dir, vae_dir, sampler, scaling_factor)
     encoder = ViTModel.from_pretrained(str(encoder_dir), add_pooling_layer=False)
     return LumosI2IPipeline(transformer, vae, scheduler, encoder, input_size, list(mean), list(std))
+
+
+def pipeline_sampler(pipeline_dir: str, sample_cfg: dict, device):
+    """`generate(prompts, seed) -> uint8 (n, H, W, 3)` from an exported T2I pipeline, with the
+    configured sampler steps and guidance."""
+    pipe = LumosT2IPipeline.from_pretrained(pipeline_dir).to(device)
+
+    def generate(prompts: list[str], seed: int):
+        return pipe(prompts, num_inference_steps=sample_cfg["steps"], guidance_scale=sample_cfg["guidance_scale"],
+                    generator=torch.Generator().manual_seed(seed), output_type="np").images
+
+    return generate

@@ -37,7 +37,7 @@ def generate(model, codec, cond: torch.Tensor, cond_mask: torch.Tensor, latent_s
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     model = model.to(device).eval()
-    n, bs = len(cond), sample_cfg.get("batch_size", 250)
+    n, bs = len(cond), sample_cfg["batch_size"]
     mine = list(range(0, n, bs))[part::parts]
     for start in progress(mine, desc=f"sample (part {part + 1}/{parts})"):
         stop = min(start + bs, n)

@@ -19,11 +19,13 @@ import math
 import shutil
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from lumos.settings import TrainSettings
 from lumos.utils import log, progress
 
 
@@ -83,51 +85,77 @@ class _StopRequested(Exception):
     pass
 
 
-def train_diffusion(model, latents: torch.Tensor, cond: torch.Tensor | None, cond_mask: torch.Tensor | None,
-                    cfg: dict, out_dir: str, state_dir: str, seed: int = 0, device: str = "cpu",
-                    stop_after: int | None = None, cleanup_state: bool = False,
-                    snapshot_every: int | None = None) -> dict:
-    """Train `model` to denoise `latents` given `cond`; save EMA and raw weights to `out_dir`.
+@dataclass(frozen=True)
+class TrainOutputs:
+    """Where a finished run writes what its rule declares: EMA weights, raw weights, loss curve
+    (CSV + PNG), the summary and, for fine-tunes, the EMA snapshots of the figure curves."""
 
+    model: str
+    raw: str
+    curve: str
+    plot: str
+    summary: str
+    snapshots: str | None = None
+
+    @classmethod
+    def in_folder(cls, folder, snapshots: bool = False) -> "TrainOutputs":
+        """The standard names inside one run folder (library use and tests)."""
+        f = Path(folder)
+        return cls(str(f / "model"), str(f / "model_raw"), str(f / "loss.csv"), str(f / "loss.png"),
+                   str(f / "train_summary.json"), str(f / "snapshots") if snapshots else None)
+
+
+def train_diffusion(model, latents: torch.Tensor, cond: torch.Tensor | None, cond_mask: torch.Tensor | None,
+                    cfg: TrainSettings | dict, outputs: TrainOutputs | str, state_dir: str, seed: int = 0,
+                    device: str = "cpu", stop_after: int | None = None, cleanup_state: bool = False,
+                    snapshot_every: int | None = None, summary_extra: dict | None = None) -> dict:
+    """Train `model` to denoise `latents` given `cond`; write EMA and raw weights to `outputs`.
+
+    `cfg` is a `TrainSettings` (a plain dict is validated as `pretrain.train`, schema defaults
+    filled). `outputs` names every file the run writes (`TrainOutputs`; a folder means the
+    standard names inside it).
     `latents`, `cond` and `cond_mask` may also be lists with one entry per aspect-ratio bucket
     (latents of different sizes): each step then trains on a batch from one bucket.
 
     `snapshot_every` also saves the EMA weights every that many steps (kept in the state folder
-    while training, moved to `out_dir/snapshots/step-<n>` at the end): the points of the
+    while training, moved to `outputs.snapshots/step-<n>` at the end): the points of the
     fine-tuning curves.
     `stop_after` ends this invocation after that many steps (after checkpointing), as a kill
     would; a later call with the same `state_dir` resumes. SIGUSR1/SIGTERM do the same.
     `cleanup_state` removes `state_dir` once the outputs are written (the run is complete).
-    Returns a summary (steps, final loss, images/s).
+    Returns the summary (steps, final loss, images/s, plus `summary_extra`), written once.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     from lumos.diffusion.gaussian import GaussianDiffusion
 
-    state, out = Path(state_dir), Path(out_dir)
+    cfg = TrainSettings.from_config(cfg, "pretrain.train")
+    if isinstance(outputs, (str, Path)):
+        outputs = TrainOutputs.in_folder(outputs, snapshots=bool(snapshot_every))
+    state = Path(state_dir)
     state.mkdir(parents=True, exist_ok=True)
     accel = Accelerator(
-        mixed_precision=cfg.get("mixed_precision", "no"),
-        gradient_accumulation_steps=cfg.get("grad_accum", 1),
+        mixed_precision=cfg.mixed_precision,
+        gradient_accumulation_steps=cfg.grad_accum,
         cpu=str(device) == "cpu",
     )
     set_seed(seed)
-    if cfg.get("gradient_checkpointing"):
+    if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     diffusion = GaussianDiffusion()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0))
-    warmup = cfg.get("warmup_steps", 0)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = cfg.warmup_steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
-    ema = EMA(model, cfg.get("ema_decay", 0.9999), cfg.get("ema_warmup", True))
+    ema = EMA(model, cfg.ema_decay, cfg.ema_warmup)
     # The scheduler is stepped by us once per optimiser update (accelerate would step a prepared
     # one once per process), and checkpointed with the EMA.
     model, opt = accel.prepare(model, opt)
     ema.to(accel.device)
-    per_process, rest = divmod(cfg["batch_size"], accel.num_processes * accel.gradient_accumulation_steps)
+    per_process, rest = divmod(cfg.batch_size, accel.num_processes * accel.gradient_accumulation_steps)
     if rest or not per_process:
-        raise ValueError(f"batch_size {cfg['batch_size']} is not divisible by {accel.num_processes} processes x "
-                         f"{accel.gradient_accumulation_steps} accumulation steps (config key pretrain.train.batch_size)")
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {accel.num_processes} processes x "
+                         f"{accel.gradient_accumulation_steps} accumulation steps (config key {cfg.key}.batch_size)")
     buckets = isinstance(latents, (list, tuple))
     latents = list(latents) if buckets else [latents]
     cond = (list(cond) if buckets else [cond]) if cond is not None else [None] * len(latents)
@@ -167,8 +195,8 @@ def train_diffusion(model, latents: torch.Tensor, cond: torch.Tensor | None, con
             _write_rows(rows, curve_path)
         accel.wait_for_everyone()
 
-    total, every = cfg["steps"], cfg.get("checkpoint_every", 1000)
-    log_every = cfg.get("log_every", 50)
+    total, every = cfg.steps, cfg.checkpoint_every
+    log_every = cfg.log_every
     bar = progress(range(step, total), initial=step, total=total, desc="train", disable=not accel.is_main_process)
     t0, seen, ran = time.time(), 0, 0
     window, window_steps = torch.zeros(3, device=accel.device), 0  # running sums of loss, mse, vb between logged rows
@@ -192,11 +220,11 @@ def train_diffusion(model, latents: torch.Tensor, cond: torch.Tensor | None, con
                     good = latest_checkpoint(state)
                     raise FloatingPointError(
                         f"loss is {loss.item()} at step {step}; stopping. Last good checkpoint: "
-                        f"{good if good else 'none yet'}. Lower pretrain.train.lr or check the features."
+                        f"{good if good else 'none yet'}. Lower {cfg.key}.lr or check the features."
                     )
                 accel.backward(loss)
-                if accel.sync_gradients and cfg.get("grad_clip"):
-                    accel.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+                if accel.sync_gradients and cfg.grad_clip:
+                    accel.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
             if accel.sync_gradients:
@@ -238,16 +266,18 @@ def train_diffusion(model, latents: torch.Tensor, cond: torch.Tensor | None, con
     elapsed = time.time() - t0
     summary = {"steps": total, "resumed_from": step + 1 - ran, "final_loss": float(rows[-1]["loss"]) if rows else math.nan,
                "images_per_s": seen / max(elapsed, 1e-9), "seconds": elapsed}
+    summary.update(summary_extra or {})
     if accel.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        ema.model.save_pretrained(out / "model")
-        accel.unwrap_model(model).save_pretrained(out / "model_raw")
-        _write_rows(rows, out / "loss.csv")
-        (out / "train_summary.json").write_text(json.dumps(summary, indent=1))
-        plot_loss(rows, out / "loss.png")
-        if snapshot_every:
-            shutil.rmtree(out / "snapshots", ignore_errors=True)
-            shutil.copytree(state / "snapshots", out / "snapshots")
+        ema.model.save_pretrained(outputs.model)
+        accel.unwrap_model(model).save_pretrained(outputs.raw)
+        for path in (outputs.curve, outputs.plot, outputs.summary):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _write_rows(rows, outputs.curve)
+        Path(outputs.summary).write_text(json.dumps(summary, indent=1))
+        plot_loss(rows, outputs.plot)
+        if snapshot_every and outputs.snapshots:
+            shutil.rmtree(outputs.snapshots, ignore_errors=True)
+            shutil.copytree(state / "snapshots", outputs.snapshots)
         if cleanup_state:
             shutil.rmtree(state, ignore_errors=True)
     return summary

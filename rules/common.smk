@@ -9,8 +9,9 @@ from snakemake.utils import min_version
 min_version("9.20")
 
 sys.path.insert(0, workflow.basedir)
-from lumos.config import ConfigError, validate_config  # noqa: E402
+from lumos.config import ConfigError, config_slice, validate_config  # noqa: E402
 from lumos.data.buckets import aspect_buckets  # noqa: E402
+from lumos.finetune import FINETUNE_WILDCARD, parse_finetune  # noqa: E402
 
 
 envvars:
@@ -48,12 +49,13 @@ for _required in ("lumos_i2i", "rcg"):
 
 
 
-# T2I: fine-tune names are <prior>-<text encoder>-<captions>-n<noise %> (see lumos/finetune.py).
+# T2I: fine-tune names are <prior>-<text encoder>-<captions>-n<noise %> (lumos/finetune.py
+# parses them; the rules ask it rather than splitting names themselves).
 T2I_MAIN = config["t2i"]["main"]
+MAIN_TEXT = parse_finetune(T2I_MAIN)["text"]
 FIGURES = config["t2i"]["figures"]
 OFFICIAL = config["t2i"]["eval"].get("official", {})  # paper: the official GenEval / DPG-Bench
-FT_PATTERN = r"[a-z0-9_]+-(t5|clip)-(short|long|mixed)-n[0-9]+"
-TEXT_ENCODERS = sorted({T2I_MAIN.split("-")[1], *FIGURES.get("fig11", {}).get("text_encoders", [])})
+TEXT_ENCODERS = sorted({MAIN_TEXT, *FIGURES.get("fig11", {}).get("text_encoders", [])})
 _steps, _every = config["t2i"]["train"]["steps"], config["t2i"]["snapshot_every"]
 SNAPSHOTS = [f"step-{s:06d}" for s in sorted({*range(_every, _steps + 1, _every), _steps})]
 # Table S1: stage k >= 2 continues stage k-1 at a higher resolution on results/data/pairs_<px>px.
@@ -65,17 +67,17 @@ wildcard_constraints:
     stage="[0-9]+",
     component="vae|dino|moco|fid_net|t5|clip",
     run=f"({'|'.join(RUNS)})(_pool[0-9]+)?|untrained",
-    ft=f"{FT_PATTERN}|untrained",
+    ft=f"{FINETUNE_WILDCARD}|untrained",
     ckpt="final|step-[0-9]+",
     captions="short|long",
     bench="geneval|dpg",
     part="[0-9]+",
 
 
-def as_json(**parts):
-    """A config slice for `--cfg`, with the globals every step needs."""
-    base = {k: config[k] for k in ("seed", "device", "preset")}
-    return json.dumps({**base, **parts}, sort_keys=True)
+def cfg_json(*keys):
+    """`--cfg` of a step: the settings it reads, by dotted config key (plus seed, device, preset).
+    A step reruns exactly when one of them changes (Snakemake's params trigger)."""
+    return json.dumps(config_slice(config, *keys), sort_keys=True)
 
 
 def trained(*names):
@@ -113,12 +115,22 @@ def split_size(split):
     return config["data"]["splits"][split_base(split)[0]]["n"]
 
 
-def data_config(split):
-    """The `lumos data` config slice of a split: its block and its image size."""
+def data_args(split):
+    """`lumos data` arguments of a split: its base split, and the size and aspect-ratio buckets
+    of a resolution variant (`pairs_512px`, `pairs_1024px_ar4`)."""
     base, size = split_base(split)
+    args = f"--split {base}"
+    if split != base:
+        args += f" --image-size {size}"
     buckets = split_buckets(split)
-    return as_json(data={**config["data"], "image_size": size, "splits": {base: config["data"]["splits"][base]},
-                         **({"buckets": buckets} if buckets else {})})  # the key only for bucketed splits
+    return args + ("" if not buckets else " --buckets " + " ".join(f"{h}x{w}" for h, w in buckets))
+
+
+def data_cfg(split):
+    """The settings `lumos data` reads for a split (a variant's size comes from its name)."""
+    base = split_base(split)[0]
+    keys = ["data.source", "data.shard_size", f"data.splits.{base}", f"data.paths.{base}", "data.curation"]
+    return cfg_json(*keys, *(["data.image_size"] if split == base else []))
 
 
 def text_reuse(split):
@@ -195,16 +207,22 @@ def parts(folder, jobs):
     return [f"{folder}.part{k}" for k in range(jobs)]
 
 
-def run_config(run):
-    """The pretrain run config; `<run>_pool<N>` trains on the first N pool images; the untrained
-    ceiling uses Lumos-I2I's architecture."""
+def run_args(run):
+    """`--run-name <name> [--pool-size N]` of a pretrain run name: `<run>_pool<N>` trains on the first
+    N pool images (Figure 2b); the untrained ceiling uses Lumos-I2I's architecture."""
     base, _, size = ("lumos_i2i" if run == "untrained" else run).partition("_pool")
-    return {**config["pretrain"]["runs"][base], **({"pool_size": int(size)} if size else {})}
+    return f"--run-name {base}" + (f" --pool-size {size}" if size else "")
+
+
+def run_key(run):
+    """The config key of a pretrain run's settings."""
+    base = ("lumos_i2i" if run == "untrained" else run).partition("_pool")[0]
+    return f"pretrain.runs.{base}"
 
 
 def ft_prior(wildcards):
     """The I2I model a fine-tune starts from ([] for `none`: from scratch)."""
-    prior = wildcards.ft.split("-")[0]
+    prior = parse_finetune(wildcards.ft)["prior"]
     return [] if prior == "none" else f"results/pretrain/{prior}/model"
 
 
@@ -223,7 +241,7 @@ def ft_model_path(wildcards, input):
 
 def t2i_text(wildcards):
     """The text encoder of a fine-tune (the main one's for the untrained sanity row)."""
-    return (T2I_MAIN if wildcards.ft == "untrained" else wildcards.ft).split("-")[1]
+    return MAIN_TEXT if wildcards.ft == "untrained" else parse_finetune(wildcards.ft)["text"]
 
 
 def table3_inputs():
@@ -250,7 +268,7 @@ def table3_rows():
 
 def fig_runs(fig):
     """Fine-tunes compared in a figure: {line label: fine-tune name}."""
-    text, f = T2I_MAIN.split("-")[1], FIGURES[fig]
+    text, f = MAIN_TEXT, FIGURES[fig]
     if fig == "fig2a":
         return {f"{p}@{n}": f"{p}-{text}-mixed-n{n}" for p in f["priors"] for n in f["noise_percent"]}
     if fig == "fig2b":
@@ -271,12 +289,11 @@ def fig_inputs(fig):
     return [f"results/eval/t2i/{r}/{s}/fid_coco_short.json" for r in runs for s in SNAPSHOTS]
 
 
-def fid_config():
-    return dict(
-        extractor=config["eval"]["fid_extractor"],
-        fid_net=config["components"]["fid_net"],
-        batch_size=config["eval"]["batch_size"],
-    )
+def fid_cfg():
+    """The settings FID steps read: the feature network (its own settings only when it is the
+    DAG's classifier) and the batch size."""
+    net = ["components.fid_net"] if config["eval"]["fid_extractor"] == "fid_net" else []
+    return cfg_json("eval.fid_extractor", "eval.batch_size", *net)
 
 
 def fid_inputs():
@@ -295,6 +312,11 @@ def sample_model(wildcards):
     return [] if wildcards.run == "untrained" else f"results/pretrain/{wildcards.run}/model"
 
 
+# Why a `resources:` config block and not the profile's `set-resources`: the requests belong to
+# the preset (the paper preset asks 8 nodes x 8 GPUs, CI's fake-GPU SLURM one), they must follow
+# `--configfile`/`--config` like every other setting, and GPU rules need values derived from
+# them (processes = GPUs x nodes for `lumos launch`, `srun` for multi-node, the SIGUSR1 lead
+# time) that `set-resources` cannot compute. Retries do use Snakemake's `attempt`.
 def rule_resources(rule, signal=False):
     """Snakemake/SLURM resources of `rule` from config `resources` (local runs ignore them).
 

@@ -8,7 +8,7 @@ rule train_component:
     output:
         directory("results/components/{component}"),
     params:
-        cfg=lambda wc: as_json(spec=config["components"][wc.component]),
+        cfg=lambda wc: cfg_json(f"components.{wc.component}"),
     threads: 1
     resources:
         **rule_resources("train_component"),

@@ -5,8 +5,8 @@ rule data_split:
     output:
         directory("results/data/{split}"),
     params:
-        cfg=lambda wc: data_config(wc.split),
-        base=lambda wc: split_base(wc.split)[0],
+        cfg=lambda wc: data_cfg(wc.split),
+        args=lambda wc: data_args(wc.split),
     resources:
         **rule_resources("data_split"),
     log:
@@ -14,4 +14,4 @@ rule data_split:
     conda:
         "../envs/lumos.yaml"
     shell:
-        "lumos data --split {params.base} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+        "lumos data {params.args} --cfg {params.cfg:q} --out {output} > {log} 2>&1"

@@ -16,13 +16,9 @@ rule sample:
     output:
         temp(directory("results/samples/{run}/{split}.part{part}")),
     params:
-        cfg=lambda wc: as_json(
-            run=run_config(wc.run),
-            model=config["pretrain"]["model"],
-            vae=config["components"]["vae"],
-            sample=config["sample"],
-            n_samples=split_size(wc.split),
-        ),
+        cfg=lambda wc: cfg_json(run_key(wc.run), "pretrain.model", "components.vae", "sample"),
+        run=lambda wc: run_args(wc.run),
+        n=lambda wc: split_size(wc.split),
         model=lambda wc, input: input.model or "none",
         work="results/state/samples/{run}/{split}.part{part}",
         parts=lambda wc: sample_jobs(split_size(wc.split)),
@@ -34,7 +30,7 @@ rule sample:
     conda:
         "../envs/lumos.yaml"
     shell:
-        "lumos sample --threads {threads} --cfg {params.cfg:q} --run {wildcards.run}"
+        "lumos sample --threads {threads} --cfg {params.cfg:q} {params.run} --n-samples {params.n}"
         " --features {input.features} --model {params.model} --out {output}"
         " --part {wildcards.part} --parts {params.parts} --work {params.work} > {log} 2>&1"
 
@@ -59,7 +55,7 @@ rule fid_reference:
     output:
         "results/eval/fid/reference_{split}.npz",
     params:
-        cfg=lambda wc: as_json(**fid_config()),
+        cfg=fid_cfg(),
     threads: 1
     resources:
         **rule_resources("fid_reference"),
@@ -80,7 +76,7 @@ rule fid:
     output:
         "results/eval/fid/{run}_{split}.json",
     params:
-        cfg=lambda wc: as_json(**fid_config()),
+        cfg=fid_cfg(),
     threads: 1
     resources:
         **rule_resources("fid"),
@@ -102,7 +98,7 @@ rule fid_real:
     output:
         "results/eval/fid/real_{split}.json",
     params:
-        cfg=lambda wc: as_json(**fid_config()),
+        cfg=fid_cfg(),
     threads: 1
     resources:
         **rule_resources("fid_real"),
@@ -128,13 +124,9 @@ rule t2i_sample:
     output:
         temp(directory("results/samples/t2i/{ft}/{ckpt}/{split}_{captions}.part{part}")),
     params:
-        cfg=lambda wc: as_json(
-            text=t2i_text(wc),
-            model=config["pretrain"]["model"],
-            vae=config["components"]["vae"],
-            sample=config["sample"],
-            n_samples=t2i_samples(wc),
-        ),
+        cfg=cfg_json("pretrain.model", "components.vae", "sample"),
+        text=t2i_text,
+        n=t2i_samples,
         model=ft_model_path,
         work="results/state/samples/t2i/{ft}/{ckpt}/{split}_{captions}.part{part}",
         parts=lambda wc: sample_jobs(t2i_samples(wc)),
@@ -147,6 +139,7 @@ rule t2i_sample:
         "../envs/lumos.yaml"
     shell:
         "lumos t2i-sample --threads {threads} --cfg {params.cfg:q} --model {params.model}"
+        " --encoder {params.text} --n-samples {params.n}"
         " --features {input.features} --text {input.text} --captions {wildcards.captions}"
         " --part {wildcards.part} --parts {params.parts} --out {output} --work {params.work} > {log} 2>&1"
 
@@ -172,7 +165,7 @@ rule t2i_fid:
     output:
         "results/eval/t2i/{ft}/{ckpt}/fid_{split}_{captions}.json",
     params:
-        cfg=lambda wc: as_json(**fid_config()),
+        cfg=fid_cfg(),
     threads: 1
     resources:
         **rule_resources("fid"),
@@ -193,7 +186,8 @@ rule clip_score:
     output:
         "results/eval/t2i/{ft}/{ckpt}/clip_{split}_{captions}.json",
     params:
-        cfg=lambda wc: as_json(clip=config["components"][config["t2i"]["eval"]["clip_scorer"]]),
+        cfg=cfg_json(f"components.{config['t2i']['eval']['clip_scorer']}"),
+        scorer=config["t2i"]["eval"]["clip_scorer"],
     threads: 1
     resources:
         **rule_resources("clip_score"),
@@ -202,7 +196,7 @@ rule clip_score:
     conda:
         "../envs/lumos.yaml"
     shell:
-        "lumos clip-score --threads {threads} --cfg {params.cfg:q} --samples {input.samples}"
+        "lumos clip-score --threads {threads} --cfg {params.cfg:q} --scorer {params.scorer} --samples {input.samples}"
         " --data {input.data} --captions {wildcards.captions} --out {output} > {log} 2>&1"
 
 
@@ -214,15 +208,15 @@ rule t2i_bench:
     output:
         directory("results/eval/t2i/{ft}/{bench}"),
     params:
-        cfg=lambda wc: as_json(
-            bench=config["t2i"]["eval"][wc.bench],
-            image_size=config["data"]["image_size"],
-            text=t2i_text(wc),
-            text_spec=config["components"][t2i_text(wc)],
-            model=config["pretrain"]["model"],
-            vae=config["components"]["vae"],
-            sample=config["sample"],
+        cfg=lambda wc: cfg_json(
+            f"t2i.eval.{wc.bench}",
+            "data.image_size",
+            f"components.{t2i_text(wc)}",
+            "pretrain.model",
+            "components.vae",
+            "sample",
         ),
+        text=t2i_text,
         model=lambda wc, input: input.model or "none",
         work="results/state/bench/{ft}/{bench}",
     threads: 1
@@ -234,14 +228,14 @@ rule t2i_bench:
         "../envs/lumos.yaml"
     shell:
         "lumos t2i-bench --threads {threads} --cfg {params.cfg:q} --bench {wildcards.bench}"
-        " --model {params.model} --features {input.features} --out {output} --work {params.work} > {log} 2>&1"
+        " --encoder {params.text} --model {params.model} --features {input.features} --out {output} --work {params.work} > {log} 2>&1"
 
 
 rule bench_ground_truth:
     output:
         directory("results/eval/t2i/ground_truth/{bench}"),
     params:
-        cfg=lambda wc: as_json(bench=config["t2i"]["eval"][wc.bench], image_size=config["data"]["image_size"]),
+        cfg=lambda wc: cfg_json(f"t2i.eval.{wc.bench}", "data.image_size"),
     log:
         "results/logs/eval/{bench}_ground_truth.log",
     conda:
@@ -261,10 +255,10 @@ rule official_images:
     output:
         directory("results/eval/t2i/{ft}/{bench}_official/images"),
     params:
-        cfg=lambda wc: as_json(
-            sample=config["sample"],
-            repo=OFFICIAL.get("geneval_repo" if wc.bench == "geneval" else "dpg_repo", ""),
-            images_per_prompt=config["t2i"]["eval"]["geneval"]["images_per_prompt"],
+        cfg=lambda wc: cfg_json(
+            "sample",
+            f"t2i.eval.official.{'geneval' if wc.bench == 'geneval' else 'dpg'}_repo",
+            "t2i.eval.geneval.images_per_prompt",
         ),
     threads: 1
     resources:

@@ -14,11 +14,13 @@ rule features:
     output:
         temp(directory("results/features/{split}.part{part}")),
     params:
-        cfg=lambda wc: as_json(
-            components=config["components"],
-            encoders=feature_encoders(wc.split),
-            features=config["features"],
+        cfg=lambda wc: cfg_json(
+            "components.vae",
+            *(f"components.{e}" for e in feature_encoders(wc.split)),
+            "features.batch_size",
+            "features.patch_tokens",
         ),
+        encoders=lambda wc: " ".join(feature_encoders(wc.split)),
         parts=lambda wc: feature_jobs(wc.split),
     threads: 1
     resources:
@@ -28,7 +30,7 @@ rule features:
     conda:
         "../envs/lumos.yaml"
     shell:
-        "lumos features --threads {threads} --cfg {params.cfg:q} --data {input.data}"
+        "lumos features --threads {threads} --cfg {params.cfg:q} --data {input.data} --encoders {params.encoders}"
         " --part {wildcards.part} --parts {params.parts} --out {output} > {log} 2>&1"
 
 

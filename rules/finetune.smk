@@ -15,7 +15,8 @@ rule text_features:
     output:
         temp(directory("results/features/{split}_text.part{part}")),
     params:
-        cfg=lambda wc: as_json(components=config["components"], encoders=TEXT_ENCODERS, features=config["features"]),
+        cfg=cfg_json(*(f"components.{e}" for e in TEXT_ENCODERS), "features.batch_size"),
+        encoders=" ".join(TEXT_ENCODERS),
         parts=lambda wc: text_jobs(wc.split),
         reuse=lambda wc, input: (
             f"--reuse-text {input.reuse_text} --reuse-data {input.reuse_data}" if "reuse_text" in input.keys() else ""
@@ -28,7 +29,7 @@ rule text_features:
     conda:
         "../envs/lumos.yaml"
     shell:
-        "lumos text-features --threads {threads} --cfg {params.cfg:q} --data {input.data}"
+        "lumos text-features --threads {threads} --cfg {params.cfg:q} --data {input.data} --encoders {params.encoders}"
         " --part {wildcards.part} --parts {params.parts} {params.reuse} --out {output} > {log} 2>&1"
 
 
@@ -58,10 +59,7 @@ rule finetune:
         plot="results/t2i/{ft}/loss.png",
         summary="results/t2i/{ft}/train_summary.json",
     params:
-        cfg=lambda wc: as_json(
-            t2i={k: config["t2i"][k] for k in ("train", "cond_dropout", "snapshot_every")},
-            model=config["pretrain"]["model"],
-        ),
+        cfg=cfg_json("t2i.train", "t2i.cond_dropout", "t2i.snapshot_every", "pretrain.model"),
         prior=lambda wc, input: input.prior or "none",
         state="results/state/t2i/{ft}",
     threads: 1
@@ -74,8 +72,9 @@ rule finetune:
     shell:
         "{resources.mpi} lumos launch --processes {resources.processes} --nodes {resources.nodes} --"
         " finetune --threads {threads} --cfg {params.cfg:q} --ft {wildcards.ft} --prior {params.prior}"
-        " --features {input.features} --text {input.text} --out results/t2i/{wildcards.ft}"
-        " --state {params.state} > {log} 2>&1"
+        " --features {input.features} --text {input.text} --out-model {output.model} --out-raw {output.raw}"
+        " --out-curve {output.curve} --out-plot {output.plot} --out-summary {output.summary}"
+        " --out-snapshots {output.snapshots} --state {params.state} > {log} 2>&1"
 
 
 rule finetune_stage:
@@ -89,10 +88,7 @@ rule finetune_stage:
         plot="results/t2i/{ft}/stage{stage}/loss.png",
         summary="results/t2i/{ft}/stage{stage}/train_summary.json",
     params:
-        cfg=lambda wc: as_json(
-            t2i={"train": stage_config(wc.stage)["train"], "cond_dropout": config["t2i"]["cond_dropout"]},
-            model=config["pretrain"]["model"],
-        ),
+        cfg=lambda wc: cfg_json(f"t2i.stages.{int(wc.stage) - 2}.train", "t2i.cond_dropout", "pretrain.model"),
         state="results/state/t2i/{ft}/stage{stage}",
     threads: 1
     resources:
@@ -103,9 +99,10 @@ rule finetune_stage:
         "../envs/lumos.yaml"
     shell:
         "{resources.mpi} lumos launch --processes {resources.processes} --nodes {resources.nodes} --"
-        " finetune --threads {threads} --cfg {params.cfg:q} --ft {wildcards.ft} --prior none --init {input.init}"
-        " --features {input.features} --text {input.text} --out results/t2i/{wildcards.ft}/stage{wildcards.stage}"
-        " --state {params.state} > {log} 2>&1"
+        " finetune --threads {threads} --cfg {params.cfg:q} --ft {wildcards.ft} --stage {wildcards.stage}"
+        " --init {input.init} --features {input.features} --text {input.text} --out-model {output.model}"
+        " --out-raw {output.raw} --out-curve {output.curve} --out-plot {output.plot}"
+        " --out-summary {output.summary} --state {params.state} > {log} 2>&1"
 
 
 rule t2i_pipeline:
@@ -115,11 +112,11 @@ rule t2i_pipeline:
     output:
         directory("results/t2i/{ft}/pipeline"),
     params:
-        cfg=lambda wc: as_json(vae=config["components"]["vae"], sample=config["sample"],
-                               text_spec=config["components"][t2i_text(wc)]),
+        cfg=lambda wc: cfg_json("components.vae", f"components.{t2i_text(wc)}", "sample.sampler"),
+        text=t2i_text,
     log:
         "results/logs/t2i/{ft}_pipeline.log",
     conda:
         "../envs/lumos.yaml"
     shell:
-        "lumos export-pipeline --cfg {params.cfg:q} --model {input.model} --out {output} > {log} 2>&1"
+        "lumos export-pipeline --cfg {params.cfg:q} --encoder {params.text} --model {input.model} --out {output} > {log} 2>&1"

@@ -12,11 +12,8 @@ rule pretrain:
         plot="results/pretrain/{run}/loss.png",
         summary="results/pretrain/{run}/train_summary.json",
     params:
-        cfg=lambda wc: as_json(
-            run=run_config(wc.run),
-            model=config["pretrain"]["model"],
-            train=config["pretrain"]["train"],
-        ),
+        cfg=lambda wc: cfg_json(run_key(wc.run), "pretrain.model", "pretrain.train"),
+        run=lambda wc: run_args(wc.run),
         state="results/state/pretrain/{run}",
     threads: 1
     resources:
@@ -27,5 +24,6 @@ rule pretrain:
         "../envs/lumos.yaml"
     shell:
         "{resources.mpi} lumos launch --processes {resources.processes} --nodes {resources.nodes} --"
-        " pretrain --threads {threads} --cfg {params.cfg:q} --features {input}"
-        " --out results/pretrain/{wildcards.run} --state {params.state} > {log} 2>&1"
+        " pretrain --threads {threads} --cfg {params.cfg:q} {params.run} --features {input}"
+        " --out-model {output.model} --out-raw {output.raw} --out-curve {output.curve}"
+        " --out-plot {output.plot} --out-summary {output.summary} --state {params.state} > {log} 2>&1"

@@ -1,4 +1,7 @@
-# Report: the paper's tables and figures.
+# Report: the paper's tables and figures. Each is marked for Snakemake's report (captions in
+# docs/report/, one category per paper section):  snakemake --report results/report.html
+
+FIGURE_CATEGORY = "T2I from priors (Figures 2a, 2b, 8, 11, S1)"
 
 localrules:
     table1,
@@ -20,11 +23,12 @@ rule table1:
         lumos=f"results/samples/lumos_i2i/{EVAL_SPLITS[0]}",
         rcg=f"results/samples/rcg/{EVAL_SPLITS[0]}",
     output:
-        csv="results/table1.csv",
+        csv=report("results/table1.csv", caption="../docs/report/table1.rst", category="I2I (Section 4.1)"),
         md="results/table1.md",
-        grid="results/table1_samples.png",
+        grid=report("results/table1_samples.png", caption="../docs/report/table1_samples.rst",
+                    category="I2I (Section 4.1)"),
     params:
-        cfg=as_json(grid_images=config["eval"]["grid_images"]),
+        cfg=cfg_json("eval.grid_images"),
     log:
         "results/logs/report/table1.log",
     conda:
@@ -44,10 +48,10 @@ rule table2:
         summary=f"results/t2i/{T2I_MAIN}/train_summary.json",
         grid="results/t2i_samples.png",
     output:
-        csv="results/table2.csv",
+        csv=report("results/table2.csv", caption="../docs/report/table2.rst", category="T2I (Section 4.2.1)"),
         md="results/table2.md",
     params:
-        cfg=as_json(),
+        cfg=cfg_json(),
     log:
         "results/logs/report/table2.log",
     conda:
@@ -63,29 +67,28 @@ rule table3:
         scores=table3_inputs(),
         model=f"results/t2i/{T2I_MAIN}/model",
     output:
-        csv="results/table3.csv",
+        csv=report("results/table3.csv", caption="../docs/report/table3.rst", category="T2I (Section 4.2.1)"),
         md="results/table3.md",
     params:
-        cfg=as_json(
-            geneval_source="official GenEval" if OFFICIAL else "Shapes-world analogue",
-            dpg_source="official DPG-Bench" if OFFICIAL else "Shapes-world analogue",
-        ),
+        cfg=cfg_json(),
+        official="--official" if OFFICIAL else "",
         rows=table3_rows(),
     log:
         "results/logs/report/table3.log",
     conda:
         "../envs/lumos.yaml"
     shell:
-        "lumos table3 --cfg {params.cfg:q} --row {params.rows:q} --csv {output.csv} --md {output.md} > {log} 2>&1"
+        "lumos table3 --cfg {params.cfg:q} {params.official} --row {params.rows:q} --csv {output.csv} --md {output.md}"
+        " > {log} 2>&1"
 
 
 rule t2i_grid:
     input:
         f"results/t2i/{T2I_MAIN}/pipeline",
     output:
-        "results/t2i_samples.png",
+        report("results/t2i_samples.png", caption="../docs/report/t2i_samples.rst", category="T2I (Section 4.2.1)"),
     params:
-        cfg=as_json(sample=config["sample"]),
+        cfg=cfg_json("sample"),
     log:
         "results/logs/report/t2i_grid.log",
     conda:
@@ -98,12 +101,14 @@ rule figure:
     input:
         lambda wc: fig_inputs(wc.fig),
     output:
-        png="results/{fig}.png",
-        csv="results/{fig}.csv",
+        png=report("results/{fig}.png", caption="../docs/report/figure.rst", category=FIGURE_CATEGORY,
+                   subcategory="{fig}"),
+        csv=report("results/{fig}.csv", caption="../docs/report/figure.rst", category=FIGURE_CATEGORY,
+                   subcategory="{fig}"),
     wildcard_constraints:
         fig="fig2a|figS1|fig2b|fig8|fig11",
     params:
-        cfg=as_json(),
+        cfg=cfg_json(),
         runs=lambda wc: [f"{k}={v}" for k, v in fig_runs("fig2a" if wc.fig == "figS1" else wc.fig).items()],
     log:
         "results/logs/report/{fig}.log",

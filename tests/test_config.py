@@ -40,3 +40,54 @@ def test_bad_config_names_the_key(override, message):
 def test_unknown_preset_name():
     with pytest.raises(ConfigError, match="unknown preset 'giant'"):
         load_config("giant")
+
+
+def test_config_slice_keeps_dotted_keys_and_skips_absent_optional_ones():
+    from lumos.config import config_slice
+
+    cfg = load_config("smoke")
+    s = config_slice(cfg, "t2i.train", "t2i.stages.1.train", "pretrain.runs.rcg", "data.paths.pool")
+    assert set(s) == {"seed", "device", "preset", "t2i.train", "t2i.stages.1.train", "pretrain.runs.rcg"}
+    assert s["t2i.train"] == cfg["t2i"]["train"] and s["t2i.stages.1.train"] == cfg["t2i"]["stages"][1]["train"]
+
+
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        ({"t2i.train": {"steps": 2, "batch_size": 2, "lr": "abc"}}, "config key 't2i.train.lr'"),
+        ({"t2i.stages.0.train": {"steps": 2, "batch_size": 2}}, "missing config key 't2i.stages.0.train.lr'"),
+        ({"t2i.train": {"steps": 2, "batch_size": 2, "lr": 1.0, "warm": 3}}, "unknown config key 't2i.train.warm'"),
+        ({"t2i.trian": {}}, "unknown config key 't2i.trian'"),
+        ({"components.vae": {"pretrained": 3}}, "config key 'components.vae.pretrained'"),
+    ],
+)
+def test_a_bad_slice_names_the_full_key(cfg, message):
+    from lumos.config import validate_slice
+
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        validate_slice(cfg)
+
+
+def test_train_settings_take_their_defaults_from_the_schema():
+    from lumos.config import schema_defaults
+    from lumos.settings import TrainSettings
+
+    t = TrainSettings.from_config({"steps": 5, "batch_size": 4, "lr": 1e-3}, "t2i.train")
+    defaults = schema_defaults("t2i.train")
+    assert t.weight_decay == defaults["weight_decay"] == 0.03 and t.warmup_steps == defaults["warmup_steps"]
+    assert t.key == "t2i.train" and t.lr == 1e-3
+
+
+def test_a_wrong_typed_value_on_the_cli_fails_with_the_keys_name(tmp_path):
+    """`--cfg` is validated where it enters: the CLI exits 1 naming the key, before any work."""
+    import json
+    import subprocess
+    import sys
+
+    cfg = json.dumps({"t2i.train": {"steps": 2, "batch_size": 2, "lr": "fast"}, "pretrain.model": {"size": "DiT-N/2"}})
+    out = [f"--out-{k}={tmp_path / k}" for k in ("model", "raw", "curve", "plot", "summary")]
+    proc = subprocess.run([sys.executable, "-m", "lumos.cli", "finetune", "--cfg", cfg, "--ft", "none-t5-mixed-n0",
+                           "--features", str(tmp_path), "--text", str(tmp_path), "--state", str(tmp_path / "s"), *out],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "config key 't2i.train.lr': 'fast' is not of type 'number'" in proc.stderr

@@ -79,6 +79,33 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path
     assert latest_checkpoint(tmp_path / "state").name == "checkpoint-4"
 
 
+def test_nan_loss_error_names_the_settings_of_this_run(tmp_path):
+    """A fine-tune's NaN names t2i.train.lr, not pretrain.train.lr: settings carry their key."""
+    from lumos.settings import TrainSettings
+
+    lat, cond, mask = data()
+    cfg = TrainSettings.from_config({**CFG, "steps": 2}, "t2i.stages.0.train")
+    with pytest.raises(FloatingPointError, match=r"Lower t2i\.stages\.0\.train\.lr"):
+        train_diffusion(model(), torch.full_like(lat, float("nan")), cond, mask, cfg, str(tmp_path / "o"),
+                        str(tmp_path / "s"))
+
+
+def test_outputs_go_where_the_rule_declares_them(tmp_path):
+    """Every file of a finished run is written at the path it is given, the summary once with the
+    caller's extra keys."""
+    import json
+
+    from lumos.train import TrainOutputs
+
+    lat, cond, mask = data()
+    out = TrainOutputs(*(str(tmp_path / name) for name in ("ema", "raw", "c/curve.csv", "p/plot.png", "s/sum.json")))
+    summary = train_diffusion(model(), lat, cond, mask, {**CFG, "steps": 2}, out, str(tmp_path / "state"),
+                              summary_extra={"prior": "none"})
+    assert json.loads((tmp_path / "s" / "sum.json").read_text()) == summary and summary["prior"] == "none"
+    for name in ("ema/config.json", "raw/config.json", "c/curve.csv", "p/plot.png"):
+        assert (tmp_path / name).exists(), name
+
+
 def test_state_key_follows_settings_and_input(tmp_path):
     import os
 
@@ -121,18 +148,24 @@ def test_two_processes_train_checkpoint_and_resume_like_one_run(tmp_path):
     np.savez(feats / "shard-00000.npz", latents=lat.numpy(), dino_cls=cond[:, 0].numpy())
     (feats / "index.json").write_text(json.dumps({"n": 64, "shards": ["shard-00000.npz"]}))
     cfg = json.dumps({"seed": 0, "device": "cpu", "preset": "smoke",
-                      "run": {"encoder": "dino", "injection": "cross_attn", "tokens": "cls"},
-                      "model": {"size": "DiT-N/2", "learn_sigma": True, "cond_dropout": 0.1},
-                      "train": {**CFG, "batch_size": 8, "log_every": 2}})
-    common = ["pretrain", "--threads", "1", "--cfg", cfg, "--features", str(feats)]
-    a = _launch(*common, "--out", str(tmp_path / "a"), "--state", str(tmp_path / "sa"), cwd=tmp_path)
+                      "pretrain.runs.lumos_i2i": {"encoder": "dino", "injection": "cross_attn", "tokens": "cls"},
+                      "pretrain.model": {"size": "DiT-N/2", "learn_sigma": True, "cond_dropout": 0.1},
+                      "pretrain.train": {**CFG, "batch_size": 8, "log_every": 2}})
+    common = ["pretrain", "--threads", "1", "--cfg", cfg, "--run-name", "lumos_i2i", "--features", str(feats)]
+
+    def outputs(folder):
+        f = tmp_path / folder
+        return ["--out-model", str(f / "model"), "--out-raw", str(f / "model_raw"), "--out-curve", str(f / "loss.csv"),
+                "--out-plot", str(f / "loss.png"), "--out-summary", str(f / "train_summary.json")]
+
+    a = _launch(*common, *outputs("a"), "--state", str(tmp_path / "sa"), cwd=tmp_path)
     assert a.returncode == 0, a.stderr[-3000:]
     assert a.stdout.count('"steps": 12') == 2  # both ranks finished ...
     rows = list(csv.DictReader(open(tmp_path / "a" / "loss.csv")))
     assert [int(r["step"]) for r in rows] == [1, 3, 5, 7, 9, 11, 12]  # ... one curve, written once
-    b = _launch(*common, "--out", str(tmp_path / "b"), "--state", str(tmp_path / "sb"), "--stop-after", "6", cwd=tmp_path)
+    b = _launch(*common, *outputs("b"), "--state", str(tmp_path / "sb"), "--stop-after", "6", cwd=tmp_path)
     assert b.returncode != 0 and not (tmp_path / "b" / "model").exists()
-    b = _launch(*common, "--out", str(tmp_path / "b"), "--state", str(tmp_path / "sb"), cwd=tmp_path)
+    b = _launch(*common, *outputs("b"), "--state", str(tmp_path / "sb"), cwd=tmp_path)
     assert b.returncode == 0 and b.stderr.count("resuming from") == 2, b.stderr[-3000:]
     for sub in ("model", "model_raw"):
         wa, wb = weights(tmp_path / "a" / sub), weights(tmp_path / "b" / sub)

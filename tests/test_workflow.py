@@ -1,6 +1,7 @@
 """The Snakemake workflow end to end: smoke-preset Table 1, the paper DAG in dry-run, lint, bad config."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -140,12 +141,37 @@ def test_rerun_is_a_no_op(smoke_run):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
+def test_a_step_reruns_exactly_when_its_own_settings_change(smoke_run, tmp_path):
+    """Changing the FID network's training steps reruns the FID network and what reads it (FID,
+    tables), and nothing upstream of it: not the data, the features or the priors."""
+    extra = tmp_path / "fid_net_steps.yaml"
+    extra.write_text("components:\n  fid_net:\n    train: {steps: 41}\n")
+    proc = snakemake("results/table1.csv", "--configfile", str(ROOT / "config" / "smoke.yaml"), str(extra), "-n",
+                     "--rerun-triggers", "params", cwd=smoke_run)
+    out = proc.stdout
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out.split("Job stats:")[1].split("\n\n")[0], re.M))
+    assert jobs.get("train_component") == "1" and "results/components/fid_net" in out
+    assert {"fid", "fid_real", "fid_reference", "table1"} <= set(jobs)
+    assert not {"data_split", "features", "gather_features", "pretrain", "sample"} & set(jobs), jobs
+
+
+@pytest.mark.slow
+def test_report_shows_the_tables_and_figures(smoke_run):
+    """`snakemake --report` writes one browsable HTML file holding the marked tables and figures."""
+    proc = snakemake("--report", "results/report.html", "--configfile", str(ROOT / "config" / "smoke.yaml"),
+                     cwd=smoke_run)
+    html = (smoke_run / "results" / "report.html").read_text(errors="replace")
+    for name in ("table1.csv", "table2.csv", "table3.csv", "table1_samples.png", "t2i_samples.png"):
+        assert name in html, (name, proc.stderr[-2000:])
+    assert "I2I (Section 4.1)" in html and "T2I (Section 4.2.1)" in html
+
+
 def test_paper_dag_dry_run_without_weights(tmp_path):
     proc = snakemake("results/table1.csv", "--configfile", str(ROOT / "config" / "paper.yaml"), "-n", "-p", cwd=tmp_path)
     out = proc.stdout
     assert "DiT-XL/2" in out
-    assert '\\"n_samples\\": 30000' in out or '"n_samples": 30000' in out
-    assert '\\"n_samples\\": 50000' in out or '"n_samples": 50000' in out
+    assert "--n-samples 30000" in out and "--n-samples 50000" in out
     assert "stabilityai/sd-vae-ft-mse" in out and "facebook/dino-vitb16" in out
     assert "train_component" not in out  # paper weights are loaded, not trained
     for rule in ("data_split", "features", "pretrain", "sample", "fid_reference", "fid", "fid_real", "table1"):
@@ -157,7 +183,7 @@ def test_paper_t2i_dag_dry_run_without_weights(tmp_path):
                      "-n", "-p", cwd=tmp_path)
     out = proc.stdout
     assert "google/flan-t5-xxl" in out and "DiT-XL/2" in out
-    assert '\\"n_samples\\": 30000' in out or '"n_samples": 30000' in out
+    assert "--n-samples 30000" in out
     for rule in ("text_features", "finetune", "t2i_sample", "t2i_fid", "official_images", "geneval_official",
                  "dpg_official", "official_scores", "table2", "table3"):
         assert f"rule {rule}:" in out or f"localrule {rule}:" in out, rule
@@ -173,7 +199,7 @@ def test_paper_progressive_stages_dry_run(tmp_path):
     assert "--init results/t2i/lumos_i2i-t5-mixed-n0/model" in out
     assert "--init results/t2i/lumos_i2i-t5-mixed-n0/stage2/model" in out
     assert "--features results/features/pairs_1024px --text results/features/pairs_text" in out
-    assert '"image_size\\": 512' in out or '"image_size": 512' in out
+    assert "--split pairs --image-size 512" in out
     assert out.count("rule finetune_stage:") == 2 and "rule finetune:" in out
 
 
@@ -186,9 +212,10 @@ def test_paper_multi_scale_stage_dry_run(tmp_path):
     out = proc.stdout
     assert "--init results/t2i/lumos_i2i-t5-mixed-n0/stage3/model" in out
     assert "--features results/features/pairs_1024px_ar4 --text results/features/pairs_1024px_ar4_text" in out
-    assert "[720, 1456]" in out and "[1024, 1024]" in out  # the 1:2 and 1:1 buckets reach `lumos data`
+    assert " 720x1456 " in out and " 1024x1024 " in out  # the 1:2 and 1:1 buckets reach `lumos data`
     assert out.count("rule finetune_stage:") == 3
-    assert ("--data results/data/pairs_1024px_ar4 --part 0 --parts 1 --reuse-text results/features/pairs_text"
+    assert ("--data results/data/pairs_1024px_ar4 --encoders clip t5 --part 0 --parts 1"
+            " --reuse-text results/features/pairs_text"
             " --reuse-data results/data/pairs --out results/features/pairs_1024px_ar4_text.part0") in out
     assert "pairs_1024px_ar4_text.part1" not in out
 

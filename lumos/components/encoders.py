@@ -204,8 +204,12 @@ def _load_moco_v3_checkpoint(spec: dict):
 
 
 def load_encoder(spec: dict, name: str, device="cpu") -> VisionEncoder:
-    """Load the vision encoder of config block `components.<name>`."""
-    fmt = spec.get("format", "transformers")
+    """Load the vision encoder of config block `components.<name>` (missing keys take the schema's
+    defaults: `format`, `input_size`)."""
+    from lumos.config import schema_defaults
+
+    spec = {**schema_defaults("components.dino"), **spec}  # every vision encoder block has this schema
+    fmt = spec["format"]
     key = f"components.{name}.pretrained"
     if fmt == "transformers":
         from transformers import ViTModel
@@ -221,4 +225,4 @@ def load_encoder(spec: dict, name: str, device="cpu") -> VisionEncoder:
             spec["timm_name"], pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": spec["pretrained"]}
         )
         kind = "timm"
-    return VisionEncoder(model, kind, spec.get("input_size", 224), spec.get("mean", [0.5] * 3), spec.get("std", [0.5] * 3), device)
+    return VisionEncoder(model, kind, spec["input_size"], spec.get("mean", [0.5] * 3), spec.get("std", [0.5] * 3), device)

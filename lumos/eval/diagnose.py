@@ -183,7 +183,7 @@ def memorisation(codec, net, images: np.ndarray, records: list[dict], model_cfg:
 
         pairs = np.stack([images[idx], drawn[: len(idx)]], 1).reshape(-1, *images.shape[1:])
         save_grid(grid, pairs, ncols=16, scale=3)  # training image | sample, 8 classes a row
-    return {"classes": len(idx), "steps": summary["steps"], "lr": train_cfg["lr"],
+    return {"classes": len(idx), "steps": summary["steps"], "lr": train_cfg.lr,
             "final_loss": summary["final_loss"], "seconds": summary["seconds"], "trained": trained,
             "mean_latent_mse": float(((latents - latents.mean(0)) ** 2).mean()), "untrained": untrained,
             "reconstruction": attributes_present(net, codec.decode(latents), target["shape"], target["colour"])}

@@ -20,6 +20,13 @@ from lumos.utils import log
 BENCHMARKS = ("geneval", "dpg")
 
 
+GRID_PROMPTS = [  # the Figure 1a / S4 role: a fixed prompt list shown under the samples
+    "a red circle", "a blue square", "a green triangle", "a yellow diamond",
+    "a purple circle and an orange square", "a red triangle left of a blue circle",
+    "a photo of two green squares", "a pink cross above a cyan diamond",
+]
+
+
 def benchmark_prompts(bench: str, cfg: dict, seed: int, image_size: int) -> list[dict]:
     """The benchmark's prompts; each has a `prompt` text (config block `t2i.eval.<bench>`)."""
     if bench == "geneval":

@@ -1,0 +1,144 @@
+"""Diagnostics run by hand after a tiny run (no --cfg needed: settings come from the preset).
+
+    lumos probe --data results/data/imagenet
+    lumos class-grid --model results/pretrain/class_i2i/model --out class_grid.png
+    lumos vae-ceiling --data results/data/imagenet
+    lumos memorise --data results/data/imagenet
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lumos.commands import setup, write_json
+
+
+def _shapes_records(data: str, limit: int | None = None) -> list[dict]:
+    """The records of a Shapes-world split; a clear error for a split without ground truth."""
+    from lumos.data.shards import read_records
+
+    records = read_records(data, limit=limit)
+    if "scene" not in records[0]:
+        raise SystemExit(f"error: {data} has no Shapes-world ground truth to score against")
+    return records
+
+
+def cmd_probe(args):
+    """Linear probes: how well an encoder's CLS feature predicts the largest object's shape and colour."""
+    from lumos.components.encoders import load_encoder
+    from lumos.data.shards import read_images
+    from lumos.eval.diagnose import largest_object_attributes, linear_probe
+
+    cfg, device = setup(args, preset_keys=tuple(f"components.{name}" for name in args.encoder))
+    images, records = read_images(args.data), _shapes_records(args.data)
+    targets = largest_object_attributes(records)
+    feats = {"raw pixels": images.reshape(len(images), -1).astype("float32")}
+    for name in args.encoder:
+        cls, _ = load_encoder(cfg[f"components.{name}"], name, device)(images)
+        feats[f"{name} CLS"] = cls.float().cpu().numpy()
+    rows = []
+    for what, x in feats.items():
+        for attribute, y in targets.items():
+            r = linear_probe(x, y, seed=cfg["seed"])
+            rows.append({"features": what, "attribute": attribute, **r})
+            print(f"{what:>12} -> {attribute:<6} accuracy {r['accuracy']:.3f}  (chance {r['chance']:.3f}, "
+                  f"majority {r['majority_baseline']:.3f}, {r['n_test']} held out)")
+    if args.out:
+        write_json(args.out, rows)
+
+
+def cmd_class_grid(args):
+    """Sample a class-to-image prior for every (shape, colour) class: a grid with a row per shape and a
+    column per colour, and how often the Shapes classifier finds the requested colour, shape and pair."""
+    from PIL import Image
+
+    from lumos.components.classifier import load_fid_net
+    from lumos.components.vae import load_vae
+    from lumos.eval.diagnose import attributes_present, class_grid, class_samples
+    from lumos.sample import load_model
+
+    cfg, device = setup(args, preset_keys=("components.vae", "components.fid_net", "sample"))
+    model = load_model(args.model).to(device).eval()
+    if model.config.injection != "class":
+        raise SystemExit(f"error: {args.model} is a '{model.config.injection}' model; class-grid needs a class prior")
+    c, s = model.config.in_channels, model.config.sample_size
+    codec = load_vae(cfg["components.vae"], device)
+    guidance, steps = cfg["sample"]["guidance_scale"], cfg["sample"]["steps"]
+    images, shape, colour = class_samples(model, codec, (c, s, s), guidance, steps, cfg["seed"], repeats=args.repeats)
+    grid = class_grid(images)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).resize((grid.shape[1] * 3, grid.shape[0] * 3), Image.NEAREST).save(args.out)
+    net = load_fid_net(cfg["components.fid_net"], device)
+    scores = attributes_present(net, images, shape, colour)
+    # the same model untrained (noise images): what the classifier finds by chance
+    fresh = type(model).from_config(model.config).to(device).eval()
+    noise = class_samples(fresh, codec, (c, s, s), guidance, steps, cfg["seed"], repeats=args.repeats)[0]
+    chance = attributes_present(net, noise, shape, colour)
+    print(f"wrote {args.out}; requested attribute present in {len(images)} samples: "
+          + ", ".join(f"{k} {v:.3f} (untrained model: {chance[k]:.3f})" for k, v in scores.items()))
+    if args.scores:
+        write_json(args.scores, {"model": args.model, "samples": len(images), **scores, "untrained": chance})
+
+
+def cmd_vae_ceiling(args):
+    """How much of the largest object survives the VAE round trip: the Shapes classifier's colour /
+    shape / pair detection on real images and on their reconstructions, and the PSNR."""
+    from lumos.components.classifier import load_fid_net
+    from lumos.components.vae import load_vae
+    from lumos.data.shards import read_images
+    from lumos.eval.diagnose import vae_ceiling
+
+    cfg, device = setup(args, preset_keys=("components.vae", "components.fid_net"))
+    records = _shapes_records(args.data, limit=args.limit)
+    r = vae_ceiling(load_vae(cfg["components.vae"], device), load_fid_net(cfg["components.fid_net"], device),
+                    read_images(args.data, limit=args.limit), records)
+    for what in ("real", "reconstruction"):
+        print(f"{what:>14}: " + ", ".join(f"{k} present {v:.3f}" for k, v in r[what].items()))
+    print(f"reconstruction PSNR {r['psnr_db']:.2f} dB over {r['n']} images")
+    if args.out:
+        write_json(args.out, r)
+
+
+def cmd_memorise(args):
+    """Train the class-to-image prior on one image per class of a labelled split and sample every
+    class: does the DiT redraw the shapes it was shown (latent MSE, colour / shape / pair present)?"""
+    from lumos.components.classifier import load_fid_net
+    from lumos.components.vae import load_vae
+    from lumos.data.shards import read_images
+    from lumos.eval.diagnose import memorisation
+    from lumos.settings import TrainSettings
+
+    cfg, device = setup(args, preset_keys=("components.vae", "components.fid_net", "pretrain.model",
+                                           "pretrain.train", "sample"))
+    records = _shapes_records(args.data)
+    train = TrainSettings.from_config(cfg["pretrain.train"], "pretrain.train").replace(
+        steps=args.steps, lr=args.lr, checkpoint_every=args.steps, log_every=max(1, args.steps // 10))
+    r = memorisation(load_vae(cfg["components.vae"], device), load_fid_net(cfg["components.fid_net"], device),
+                     read_images(args.data), records, cfg["pretrain.model"], train, args.work,
+                     cfg["sample"]["guidance_scale"], cfg["sample"]["steps"], seed=cfg["seed"], device=device,
+                     grid=args.grid)
+    print(f"{r['classes']} classes, one image each, {r['steps']} steps at lr {r['lr']:g} ({r['seconds']:.0f} s); "
+          f"samples' latent MSE to their training latent {r['trained']['latent_mse']:.4f} "
+          f"(always the mean latent: {r['mean_latent_mse']:.4f})")
+    for what in ("trained", "untrained", "reconstruction"):
+        print(f"{what:>14}: " + ", ".join(f"{k} present {r[what][k]:.3f}" for k in ("colour", "shape", "pair")))
+    if args.out:
+        write_json(args.out, r)
+
+
+def register(add):
+    req = {"required": True}
+    data = ("labelled Shapes-world split folder", req)
+    add("probe", cmd_probe, data=data, out=("optional JSON of the probe results", {"default": None}),
+        encoder=("components to probe", {"nargs": "*", "default": ["dino", "moco"]}))
+    add("class-grid", cmd_class_grid, model=("class-to-image prior folder", req), out=("output PNG", req),
+        scores=("optional JSON of the attribute scores", {"default": None}),
+        repeats=("samples per class (seeds) for the scores", {"type": int, "default": 4}))
+    add("vae-ceiling", cmd_vae_ceiling, data=data, out=("optional JSON of the results", {"default": None}),
+        limit=("images to round-trip", {"type": int, "default": 1000}))
+    add("memorise", cmd_memorise, data=data,
+        work=("folder for the model it trains", {"default": "results/diagnostics/memorise"}),
+        out=("optional JSON of the results", {"default": None}),
+        grid=("optional PNG: each training image beside its class's sample", {"default": None}),
+        steps=("optimiser steps", {"type": int, "default": 2000}),
+        lr=("learning rate", {"type": float, "default": 3e-3}))

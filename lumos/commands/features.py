@@ -1,0 +1,56 @@
+"""Feature commands: VAE latents, encoder tokens and caption tokens, cached per split."""
+
+from __future__ import annotations
+
+from lumos.commands import setup
+
+
+def cmd_features(args):
+    """Extract VAE latents and encoder tokens of a split into feature shards."""
+    from lumos.features import extract_features
+
+    cfg, device = setup(args)
+    components = {name: cfg[f"components.{name}"] for name in ["vae", *args.encoders]}
+    extract_features(args.data, args.out, components, args.encoders, cfg["features.batch_size"],
+                     cfg["features.patch_tokens"], device, args.part, args.parts)
+
+
+def cmd_text_features(args):
+    """Encode a captioned split's short and long captions with the text encoders into shards."""
+    from lumos.features import extract_text_features
+
+    cfg, device = setup(args)
+    components = {name: cfg[f"components.{name}"] for name in args.encoders}
+    reuse = (args.reuse_text, args.reuse_data) if args.reuse_text else None
+    extract_text_features(args.data, args.out, components, args.encoders, cfg["features.batch_size"],
+                          device, args.part, args.parts, reuse=reuse)
+
+
+def cmd_gather(args):
+    """Join the output folders of a task's parallel jobs (feature or sample parts) into one."""
+    from lumos.utils import setup_logging
+
+    setup_logging()
+    if args.kind == "features":
+        from lumos.features import gather_parts
+
+        gather_parts(args.parts, args.out)
+    else:
+        from lumos.sample import gather_pngs
+
+        gather_pngs(args.parts, args.out)
+
+
+def register(add):
+    req = {"required": True}
+    add("features", cmd_features, data=("split folder", req), out=("output features folder", req),
+        encoders=("vision encoders whose tokens to cache (components.<name>)", {"nargs": "*", "default": []}),
+        parallel=True)
+    add("text-features", cmd_text_features, data=("captioned split folder", req), out=("output folder", req),
+        encoders=("text encoders (components.<name>)", {"nargs": "+", "required": True}),
+        reuse_text=("for a bucketed curated split: the text features of the same folder curated square, "
+                    "whose rows to copy instead of encoding", {"default": None}),
+        reuse_data=("the split folder of --reuse-text (its records name the images)", {"default": None}),
+        parallel=True)
+    add("gather", cmd_gather, config=False, kind=("features | samples", {"required": True, "choices": ["features", "samples"]}),
+        parts=("the part folders", {"nargs": "+", "required": True}), out=("the joined folder", req))

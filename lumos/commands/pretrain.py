@@ -1,0 +1,65 @@
+"""Pretraining commands: train an I2I run, and sample it (one image per eval image)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lumos.commands import finish_training, optional_path, outputs_of, setup, train_outputs
+
+
+def run_settings(cfg, args):
+    """The `RunSettings` of `--run-name` (and `--pool-size`, Figure 2b's ladder)."""
+    from lumos.settings import RunSettings
+
+    key = f"pretrain.runs.{args.run_name}"
+    return RunSettings.from_config(cfg[key], key).replace(pool_size=args.pool_size)
+
+
+def cmd_pretrain(args):
+    """Train one I2I run (resumes from --state after a kill)."""
+    from lumos.pretrain import pretrain
+    from lumos.settings import ModelSettings, TrainSettings
+    from lumos.train import state_key
+
+    cfg, device = setup(args)
+    run = run_settings(cfg, args)
+    model = ModelSettings.from_config(cfg["pretrain.model"], "pretrain.model")
+    train = TrainSettings.from_config(cfg["pretrain.train"], "pretrain.train")
+    # The state folder is keyed by the run's settings and its input features, so a retry of the same
+    # job resumes while a changed config or new features start afresh.
+    key = state_key({"run": vars(run), "model": vars(model), "train": vars(train), "seed": cfg["seed"]},
+                    Path(args.features) / "index.json")
+    finish_training(pretrain(args.features, run, model, train, outputs_of(args), str(Path(args.state) / key),
+                             cfg["seed"], device, stop_after=args.stop_after))
+
+
+def cmd_sample(args):
+    """Generate one image per eval image, conditioned on its cached features."""
+    from lumos.components.vae import load_vae
+    from lumos.pretrain import load_run_data, untrained_model
+    from lumos.sample import generate, load_model
+    from lumos.settings import ModelSettings
+
+    cfg, device = setup(args)
+    run = run_settings(cfg, args)
+    latents, cond, mask = load_run_data(args.features, run)
+    n = min(len(latents), args.n_samples or len(latents))
+    model = load_model(args.model, lambda: untrained_model(ModelSettings.from_config(cfg["pretrain.model"], "pretrain.model"),
+                                                           run, latents.shape[1:], cond, cfg["seed"]))
+    codec = load_vae(cfg["components.vae"], device)
+    generate(model, codec, cond[:n], None if mask is None else mask[:n], tuple(latents.shape[1:]), args.out,
+             args.work, cfg["sample"], cfg["seed"], device, args.part, args.parts)
+
+
+def register(add):
+    req = {"required": True}
+    run = ("pretrain run name (config key pretrain.runs.<run>)", req)
+    pool = ("train on the first N pool images (Figure 2b)", {"type": int, "default": None})
+    add("pretrain", cmd_pretrain, run_name=run, pool_size=pool, features=("pool features folder", req),
+        state=("resumable state folder (outside declared outputs)", req),
+        stop_after=("stop after this many steps (simulates a kill; for tests)", {"type": int, "default": None}),
+        **train_outputs({}))
+    add("sample", cmd_sample, run_name=run, pool_size=pool, features=("eval split features folder", req),
+        model=("trained model folder, or 'none' for an untrained model", {"required": True, "type": optional_path}),
+        n_samples=("images to make (default: one per eval image)", {"type": int, "default": None}),
+        out=("output PNG folder", req), work=("resumable work folder", req), parallel=True)

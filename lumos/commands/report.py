@@ -1,0 +1,81 @@
+"""Report commands: the paper's tables and figures from the evaluation outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lumos.commands import setup
+
+FIGURES = ["fig2a", "figS1", "fig2b", "fig8", "fig11"]
+
+
+def _write_table(df, csv: str, md: str, markdown: str) -> None:
+    """A table as CSV and Markdown (folders created), echoed to the log."""
+    Path(csv).parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(csv, index=False)
+    Path(md).write_text(markdown)
+    print(df.to_string(index=False))
+
+
+def cmd_table1(args):
+    """Write Table 1 (CSV + Markdown) and the eval | Lumos-I2I | RCG sample grid."""
+    from lumos.data.shards import read_images
+    from lumos.report.table1 import build_table1, to_markdown, write_grid
+    from lumos.sample import read_pngs
+
+    cfg, _ = setup(args)
+    df = build_table1(args.fid, cfg["preset"])
+    _write_table(df, args.csv, args.md, to_markdown(df))
+    n = cfg["eval.grid_images"]
+    cols = dict(kv.split("=", 1) for kv in args.grid_samples)
+    write_grid(read_images(args.grid_data, n), {k: read_pngs(v, n) for k, v in cols.items()}, args.grid, n)
+
+
+def cmd_table2(args):
+    """Write Table 2 (T2I FID, short vs long captions) as CSV + Markdown."""
+    from lumos.report.table2 import build_table2, to_markdown
+
+    cfg, _ = setup(args)
+    df = build_table2(args.short, args.long, args.untrained, args.real, args.summary, cfg["preset"])
+    _write_table(df, args.csv, args.md, to_markdown(df))
+
+
+def cmd_table3(args):
+    """Write Table 3 (GenEval + DPG-Bench) as CSV + Markdown."""
+    from lumos.report.table3 import build_table3, to_markdown
+
+    cfg, _ = setup(args)
+    measured = {}
+    for item in args.row:  # LABEL=GENEVAL_JSON,DPG_JSON[,MODEL_DIR]
+        label, paths = item.split("=", 1)
+        parts = paths.split(",")
+        measured[label] = (parts[0], parts[1], parts[2] if len(parts) > 2 else None)
+    df = build_table3(measured, cfg["preset"])
+    source = ("official GenEval", "official DPG-Bench") if args.official else ("Shapes-world analogue",) * 2
+    _write_table(df, args.csv, args.md, to_markdown(df, *source))
+
+
+def cmd_figure(args):
+    """Write one of the T2I figures (PNG + CSV) from metric json files."""
+    from lumos.report.figures import build_figure
+
+    setup(args)
+    runs = dict(kv.split("=", 1) for kv in args.runs)
+    print(build_figure(args.figure, args.metrics, runs, args.png, args.csv).to_string(index=False))
+
+
+def register(add):
+    req = {"required": True}
+    add("table1", cmd_table1, fid=("FID json files", {"nargs": "+", "required": True}), csv=("output CSV", req),
+        md=("output Markdown", req), grid=("output PNG grid", req), grid_data=("eval split folder", req),
+        grid_samples=("NAME=FOLDER sample folders", {"nargs": "+", "required": True}))
+    add("table2", cmd_table2, short=("FID json, short captions", req), long=("FID json, long captions", req),
+        untrained=("FID json of the untrained model", req), real=("FID json of the real floor", req),
+        summary=("train_summary.json of the fine-tune", req), csv=("output CSV", req), md=("output Markdown", req))
+    add("table3", cmd_table3, row=("LABEL=GENEVAL_JSON,DPG_JSON[,MODEL_DIR]", {"nargs": "+", "required": True}),
+        official=("the scores come from the official evaluators (paper preset)", {"action": "store_true"}),
+        csv=("output CSV", req), md=("output Markdown", req))
+    add("figure", cmd_figure, figure=("which figure", {"choices": FIGURES, "required": True}),
+        metrics=("metric json files", {"nargs": "+", "required": True}),
+        runs=("LABEL=FINETUNE pairs", {"nargs": "+", "required": True}), png=("output PNG", req),
+        csv=("output CSV", req))

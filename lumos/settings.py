@@ -1,0 +1,71 @@
+"""Typed settings: small dataclasses built from validated config blocks.
+
+Defaults live in one place, `config/schema.yaml`: `from_config` validates a block against the
+schema at its key path (filling the schema's defaults), then builds the object, so a value reaches
+the code it sets in one hop (`TrainSettings.lr` -> the optimiser) and a wrong one fails naming its
+key (`config key 't2i.train.lr': 'abc' is not of type 'number'`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from lumos.config import validate_slice
+
+
+class _FromConfig:
+    """`from_config(block, key)`: validate `block` as config key `key`, then build the dataclass."""
+
+    @classmethod
+    def from_config(cls, block, key: str):
+        if isinstance(block, cls):
+            return block
+        block = validate_slice({key: dict(block)})[key]
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in block.items() if k in names}, **({"key": key} if "key" in names else {}))
+
+    def replace(self, **changes):
+        """A copy with `changes` (the settings are frozen)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class TrainSettings(_FromConfig):
+    """A training block (`pretrain.train`, `t2i.train`, `t2i.stages.<i>.train`): optimiser, EMA,
+    precision and checkpointing of one run. `key` is where it came from, for error messages."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    grad_accum: int
+    weight_decay: float
+    warmup_steps: int
+    grad_clip: float | None
+    ema_decay: float
+    ema_warmup: bool
+    mixed_precision: str
+    gradient_checkpointing: bool
+    checkpoint_every: int
+    log_every: int
+    key: str = "pretrain.train"
+
+
+@dataclass(frozen=True)
+class ModelSettings(_FromConfig):
+    """The `pretrain.model` block: the DiT size shared by every prior and fine-tune."""
+
+    size: str
+    learn_sigma: bool
+    cond_dropout: float
+
+
+@dataclass(frozen=True)
+class RunSettings(_FromConfig):
+    """A `pretrain.runs.<name>` block: the prior's condition. `pool_size` (Figure 2b's ladder,
+    from a `<run>_pool<N>` name) trains on the first N pool images."""
+
+    injection: str
+    tokens: str
+    encoder: str | None = None
+    pool_size: int | None = None
