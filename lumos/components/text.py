@@ -26,6 +26,8 @@ from lumos.components.loading import from_pretrained
 from lumos.data import shapes as S
 from lumos.utils import log, progress
 
+T5_MAX_LENGTH = 120  # the paper's T5 token budget (the schema default of components.t5.max_length)
+
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 SPECIALS = ("<pad>", "</s>", "<unk>")  # ids 0, 1, 2

@@ -153,8 +153,10 @@ def memorisation(codec, net, images: np.ndarray, records: list[dict], model_cfg:
     from lumos.features import scene_labels
     from lumos.pretrain import build_model
     from lumos.sample import load_model
+    from lumos.settings import TrainSettings
     from lumos.train import train_diffusion
 
+    train_cfg = TrainSettings.from_config(train_cfg, "pretrain.train")
     idx = one_per_class(records)
     kept = [records[i] for i in idx]
     target = largest_object_attributes(kept)
