@@ -7,6 +7,7 @@ fails the same way everywhere: a one-line message naming the key, not a tracebac
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 
 import jsonschema
@@ -60,23 +61,22 @@ def _key_path(error: jsonschema.ValidationError) -> str:
     return path or "<top level>"
 
 
+def _message(err: jsonschema.ValidationError, key: str) -> str:
+    """One line for a schema error at config key `key`."""
+    if err.validator == "additionalProperties":
+        return f"unknown config key '{key}'"
+    if err.validator == "required":
+        return f"missing config key '{key}'"
+    if err.validator == "enum" and key == "preset":
+        return f"unknown preset {err.instance!r}: choose one of {list(PRESETS)}"
+    return f"config key '{key}': {err.message}"
+
+
 def validate_config(config: dict) -> dict:
     """Validate `config` in place (filling defaults) and return it; raise ConfigError naming the key."""
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
+    errors = sorted(_Validator(_schema()).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = []
-        for err in errors[:5]:
-            key = _key_path(err)
-            if err.validator == "additionalProperties":
-                msg = f"unknown config key '{key}'"
-            elif err.validator == "required":
-                msg = f"missing config key '{key}'"
-            elif err.validator == "enum" and key == "preset":
-                msg = f"unknown preset {err.instance!r}: choose one of {list(PRESETS)}"
-            else:
-                msg = f"config key '{key}': {err.message}"
-            lines.append(msg)
+        lines = [_message(err, _key_path(err)) for err in errors[:5]]
         raise ConfigError("invalid configuration: " + "; ".join(lines))
     return config
 
@@ -103,16 +103,24 @@ def load_config(preset: str = "tiny", overrides: dict | None = None) -> dict:
 GLOBAL_KEYS = ("seed", "device", "preset")  # every step gets these
 
 
+@functools.lru_cache(maxsize=1)
 def _schema() -> dict:
+    """`config/schema.yaml`, read once per process (validators never modify it)."""
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
 def _subschema(root: dict, path: str) -> dict:
-    """The schema of the config key at dotted `path` (`t2i.stages.0.train`, `pretrain.runs.rcg`)."""
-    node = root
-    for part in path.split("."):
+    """The schema of the config key at dotted `path` (`t2i.stages.0.train`, `pretrain.runs.rcg`),
+    its `$ref` resolved."""
+
+    def resolve(node):
         while "$ref" in node:  # local references only: "#/$defs/<name>"
             node = root["$defs"][node["$ref"].rsplit("/", 1)[1]]
+        return node
+
+    node = root
+    for part in path.split("."):
+        node = resolve(node)
         if node.get("type") == "array" or "items" in node:
             if not part.isdigit():
                 raise ConfigError(f"unknown config key '{path}'")
@@ -123,7 +131,7 @@ def _subschema(root: dict, path: str) -> dict:
             node = node["additionalProperties"]
         else:
             raise ConfigError(f"unknown config key '{path}'")
-    return node
+    return resolve(node)
 
 
 def _get(config: dict, path: str):
@@ -153,13 +161,7 @@ def validate_slice(cfg: dict) -> dict:
         sub = {**_subschema(root, path), "$defs": root["$defs"]}
         for err in sorted(_Validator(sub).iter_errors(value), key=lambda e: list(e.absolute_path)):
             inner = _key_path(err)
-            key = path if inner == "<top level>" else f"{path}.{inner}"
-            if err.validator == "additionalProperties":
-                lines.append(f"unknown config key '{key}'")
-            elif err.validator == "required":
-                lines.append(f"missing config key '{key}'")
-            else:
-                lines.append(f"config key '{key}': {err.message}")
+            lines.append(_message(err, path if inner == "<top level>" else f"{path}.{inner}"))
     if lines:
         raise ConfigError("invalid configuration: " + "; ".join(lines[:5]))
     return cfg
@@ -168,7 +170,4 @@ def validate_slice(cfg: dict) -> dict:
 def schema_defaults(path: str) -> dict:
     """The schema's defaults of the object at dotted `path` (the one place defaults live)."""
     props = _subschema(_schema(), path)
-    root = _schema()
-    while "$ref" in props:
-        props = root["$defs"][props["$ref"].rsplit("/", 1)[1]]
     return {k: copy.deepcopy(v["default"]) for k, v in props.get("properties", {}).items() if "default" in v}
