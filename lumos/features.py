@@ -1,70 +1,110 @@
 """Feature caching: VAE latents, vision-encoder tokens and caption tokens, extracted once per split.
 
-Training and sampling read these shards; no VAE or encoder runs in the training loop.
-A split's features folder mirrors its image shards::
+Training and sampling read these features; no VAE or encoder runs in the training loop. A split's
+features folder has one shard per data shard, each array a memory-mappable `.npy` (the layout, and
+its size at paper scale, is in `lumos.store`); `lumos.store.FeatureStore` reads rows from it.
 
-    results/features/pool/shard-00000.npz   latents (n, C, h, w) fp16, dino_cls (n, D), moco_cls, ...
-    results/features/pool/index.json
+Every job reads only its own data shards (records included): labels and the subset hash of a
+feature shard come from that shard's records, caption widths from that shard's captions.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lumos.data.shards import read_records
+from lumos.data.shards import read_shard, split_index
+from lumos.data.subsets import subset_values
+from lumos.store import FeatureStore, feature_index, max_tokens, to_ragged, write_shard
 from lumos.utils import link_or_copy, log, progress
+
+CAPTION_KINDS = ("short", "long")
 
 
 def my_shards(split_dir: str, part: int, parts: int) -> tuple[dict, list[tuple[int, str, int, int]]]:
     """A split's index and the data shards job `part` of `parts` handles, as (shard number, file
     name, offset of its first image, image count): every `parts`-th shard, so jobs get equal
     shares (the last may get none)."""
-    index = json.loads((Path(split_dir) / "index.json").read_text())
-    sizes = index.get("shard_sizes") or [None] * len(index["shards"])
+    index = split_index(split_dir)
+    if len(index.get("shard_sizes") or []) != len(index["shards"]):
+        raise ValueError(f"{Path(split_dir) / 'index.json'} has no `shard_sizes` for its shards: rebuild the split")
     out, offset = [], 0
-    for k, (name, size) in enumerate(zip(index["shards"], sizes)):
-        if size is None:  # older split folders without shard sizes: read the shard
-            with np.load(Path(split_dir) / name) as z:
-                size = len(z["images"])
+    for k, (name, size) in enumerate(zip(index["shards"], index["shard_sizes"])):
         if k % parts == part:
             out.append((k, name, offset, size))
         offset += size
     return index, out
 
 
+def feature_shard_name(k: int) -> str:
+    """The features shard folder of data shard number `k`."""
+    return f"shard-{k:05d}"
+
+
+def record_key(record: dict, where) -> str:
+    """The record's unique key (`key`, or the Shapes-world `index` as a string)."""
+    if "key" in record:
+        return str(record["key"])
+    if "index" in record:
+        return str(record["index"])
+    raise ValueError(f"{where}: a record has neither 'key' nor 'index' ({sorted(record)})")
+
+
+def key_hashes(keys) -> np.ndarray:
+    """64-bit blake2b hash of each key (uint64): how reused caption rows are found by key."""
+    return np.fromiter((int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "little") for k in keys),
+                       dtype=np.uint64)
+
+
+def shard_labels(records: list[dict]) -> np.ndarray | None:
+    """Class labels of one shard's images: the Shapes-world class of the largest object (records
+    with a scene), else the records' int `label` (ImageNet-style sources) when every record has
+    one; None otherwise (no labels array)."""
+    if not records:
+        return None
+    if "scene" in records[0]:
+        return scene_labels(records)
+    if all(isinstance(r.get("label"), int) and not isinstance(r.get("label"), bool) for r in records):
+        return np.array([r["label"] for r in records], dtype=np.int64)
+    return None
+
+
 def extract_features(split_dir: str, out_dir: str, components: dict, encoders: list[str],
-                     batch_size: int, patch_tokens: bool = False, device="cpu", part: int = 0, parts: int = 1) -> dict:
+                     batch_size: int, patch_tokens: bool = False, device="cpu", part: int = 0, parts: int = 1,
+                     seed: int = 0) -> dict:
     """Encode the images of `split_dir` with the VAE and each named encoder; write shards.
 
     With `parts` > 1 this job encodes only its share of the data shards (see `my_shards`);
     `gather_parts` joins the parts' folders into one. A bucketed split (Table S1's aspect-ratio
-    buckets) gets one features folder per bucket, encoded by the same loaded models."""
+    buckets) gets one features folder per bucket, encoded by the same loaded models. `seed` (the
+    config's) seeds each row's `subset_u`, the hash that picks Figure 2b's nested pool subsets."""
     from lumos.components.encoders import load_encoder
     from lumos.components.vae import load_vae
     from lumos.data.buckets import per_bucket
 
     codec = load_vae(components["vae"], device)
     encs = {name: load_encoder(components[name], name, device) for name in encoders}
-    args = (codec, encs, encoders, batch_size, patch_tokens, part, parts)
+    args = (codec, encs, encoders, batch_size, patch_tokens, part, parts, seed)
     return per_bucket(_encode_split, split_dir, out_dir, *args) or _encode_split(split_dir, out_dir, *args)
 
 
-def _encode_split(split_dir, out_dir, codec, encs, encoders, batch_size, patch_tokens, part, parts) -> dict:
+def _encode_split(split_dir, out_dir, codec, encs, encoders, batch_size, patch_tokens, part, parts, seed=0) -> dict:
     """`extract_features` for one ordinary split, with the models already loaded."""
     index, mine = my_shards(split_dir, part, parts)
-    labels = scene_labels(read_records(split_dir))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    shards, meta_extra = [], {}
-    for k, shard, offset, _ in mine:
-        with np.load(Path(split_dir) / shard) as z:
-            images = z["images"]
+    shards, sizes, meta_extra = [], [], {}
+    for k, shard, _, count in mine:
+        images, records = read_shard(split_dir, shard)
+        where = Path(split_dir) / shard
+        if len(records) != count:
+            raise ValueError(f"{where} holds {len(records)} images but its index.json says {count}")
         arrays: dict[str, list] = {}
-        for start in progress(range(0, len(images), batch_size), desc=f"features {shard}"):
+        for start in progress(range(0, count, batch_size), desc=f"features {shard}"):
             batch = images[start : start + batch_size]
             arrays.setdefault("latents", []).append(codec.encode(batch).cpu().half().numpy())
             for name, enc in encs.items():
@@ -72,28 +112,30 @@ def _encode_split(split_dir, out_dir, codec, encs, encoders, batch_size, patch_t
                 arrays.setdefault(f"{name}_cls", []).append(cls.cpu().half().numpy())
                 if patch_tokens:
                     arrays.setdefault(f"{name}_patch", []).append(patch.cpu().half().numpy())
-        name = f"shard-{k:05d}.npz"
+        columns = {key: np.concatenate(v) for key, v in arrays.items()}
+        labels = shard_labels(records)
         if labels is not None:
-            arrays["labels"] = [labels[offset : offset + len(images)]]
-        np.savez(out / name, **{key: np.concatenate(v) for key, v in arrays.items()})
-        shards.append(name)
-        meta_extra["latent_shape"] = list(arrays["latents"][0].shape[1:])
-    meta = {"n": index["n"], "shards": shards, "encoders": encoders, "patch_tokens": patch_tokens, **meta_extra}
+            columns["labels"] = labels
+        columns["subset_u"] = subset_values([record_key(r, where) for r in records], seed)
+        write_shard(out, feature_shard_name(k), columns)
+        shards.append(feature_shard_name(k))
+        sizes.append(count)
+        meta_extra["latent_shape"] = list(columns["latents"].shape[1:])
+    meta = {"n": index["n"], "shards": shards, "shard_sizes": sizes, "encoders": encoders,
+            "patch_tokens": patch_tokens, "subset_seed": seed, **meta_extra}
     (out / "index.json").write_text(json.dumps(meta, indent=1))
-    log.info("features of %s: %s", split_dir, meta)
+    log.info("features of %s: %s", split_dir, {k: v for k, v in meta.items() if k not in ("shards", "shard_sizes")})
     return meta
-
-
-CAPTION_KINDS = ("short", "long")
 
 
 def extract_text_features(split_dir: str, out_dir: str, components: dict, encoders: list[str], batch_size: int,
                           device="cpu", part: int = 0, parts: int = 1, reuse: tuple[str, str] | None = None) -> dict:
     """Encode every image's short and long caption with each text encoder; write shards.
 
-    Arrays per shard: `<enc>_short`, `<enc>_long` (n, L, D) fp16 and their masks (n, L). Tokens
-    are padded to the encoder's max_length (120 for T5) and masked; the stored width is cut to the
-    longest caption of the split, which changes nothing the model reads (padding is masked).
+    Arrays per shard (ragged, see `lumos.store`): `<enc>_short`, `<enc>_long` (valid tokens, D)
+    fp16 with their lengths `<enc>_<kind>_len`, and `key_hash` (each record's key, hashed). Each
+    shard's longest caption per encoder goes into the index (`shard_tokens`), and `tokens` is the
+    longest of all (the width reads pad to; a gather takes the maximum over its parts).
     A bucketed split gets one folder per bucket, encoded by the same loaded encoders; with
     `reuse` = (text features folder, split folder) of the same curated images at a square size,
     its rows are copied from there instead (`reuse_text_features`) and no encoder runs.
@@ -110,40 +152,46 @@ def extract_text_features(split_dir: str, out_dir: str, components: dict, encode
 
 def _encode_captions(split_dir, out_dir, encs, encoders, batch_size, part, parts) -> dict:
     """`extract_text_features` for one ordinary split, with the encoders already loaded."""
-    records = read_records(split_dir)
-    if not records or "short_caption" not in records[0]:
-        raise ValueError(f"split {split_dir} has no captions: text features need a captioned split (pairs, coco)")
-    widths = {name: max(int(enc.tokenize(batch)["attention_mask"].sum(1).max())
-                        for kind in CAPTION_KINDS
-                        for batch in _chunks([r[f"{kind}_caption"] for r in records], 4096))
-              for name, enc in encs.items()}
     index, mine = my_shards(split_dir, part, parts)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    shards = []
-    for k, shard, offset, count in mine:  # captions come from the records: the images are not read
-        recs = records[offset : offset + count]
+    shards, sizes, widths = [], [], {}
+    for k, shard, _, count in mine:  # captions come from the records: the images are not read
+        _, records = read_shard(split_dir, shard, images=False)
+        where = Path(split_dir) / shard
+        if records and "short_caption" not in records[0]:
+            raise ValueError(f"split {split_dir} has no captions ({where}): text features need a captioned split "
+                             "(pairs, coco)")
         arrays: dict[str, list] = {}
         for start in progress(range(0, count, batch_size), desc=f"text features {shard}"):
+            recs = records[start : start + batch_size]
             for name, enc in encs.items():
                 for kind in CAPTION_KINDS:
-                    tokens, mask = enc([r[f"{kind}_caption"] for r in recs[start : start + batch_size]])
-                    arrays.setdefault(f"{name}_{kind}", []).append(tokens[:, : widths[name]].cpu().half().numpy())
-                    arrays.setdefault(f"{name}_{kind}_mask", []).append(mask[:, : widths[name]].cpu().numpy())
-        name = f"shard-{k:05d}.npz"
-        np.savez(out / name, **{key: np.concatenate(v) for key, v in arrays.items()})
+                    tokens, mask = enc([r[f"{kind}_caption"] for r in recs])
+                    flat, lengths = to_ragged(tokens.cpu().half().numpy(), mask.cpu().numpy(),
+                                              f"{name} {kind} captions of {where}")
+                    arrays.setdefault(f"{name}_{kind}", []).append(flat)
+                    arrays.setdefault(f"{name}_{kind}_len", []).append(lengths)
+        columns = {key: np.concatenate(v) for key, v in arrays.items()}
+        columns["key_hash"] = key_hashes([record_key(r, where) for r in records])
+        name = feature_shard_name(k)
+        write_shard(out, name, columns)
         shards.append(name)
-    meta = {"n": index["n"], "shards": shards, "encoders": encoders, "tokens": widths,
+        sizes.append(count)
+        widths[name] = {enc: int(max(columns[f"{enc}_{kind}_len"].max(initial=0) for kind in CAPTION_KINDS))
+                        for enc in encs}
+    meta = {"n": index["n"], "shards": shards, "shard_sizes": sizes, "encoders": encoders,
+            "tokens": {**{enc: 0 for enc in encs}, **max_tokens(widths.values())}, "shard_tokens": widths,
             "max_length": {name: enc.max_length for name, enc in encs.items()}}
     (out / "index.json").write_text(json.dumps(meta, indent=1))
-    log.info("text features of %s: %s", split_dir, meta)
+    log.info("text features of %s: %d captions, tokens %s", split_dir, sum(sizes), meta["tokens"])
     return meta
 
 
 def gather_parts(parts: list[str], out_dir: str) -> dict:
-    """Join the folders of a split's feature jobs into one: shard files are hard-linked (copied
-    across filesystems) and the indexes merged; every data shard must appear exactly once.
-    Bucketed parts are joined bucket by bucket."""
+    """Join the folders of a split's feature jobs into one: each shard's files are hard-linked
+    (copied across filesystems) and the indexes merged; every data shard must appear exactly once.
+    Caption widths: `tokens` is the maximum over the parts. Bucketed parts are joined bucket by bucket."""
     from lumos.data.buckets import bucket_dirs, index_buckets
 
     out = Path(out_dir)
@@ -152,15 +200,28 @@ def gather_parts(parts: list[str], out_dir: str) -> dict:
     if buckets is not None:
         metas = {b.name: gather_parts([str(Path(p) / b.name) for p in parts], str(out / b.name)) for b in buckets}
         return index_buckets(out, metas, parts=len(parts))
-    metas = [json.loads((Path(p) / "index.json").read_text()) for p in parts]
+    metas = [feature_index(p) for p in parts]
     shards = sorted(s for m in metas for s in m["shards"])
     if len(shards) != len(set(shards)):
         raise ValueError(f"feature parts overlap: {parts}")
+    sizes, widths = {}, {}
     for p, m in zip(parts, metas):
-        for name in m["shards"]:
-            link_or_copy(Path(p) / name, out / name)
+        if len(m.get("shard_sizes") or []) != len(m["shards"]):
+            raise ValueError(f"{Path(p) / 'index.json'} lists no `shard_sizes`: features of an older lumos; "
+                             "rerun the features rule")
+        for name, size in zip(m["shards"], m["shard_sizes"]):
+            src = Path(p) / name
+            if not src.is_dir():
+                raise ValueError(f"{src} is not a feature shard folder (old .npz layout?): rerun the features rule")
+            (out / name).mkdir(exist_ok=True)
+            for f in sorted(src.iterdir()):
+                link_or_copy(f, out / name / f.name)
+            sizes[name] = size
+        widths.update(m.get("shard_tokens", {}))
     meta = {k: v for m in metas for k, v in m.items()}  # shared keys; latent_shape from any part with shards
-    meta.update(shards=shards, parts=len(parts))
+    meta.update(shards=shards, shard_sizes=[sizes[s] for s in shards], parts=len(parts))
+    if any("tokens" in m for m in metas):
+        meta.update(tokens=max_tokens(m.get("tokens", {}) for m in metas), shard_tokens=widths)
     (out / "index.json").write_text(json.dumps(meta, indent=1))
     return meta
 
@@ -168,59 +229,61 @@ def gather_parts(parts: list[str], out_dir: str) -> dict:
 def reuse_text_features(text_dir: str, source_split: str, split_dir: str, out_dir: str, part: int = 0,
                         parts: int = 1) -> dict:
     """Text features of a bucketed curated split, copied row by row from `text_dir`, the text
-    features of `source_split`: the same folder curated at one square size, so the same images in
-    the same order with the same captions. Each bucket record's `index` is its row there (its
-    `source` file must match, or this stops). One pass over `text_dir`'s shards; a bucket shard is
-    written as soon as its rows are in. Job `part` of `parts` writes every `parts`-th shard of
-    each bucket (see `my_shards`)."""
+    features of `source_split`: the same sources curated at one square size, so the same images
+    with the same captions. Each bucket image is found there by its record's key (`key_hash`); a
+    key that is not there stops this. Job `part` of `parts` writes every `parts`-th shard of each
+    bucket (see `my_shards`); it reads only its own bucket shards' records, one pass over the key
+    hashes of `text_dir`, and the caption rows it copies. The width (`tokens`) stays `text_dir`'s."""
     from lumos.data.buckets import bucket_dirs, index_buckets
 
-    source = read_records(source_split)
-    meta = json.loads((Path(text_dir) / "index.json").read_text())
-    offsets = {name: (offset, count) for _, name, offset, count in my_shards(source_split, 0, 1)[1]}
-    todo, metas = {}, {}  # (bucket, shard name) -> rows of text_dir it takes, in order; bucket -> index
+    source = FeatureStore(text_dir)
+    if source.n != split_index(source_split)["n"]:
+        raise ValueError(f"{text_dir} holds {source.n} caption rows but {source_split} has "
+                         f"{split_index(source_split)['n']} images: not its text features")
+    keys = [f[: -len("_len")] for f in source.files(0) if f.endswith("_len")] if source.shards else []
+    todo, metas = [], {}  # (bucket, shard name, record keys); bucket -> index
     for bucket in bucket_dirs(split_dir):
-        records = read_records(bucket)
         index, mine = my_shards(bucket, part, parts)
-        metas[bucket.name] = {**{k: meta[k] for k in ("encoders", "tokens", "max_length")}, "n": index["n"],
-                              "shards": [name for _, name, _, _ in mine], "reused_from": str(text_dir)}
-        for _, name, offset, count in mine:
-            rows = []
-            for r in records[offset : offset + count]:
-                if "index" not in r or r["index"] >= len(source) or source[r["index"]]["source"] != r["source"]:
-                    raise ValueError(f"{bucket}: image {r.get('source')} is not row {r.get('index')} of "
-                                     f"{source_split}; curate both from the same folder, or encode its captions")
-                rows.append(r["index"])
-            todo[(bucket.name, name)] = np.asarray(rows)
-    filling: dict = {}
-    for shard in progress(sorted(meta["shards"]), desc="reuse text features"):
-        start, count = offsets[shard]
-        with np.load(Path(text_dir) / shard) as z:
-            arrays = {k: z[k] for k in z.files}
-        for (bucket, name), rows in list(todo.items()):
-            here = (rows >= start) & (rows < start + count)
-            if not here.any():
-                continue
-            out = filling.setdefault((bucket, name), {k: np.zeros((len(rows), *a.shape[1:]), a.dtype)
-                                                      for k, a in arrays.items()})
-            for k, a in arrays.items():
-                out[k][here] = a[rows[here] - start]
-            if rows[-1] < start + count:  # rows only increase, so the shard is complete
-                (Path(out_dir) / bucket).mkdir(parents=True, exist_ok=True)
-                np.savez(Path(out_dir) / bucket / name, **filling.pop((bucket, name)))
-                del todo[(bucket, name)]
-    if todo:
-        raise ValueError(f"rows of {sorted(todo)} are not in {text_dir}")
+        metas[bucket.name] = {**{k: source.meta[k] for k in ("encoders", "tokens", "max_length")}, "n": index["n"],
+                              "shards": [], "shard_sizes": [], "shard_tokens": {}, "reused_from": str(text_dir)}
+        for k, shard, _, _ in mine:
+            _, records = read_shard(bucket, shard, images=False)
+            todo.append((bucket, feature_shard_name(k), [record_key(r, Path(bucket) / shard) for r in records]))
+    hashes = [key_hashes(names) for _, _, names in todo]
+    rows = _rows_of(source, np.concatenate(hashes) if hashes else np.zeros(0, np.uint64))
+    at = 0
+    for (bucket, name, names), h in zip(todo, hashes):
+        mine, at = rows[at : at + len(h)], at + len(h)
+        if (mine < 0).any():
+            missing = names[int(np.flatnonzero(mine < 0)[0])]
+            raise ValueError(f"{bucket}: image {missing} is not in {source_split}; curate both from the same "
+                             "folder, or encode its captions")
+        columns = {"key_hash": h}
+        for key in keys:
+            columns[key], columns[f"{key}_len"] = source.ragged(mine, key)
+        write_shard(Path(out_dir) / bucket.name, name, columns)
+        meta = metas[bucket.name]
+        meta["shards"].append(name)
+        meta["shard_sizes"].append(len(names))
+        meta["shard_tokens"][name] = max_tokens({k.rsplit("_", 1)[0]: columns[f"{k}_len"].max(initial=0)}
+                                                for k in keys)
     for bucket, bucket_meta in metas.items():
         (Path(out_dir) / bucket).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / bucket / "index.json").write_text(json.dumps(bucket_meta, indent=1))
-    log.info("text features of %s: %d rows copied from %s", split_dir, sum(m["n"] for m in metas.values()), text_dir)
+    log.info("text features of %s: %d rows copied from %s", split_dir, len(rows), text_dir)
     return index_buckets(out_dir, metas)
 
 
-def _chunks(items: list, size: int):
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _rows_of(store: FeatureStore, hashes: np.ndarray) -> np.ndarray:
+    """The store row of each key hash (-1 where absent), in one pass over the shards' `key_hash`."""
+    wanted = np.unique(hashes)
+    found = np.full(len(wanted), -1, np.int64)
+    for s in progress(range(len(store.shards)) if len(wanted) else [], desc="find reused rows"):
+        h = store.array(s, "key_hash")
+        pos = np.minimum(np.searchsorted(wanted, h), len(wanted) - 1)
+        hit = wanted[pos] == h
+        found[pos[hit]] = store.offsets[s] + np.flatnonzero(hit)
+    return found[np.searchsorted(wanted, hashes)] if len(hashes) else np.zeros(0, np.int64)
 
 
 def scene_labels(records: list[dict]) -> np.ndarray | None:
@@ -234,30 +297,14 @@ def scene_labels(records: list[dict]) -> np.ndarray | None:
                      for r in records], dtype=np.int64)
 
 
-def feature_index(features_dir: str) -> dict:
-    """A features folder's index.json; a missing one names the rule to run."""
-    path = Path(features_dir) / "index.json"
-    if not path.exists():
-        raise FileNotFoundError(f"missing feature index {path}: run the `features` rule for this split")
-    return json.loads(path.read_text())
-
-
 def read_features(features_dir: str, keys: list[str], limit: int | None = None) -> dict[str, np.ndarray]:
-    """Concatenate the named arrays over a features folder's shards (float32); with `limit`, only
-    the first `limit` rows (later shards are not read)."""
-    parts: dict[str, list] = {k: [] for k in keys}
-    total = 0
-    for shard in feature_index(features_dir)["shards"]:
-        if limit and total >= limit:
-            break
-        with np.load(Path(features_dir) / shard) as z:
-            for k in keys:
-                if k not in z.files:
-                    raise KeyError(f"feature '{k}' not in {Path(features_dir) / shard} (has {z.files})")
-                parts[k].append(z[k].astype(np.float32))
-        total += len(parts[keys[0]][-1])
-    out = {k: np.concatenate(v) for k, v in parts.items()}
-    return {k: v[:limit] for k, v in out.items()} if limit else out
+    """The named arrays of the first `limit` rows (all without it) of a features folder, fp16 as
+    float32, caption keys padded with their masks: for small splits (evaluation). Training reads
+    rows by index through `lumos.store.FeatureStore` instead."""
+    store = FeatureStore(features_dir)
+    n = min(limit, store.n) if limit else store.n
+    feats = store.get(np.arange(n), keys)
+    return {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in feats.items()}
 
 
 def condition_tokens(features: dict[str, np.ndarray], encoder: str, tokens: str, injection: str):

@@ -7,7 +7,7 @@ text-image pair set with the same diffusion loss, condition dropout and classifi
 A fine-tune is named ``<prior>-<text encoder>-<captions>-n<noise %>``:
 
 - prior: a pretrain run (``lumos_i2i``, ``rcg``, ``class_i2i``, ``uncond``), optionally
-  ``<run>_pool<N>`` (pretrained on the first N pool images, Figure 2b), or ``none`` (from scratch);
+  ``<run>_pool<N>`` (pretrained on a nested subset of N pool images, Figure 2b), or ``none`` (from scratch);
 - text encoder: ``t5`` or ``clip`` (Figure 11);
 - captions: ``short`` (raw), ``long`` (detailed) or ``mixed`` (both, one pass each per epoch,
   as the paper mixes raw and long captions following DALL-E 3);
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lumos.features import read_features
+from lumos.loader import BucketRows, to_tensor
 from lumos.settings import ModelSettings, TrainSettings
 from lumos.train import TrainOutputs
 from lumos.utils import log
@@ -71,30 +71,66 @@ def noisy_caption_index(n: int, fraction: float, seed: int) -> np.ndarray:
 
 
 def load_captions(text_dir: str, text: str, captions: str, limit: int | None = None):
-    """Cached caption tokens (n, L, D) and masks (n, L) of one encoder and caption kind."""
-    feats = read_features(text_dir, [f"{text}_{captions}", f"{text}_{captions}_mask"], limit)
-    return torch.from_numpy(feats[f"{text}_{captions}"]), torch.from_numpy(feats[f"{text}_{captions}_mask"]) > 0.5
+    """Cached caption tokens (n, L, D) and masks (n, L) of one encoder and caption kind, read lazily
+    (`lumos.loader.Column`: `tokens[a:b]` reads those captions only)."""
+    from lumos.loader import Column, StoreRows
+
+    keys = [f"{text}_{captions}", f"{text}_{captions}_mask"]
+    source = StoreRows(text_dir, keys)
+    return Column(source, keys[0], limit), Column(source, keys[1], limit)
 
 
-def t2i_training_data(features_dir: str, text_dir: str, spec: dict, seed: int):
-    """Latents, caption tokens and masks for a fine-tune (noise applied, captions mixed)."""
-    latents = torch.from_numpy(read_features(features_dir, ["latents"])["latents"])
-    kinds = ["short", "long"] if spec["captions"] == "mixed" else [spec["captions"]]
-    index = torch.from_numpy(noisy_caption_index(len(latents), spec["noise"] / 100, seed))
-    parts = [load_captions(text_dir, spec["text"], kind) for kind in kinds]
-    if any(len(tok) != len(latents) for tok, _ in parts):
-        raise ValueError(f"{text_dir} holds {len(parts[0][0])} captions but {features_dir} holds {len(latents)} "
-                         "images: the text features belong to another split")
-    width = max(tok.shape[1] for tok, _ in parts)
-    toks, masks = [], []
-    for tok, mask in parts:  # pad every kind to the same token count (padding is masked out)
-        pad = width - tok.shape[1]
-        toks.append(torch.nn.functional.pad(tok[index], (0, 0, 0, pad)))
-        masks.append(torch.nn.functional.pad(mask[index], (0, pad)))
-    n_swapped = int((index != torch.arange(len(index))).sum())
-    log.info("pairs: %d images, captions %s, %d (%.1f%%) with a wrong caption", len(latents), kinds, n_swapped,
-             100 * n_swapped / len(latents))
-    return latents.repeat(len(kinds), 1, 1, 1), torch.cat(toks), torch.cat(masks)
+class PairRows:
+    """A fine-tune's training rows (a row source, `lumos.loader`): virtual row r is image r % n
+    with caption kind r // n (short, long; "mixed" has both, so 2n rows, one pass of each per
+    epoch), whose caption is that of image `noisy_index[r % n]` (Figure 2a's noise). Latents come
+    from the pair set's features store, caption tokens from its text store, batch by batch."""
+
+    def __init__(self, features_dir: str, text_dir: str, spec: dict, seed: int):
+        from lumos.store import FeatureStore
+
+        self.images, self.text = FeatureStore(features_dir), FeatureStore(text_dir)
+        self.n, self.encoder = self.images.n, spec["text"]
+        self.kinds = ["short", "long"] if spec["captions"] == "mixed" else [spec["captions"]]
+        if self.text.n != self.n:
+            raise ValueError(f"{text_dir} holds {self.text.n} captions but {features_dir} holds {self.n} images: "
+                             "the text features belong to another split")
+        self.keys = [f"{self.encoder}_{kind}" for kind in self.kinds]
+        self.images.kind("latents")  # a missing array fails here, naming the shard folder
+        for key in self.keys:
+            self.text.kind(key)
+        index = noisy_caption_index(self.n, spec["noise"] / 100, seed)
+        swapped = index != np.arange(self.n)
+        self.n_swapped = int(swapped.sum())
+        # the caption row of each image; none kept when no caption is swapped (identity)
+        self.index = index.astype(np.int32 if self.n < 2**31 else np.int64) if self.n_swapped else None
+        self.sizes = [len(self.kinds) * self.n]
+        self.width = max(self.text.width(k) for k in self.keys)  # every kind padded alike (masked)
+        self.latent_shape = self.images.row_shape("latents")
+        self.text_dim = self.text.row_shape(self.keys[0])[-1]
+
+    def batch(self, bucket: int, rows) -> dict[str, torch.Tensor]:
+        rows = np.asarray(rows, dtype=np.int64)
+        image, kind = rows % self.n, rows // self.n
+        caption = self.index[image].astype(np.int64) if self.index is not None else image
+        tokens = np.zeros((len(rows), self.width, self.text_dim), np.float32)
+        mask = np.zeros((len(rows), self.width), bool)
+        for k, key in enumerate(self.keys):
+            here = np.flatnonzero(kind == k)
+            if len(here):
+                feats = self.text.get(caption[here], [key, f"{key}_mask"])
+                width = feats[key].shape[1]
+                tokens[here, :width], mask[here, :width] = feats[key], feats[f"{key}_mask"]
+        latents = self.images.get(image, ["latents"])["latents"]
+        return {"x0": to_tensor(latents), "cond": torch.from_numpy(tokens), "cond_mask": torch.from_numpy(mask)}
+
+
+def t2i_training_data(features_dir: str, text_dir: str, spec: dict, seed: int) -> PairRows:
+    """The row source of a fine-tune (noise applied, captions mixed): `PairRows`."""
+    rows = PairRows(features_dir, text_dir, spec, seed)
+    log.info("pairs: %d images, captions %s, %d (%.1f%%) with a wrong caption", rows.n, rows.kinds, rows.n_swapped,
+             100 * rows.n_swapped / max(rows.n, 1))
+    return rows
 
 
 def build_t2i_model(base_config: dict, text_dim: int, n_tokens: int, cond_dropout: float):
@@ -187,21 +223,21 @@ def finetune(features_dir: str, text_dir: str, name: str, prior_dir: str | None,
         if not init_dir:
             raise ValueError(f"{features_dir} is bucketed by aspect ratio: only a later stage (init_dir) trains on it")
         sets = [t2i_training_data(str(b), str(Path(text_dir) / b.name), spec, seed) for b in buckets]
-        latents, cond, mask = (list(x) for x in zip(*sets))
-        shape_of = min(latents, key=lambda x: abs(x.shape[2] - x.shape[3]))  # sizes the position table
-        n_items, text_dim = sum(len(x) for x in latents), cond[0].shape[-1]
+        rows = BucketRows(sets)
+        shape = min((s.latent_shape for s in sets), key=lambda x: abs(x[1] - x[2]))  # sizes the position table
+        n_tokens = max(s.width for s in sets)
+        first = sets[0]
     else:
-        latents, cond, mask = t2i_training_data(features_dir, text_dir, spec, seed)
-        shape_of, n_items, text_dim = latents, len(latents), cond.shape[-1]
+        first = rows = t2i_training_data(features_dir, text_dir, spec, seed)
+        shape, n_tokens = rows.latent_shape, rows.width
     if init_dir:
-        model, origin = continue_t2i_model(init_dir, shape_of.shape[1:], text_dim)
+        model, origin = continue_t2i_model(init_dir, shape, first.text_dim)
     else:
-        model, origin = make_t2i_model(prior_dir, model_cfg, latents.shape[1:], text_dim, cond.shape[1],
-                                       cond_dropout, seed)
+        model, origin = make_t2i_model(prior_dir, model_cfg, shape, first.text_dim, n_tokens, cond_dropout, seed)
     if buckets:
-        origin["buckets"] = {b.name: list(x.shape[1:]) for b, x in zip(buckets, latents)}
-    origin.update(pairs=int(n_items // (2 if spec["captions"] == "mixed" else 1)), caption_noise_percent=spec["noise"],
+        origin["buckets"] = {b.name: list(s.latent_shape) for b, s in zip(buckets, sets)}
+    origin.update(pairs=int(sum(rows.sizes) // len(first.kinds)), caption_noise_percent=spec["noise"],
                   text_encoder=spec["text"], captions=spec["captions"])
-    return train_diffusion(model, latents, cond, mask, train_cfg, outputs, state_dir, seed=seed, device=device,
+    return train_diffusion(model, rows, None, None, train_cfg, outputs, state_dir, seed=seed, device=device,
                            stop_after=stop_after, cleanup_state=True, snapshot_every=snapshot_every,
                            summary_extra=origin)

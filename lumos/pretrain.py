@@ -4,23 +4,36 @@ Lumos-I2I: DINO(-style) CLS token, L2-normalised, read through cross-attention (
 RCG-style: MoCo(-style) global vector, standardised, added to the timestep embedding (adaLN).
 The other priors of Figure 8a train on the same pool: class-to-image (the class label of the
 image's largest object, as a DiT label embedding) and unconditional.
-A run's optional `pool_size` trains on the first N pool images only (Figure 2b's ladder).
+A run's optional `pool_size` trains on a nested seeded subset of N pool images (Figure 2b's ladder:
+`lumos.data.subsets`, membership by each image's key, independent of shard order).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from lumos.features import condition_tokens, feature_keys, read_features
+from lumos.features import condition_tokens, feature_keys
+from lumos.loader import to_tensor
 from lumos.settings import ModelSettings, RunSettings, TrainSettings
 from lumos.train import TrainOutputs
 from lumos.utils import log
 
 
+IMAGENET_CLASSES = 1000
+
+
+def class_count(run: RunSettings) -> int:
+    """Classes of a class-to-image run: ImageNet-1K's 1,000 synsets (`data: imagenet1k`, paper
+    scale), else the Shapes world's shape x colour classes."""
+    from lumos.data.shapes import NUM_CLASSES
+
+    return IMAGENET_CLASSES if run.data == "imagenet1k" else NUM_CLASSES
+
+
 def build_model(model_cfg: ModelSettings | dict, run: RunSettings | dict, latent_shape, cond_dim: int,
                 n_tokens: int):
     """A fresh LumosDiT for a run (`pretrain.runs.<name>`) on latents of `latent_shape` (C, h, w)."""
-    from lumos.data.shapes import NUM_CLASSES
     from lumos.models import LumosDiT
 
     model_cfg = ModelSettings.from_config(model_cfg, "pretrain.model")
@@ -37,35 +50,84 @@ def build_model(model_cfg: ModelSettings | dict, run: RunSettings | dict, latent
         cond_dim=cond_dim,
         max_cond_tokens=n_tokens,
         cond_dropout=model_cfg.cond_dropout,
-        num_classes=NUM_CLASSES if run.injection == "class" else 0,
+        num_classes=class_count(run) if run.injection == "class" else 0,
     )
 
 
-def load_run_data(features_dir: str, run: RunSettings):
-    """Latents (n, C, h, w) and the run's condition and mask from cached features.
+class PoolRows:
+    """A run's training rows from a features folder (a row source, `lumos.loader`): each batch
+    reads its rows' latents and the run's condition from the store.
 
-    cross_attn / adaln: encoder tokens (n, L, D) and mask (n, L); class: labels (n,) and None;
-    none: (None, None).
-    """
-    injection, limit = run.injection, run.pool_size
-    if injection in ("class", "none"):
-        feats = read_features(features_dir, ["latents"] + (["labels"] if injection == "class" else []), limit)
-        cond = torch.from_numpy(feats["labels"]).long() if injection == "class" else None
-        return torch.from_numpy(feats["latents"]), cond, None
-    if not run.encoder:
-        raise KeyError(f"a {injection} run needs an `encoder` (config key pretrain.runs.<run>.encoder)")
-    feats = read_features(features_dir, ["latents", *feature_keys(run.encoder, run.tokens)], limit)
-    cond, mask = condition_tokens(feats, run.encoder, run.tokens, run.injection)
-    return torch.from_numpy(feats["latents"]), cond, mask
+    cross_attn / adaln: encoder tokens (B, L, D) and mask (B, L), L2-normalised per token for
+    cross-attention, raw for adaLN (`condition_tokens`); class: labels (B,); none: no condition.
+    With the run's `pool_size` only the rows of the nested subset of that size are drawn
+    (`lumos.store.SubsetRows`, from each row's `subset_u`): Figure 2b's ladder."""
+
+    def __init__(self, features_dir: str, run: RunSettings):
+        from lumos.store import FeatureStore, SubsetRows
+
+        self.injection, self.encoder, self.tokens = run.injection, run.encoder, run.tokens
+        if self.injection in ("cross_attn", "adaln") and not run.encoder:
+            raise KeyError(f"a {self.injection} run needs an `encoder` (config key pretrain.runs.<run>.encoder)")
+        self.store = FeatureStore(features_dir)
+        if self.injection in ("class", "none"):
+            self.keys = ["labels"] if self.injection == "class" else []
+        else:
+            self.keys = feature_keys(run.encoder, run.tokens)
+        for key in ["latents", *self.keys]:
+            self.store.kind(key)  # a missing array fails here, naming the shard folder
+        self.subset = SubsetRows(self.store, run.pool_size)
+        self.sizes = [len(self.subset)]
+        if self.injection == "class":
+            self._check_labels(class_count(run))
+
+    def _check_labels(self, classes: int) -> None:
+        """Every label in [0, classes): a clear error here, not an index error deep in torch."""
+        for k, shard in enumerate(self.store.shards):  # one shard's labels at a time (8 bytes a row)
+            labels = self.store.array(k, "labels")
+            if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+                raise ValueError(f"labels of {self.store.folder / shard} lie in [{labels.min()}, {labels.max()}], "
+                                 f"outside the run's {classes} classes (config key pretrain.runs.<run>.data)")
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return self.store.row_shape("latents")
+
+    @property
+    def cond_shape(self) -> tuple[int, int]:
+        """(feature dim, token count) of the condition; (1, 1) for class labels / unconditional."""
+        if self.injection in ("class", "none"):
+            return 1, 1
+        shapes = [self.store.row_shape(k) for k in self.keys]
+        return shapes[0][-1], sum(s[0] if len(s) == 2 else 1 for s in shapes)
+
+    def batch(self, bucket: int, rows) -> dict[str, torch.Tensor]:
+        feats = self.store.get(self.subset.rows(np.asarray(rows)), ["latents", *self.keys])
+        out = {"x0": to_tensor(feats["latents"])}
+        if self.injection == "class":
+            out["cond"] = torch.from_numpy(feats["labels"]).long()
+        elif self.injection != "none":
+            floats = {k: feats[k].astype(np.float32) for k in self.keys}
+            out["cond"], out["cond_mask"] = condition_tokens(floats, self.encoder, self.tokens, self.injection)
+        return out
+
+
+def load_run_data(features_dir: str, run: RunSettings) -> PoolRows:
+    """The row source of a run over cached features (`PoolRows`)."""
+    return PoolRows(features_dir, run)
 
 
 def cond_shape(cond) -> tuple[int, int]:
-    """(feature dim, token count) of a run's condition, (1, 1) for class labels / unconditional."""
+    """(feature dim, token count) of a run's condition (a tensor or a `PoolRows`), (1, 1) for
+    class labels / unconditional."""
+    if isinstance(cond, PoolRows):
+        return cond.cond_shape
     return (cond.shape[-1], cond.shape[1]) if cond is not None and cond.ndim == 3 else (1, 1)
 
 
 def untrained_model(model_cfg: ModelSettings, run: RunSettings, latent_shape, cond, seed: int):
-    """The run's architecture with seeded fresh weights: Table 1's untrained ceiling row."""
+    """The run's architecture with seeded fresh weights: Table 1's untrained ceiling row. `cond`
+    is the run's condition (a tensor) or its `PoolRows`."""
     torch.manual_seed(seed)
     return build_model(model_cfg, run, latent_shape, *cond_shape(cond))
 
@@ -75,10 +137,13 @@ def pretrain(features_dir: str, run: RunSettings, model_cfg: ModelSettings, trai
     """Train one I2I run from cached pool features; see `lumos.train.train_diffusion`."""
     from lumos.train import train_diffusion
 
-    latents, cond, mask = load_run_data(features_dir, run)
-    model = untrained_model(model_cfg, run, latents.shape[1:], cond, seed)
-    log.info("model %s: %.2fM parameters, %d training latents of shape %s, condition %s",
-             model_cfg.size, sum(p.numel() for p in model.parameters()) / 1e6, len(latents),
-             tuple(latents.shape[1:]), run.injection if cond is None else tuple(cond.shape[1:]))
-    return train_diffusion(model, latents, cond, mask, train_cfg, outputs, state_dir, seed=seed,
-                           device=device, stop_after=stop_after, cleanup_state=True)
+    rows = load_run_data(features_dir, run)
+    model = untrained_model(model_cfg, run, rows.latent_shape, rows, seed)
+    used = rows.sizes[0]
+    log.info("model %s: %.2fM parameters, %d training latents of shape %s (of %d in %s%s), condition %s",
+             model_cfg.size, sum(p.numel() for p in model.parameters()) / 1e6, used, rows.latent_shape,
+             rows.store.n, features_dir, f", pool_size {run.pool_size}" if run.pool_size else "",
+             run.injection if run.injection in ("class", "none") else rows.cond_shape[::-1])
+    extra = {"rows": used, "pool_rows": rows.store.n, "pool_size": run.pool_size}
+    return train_diffusion(model, rows, None, None, train_cfg, outputs, state_dir, seed=seed, device=device,
+                           stop_after=stop_after, cleanup_state=True, summary_extra=extra)

@@ -30,7 +30,8 @@ def load_model(model_dir: str | None, fresh_from=None):
 def generate(model, codec, cond: torch.Tensor, cond_mask: torch.Tensor, latent_shape, out_dir: str, work_dir: str,
              sample_cfg: dict, seed: int, device="cpu", part: int = 0, parts: int = 1) -> int:
     """Sample `len(cond)` images (batch by batch, each batch seeded by its start index) as PNGs
-    named by their index. With `parts` > 1 this job makes every `parts`-th batch only; the
+    named by their index. `cond` and `cond_mask` are tensors or anything read by slices
+    (`lumos.loader.Column`: an evaluation split read batch by batch). With `parts` > 1 this job makes every `parts`-th batch only; the
     parts' folders together hold exactly the images one job would have made."""
     from lumos.diffusion.sampling import sample
 

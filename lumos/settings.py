@@ -48,7 +48,16 @@ class TrainSettings(_FromConfig):
     gradient_checkpointing: bool
     checkpoint_every: int
     log_every: int
+    loader_workers: int = 0
+    prefetch: int = 2
     key: str = "pretrain.train"
+
+    LOADER_FIELDS = ("loader_workers", "prefetch")  # how batches are read, not which: no effect on the weights
+
+    def resume_key(self) -> dict:
+        """The settings a run's weights depend on (what keys its resumable state): every field
+        but the loader's, so a run resumed with more or fewer loader workers continues exactly."""
+        return {k: v for k, v in vars(self).items() if k not in self.LOADER_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -63,9 +72,11 @@ class ModelSettings(_FromConfig):
 @dataclass(frozen=True)
 class RunSettings(_FromConfig):
     """A `pretrain.runs.<name>` block: the prior's condition. `pool_size` (Figure 2b's ladder,
-    from a `<run>_pool<N>` name) trains on the first N pool images."""
+    from a `<run>_pool<N>` name) trains on the nested seeded subset of N pool images
+    (`lumos.data.subsets`)."""
 
     injection: str
     tokens: str
     encoder: str | None = None
+    data: str = "pool"
     pool_size: int | None = None

@@ -6,7 +6,8 @@ mixed precision on GPUs, checkpoints every `checkpoint_every` steps and resume a
 
 Resumable state lives in `state_dir`, *outside* the rule's declared outputs (Snakemake deletes
 those before a job runs): `state_dir/checkpoint-<step>/` holds accelerate's state (model,
-optimiser, scheduler, RNG) plus the EMA (batches and noise are a function of the step); `state_dir/loss.csv` the curve.
+optimiser, scheduler, RNG) plus the EMA (batches and noise are a function of the step, so the
+streaming loader simply starts at the resumed step); `state_dir/loss.csv` the curve.
 The declared outputs are written only when training finishes.
 """
 
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lumos.loader import TensorRows, step_loader
 from lumos.settings import TrainSettings
 from lumos.utils import log, progress
 
@@ -105,17 +107,23 @@ class TrainOutputs:
                    str(f / "train_summary.json"), str(f / "snapshots") if snapshots else None)
 
 
-def train_diffusion(model, latents: torch.Tensor, cond: torch.Tensor | None, cond_mask: torch.Tensor | None,
+def train_diffusion(model, latents, cond: torch.Tensor | None, cond_mask: torch.Tensor | None,
                     cfg: TrainSettings | dict, outputs: TrainOutputs | str, state_dir: str, seed: int = 0,
                     device: str = "cpu", stop_after: int | None = None, cleanup_state: bool = False,
                     snapshot_every: int | None = None, summary_extra: dict | None = None) -> dict:
-    """Train `model` to denoise `latents` given `cond`; write EMA and raw weights to `outputs`.
+    """Train `model` to denoise latents given their condition; write EMA and raw weights to `outputs`.
+
+    `latents` is a row source (`lumos.loader`; the pretrain and fine-tune paths pass one over the
+    feature store, with `cond` and `cond_mask` None), or in-memory tensors `latents`, `cond`,
+    `cond_mask` (tests, diagnostics), each of which may also be a list with one entry per
+    aspect-ratio bucket (latents of different sizes). Each step trains on a batch from one
+    bucket. Batches are read by a DataLoader (`cfg.loader_workers` processes, `cfg.prefetch`
+    batches each; 0: in this process), each rank its own rows, from the resumed step on; they
+    depend only on (seed, rank, step), so the weights do not depend on the worker count.
 
     `cfg` is a `TrainSettings` (a plain dict is validated as `pretrain.train`, schema defaults
     filled). `outputs` names every file the run writes (`TrainOutputs`; a folder means the
     standard names inside it).
-    `latents`, `cond` and `cond_mask` may also be lists with one entry per aspect-ratio bucket
-    (latents of different sizes): each step then trains on a batch from one bucket.
 
     `snapshot_every` also saves the EMA weights every that many steps (kept in the state folder
     while training, moved to `outputs.snapshots/step-<n>` at the end): the points of the
@@ -156,11 +164,8 @@ def train_diffusion(model, latents: torch.Tensor, cond: torch.Tensor | None, con
     if rest or not per_process:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {accel.num_processes} processes x "
                          f"{accel.gradient_accumulation_steps} accumulation steps (config key {cfg.key}.batch_size)")
-    buckets = isinstance(latents, (list, tuple))
-    latents = list(latents) if buckets else [latents]
-    cond = (list(cond) if buckets else [cond]) if cond is not None else [None] * len(latents)
-    cond_mask = (list(cond_mask) if buckets else [cond_mask]) if cond_mask is not None else [None] * len(latents)
-    sampler = BatchSampler([len(x) for x in latents], per_process, seed, accel.process_index)
+    source = latents if hasattr(latents, "batch") else TensorRows(latents, cond, cond_mask)
+    sampler = BatchSampler(source.sizes, per_process, seed, accel.process_index)
     accel.register_for_checkpointing(sched, ema)
 
     step = 0
@@ -200,19 +205,19 @@ def train_diffusion(model, latents: torch.Tensor, cond: torch.Tensor | None, con
     bar = progress(range(step, total), initial=step, total=total, desc="train", disable=not accel.is_main_process)
     t0, seen, ran = time.time(), 0, 0
     window, window_steps = torch.zeros(3, device=accel.device), 0  # running sums of loss, mse, vb between logged rows
-    latents = [x.to(accel.device) for x in latents]
-    cond = [c.to(accel.device) if c is not None else None for c in cond]
-    cond_mask = [m.to(accel.device) if m is not None else None for m in cond_mask]
+    on_gpu = accel.device.type == "cuda"
+    batches = iter(step_loader(source, sampler, step, total, cfg.loader_workers, cfg.prefetch, pin_memory=on_gpu))
     try:
         for step in bar:
+            batch = {k: v.to(accel.device, non_blocking=on_gpu) for k, v in next(batches).items()}
             with accel.accumulate(model):
-                b, idx, gen = sampler.next_bucket(step)
-                x0 = latents[b][idx]
+                _, idx, gen = sampler.next_bucket(step)  # the generator of this step's timesteps and noise
+                x0 = batch["x0"]
                 t = torch.randint(0, diffusion.num_timesteps, (len(idx),), generator=gen).to(accel.device)
                 noise = torch.randn(x0.shape, generator=gen).to(accel.device)
                 kwargs = {}
-                if cond[b] is not None:
-                    kwargs = {"cond": cond[b][idx], "cond_mask": cond_mask[b][idx] if cond_mask[b] is not None else None}
+                if "cond" in batch:
+                    kwargs = {"cond": batch["cond"], "cond_mask": batch.get("cond_mask")}
                 with accel.autocast():
                     losses = diffusion.training_losses(model, x0, t, model_kwargs=kwargs, noise=noise)
                 loss = losses["loss"].mean()
@@ -260,6 +265,7 @@ def train_diffusion(model, latents: torch.Tensor, cond: torch.Tensor | None, con
         log.warning("stopped at step %s after a stop request; rerun to resume", s.args[0])
         return {"stopped_at": int(s.args[0])}
     finally:
+        del batches  # stops the loader's workers
         for s, h in old_handlers.items():
             signal.signal(s, h)
 

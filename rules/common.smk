@@ -63,7 +63,7 @@ STAGES = {k: stage for k, stage in enumerate(config["t2i"]["stages"], start=2)}
 
 
 wildcard_constraints:
-    split="pool|coco|imagenet|coco_ref|imagenet_ref|classifier|pairs(_[0-9]+px(_ar[0-9]+)?)?",
+    split="pool|coco|imagenet|coco_ref|imagenet_ref|classifier|imagenet1k|pairs(_[0-9]+px(_ar[0-9]+)?)?",
     stage="[0-9]+",
     component="vae|dino|moco|fid_net|t5|clip",
     run=f"({'|'.join(RUNS)})(_pool[0-9]+)?|untrained",
@@ -129,15 +129,39 @@ def data_args(split):
 def data_cfg(split):
     """The settings `lumos data` reads for a split (a variant's size comes from its name)."""
     base = split_base(split)[0]
-    keys = ["data.source", "data.shard_size", f"data.splits.{base}", f"data.paths.{base}", "data.curation"]
-    return cfg_json(*keys, *(["data.image_size"] if split == base else []))
+    keys = ["data.source", "data.shard_size", f"data.splits.{base}", f"data.paths.{base}", f"data.sources.{base}"]
+    return cfg_json(*keys, *(["data.curation"] if curated(split) else []), *(["data.image_size"] if split == base else []))
+
+
+def curated(split):
+    """Whether a split is curated from sources (`data.sources.<split>`, or every split of
+    `data.source: paths`) rather than generated from the Shapes world."""
+    base = split_base(split)[0]
+    return base in config["data"].get("sources", {}) or config["data"]["source"] == "paths"
+
+
+def data_jobs(split):
+    """Parallel jobs building a split: one for the Shapes world; when curated, `data.curation.jobs`
+    at most, and no more than one per `files_per_unit` images of the split (evaluation splits of
+    30K-50K images get a few jobs, the 190M pool all of them)."""
+    if not curated(split):
+        return 1
+    cur = config["data"]["curation"]
+    return max(1, min(cur["jobs"], -(-split_size(split) // cur["files_per_unit"])))
+
+
+def source_inputs(wildcards):
+    """Sources a split is curated from that the DAG itself makes (under results/, e.g. the Shapes
+    world exported as webdataset shards by `export_shapes`)."""
+    sources = config["data"].get("sources", {}).get(split_base(wildcards.split)[0], [])
+    return [s["path"] for s in sources if s["path"].startswith("results/")]
 
 
 def text_reuse(split):
-    """A bucketed split curated from folders copies its caption tokens from its base split's (the
-    same images in the same order; `lumos.features.reuse_text_features`): no text encoder runs
-    again. The Shapes world renders new scenes per bucket, so those are encoded."""
-    if config["data"]["source"] != "paths" or not split_buckets(split):
+    """A bucketed curated split copies its caption tokens from its base split's (the same images,
+    matched by key; `lumos.features.reuse_text_features`): no text encoder runs again. The Shapes
+    world renders new scenes per bucket, so those are encoded."""
+    if not curated(split) or not split_buckets(split):
         return {}
     base = split_base(split)[0]
     return {"reuse_text": f"results/features/{base}_text", "reuse_data": f"results/data/{base}"}
@@ -170,11 +194,12 @@ def stage_pairs(wildcards):
     stage = stage_config(wildcards.stage)
     multi = f"_ar{wildcards.stage}" if stage.get("aspect_ratios") else ""
     split = f"pairs_{stage['resolution']}px{multi}"
-    # Curated folders keep the same images in the same order at every square size, so the
+    # Curation keeps the same images in the same order at every square size (its filters do not
+    # depend on the size, its jobs split the sources the same way), so the
     # captions' tokens are reused as they are; aspect-ratio buckets regroup the images, so their
     # tokens are copied row by row (`text_reuse`); the Shapes world re-renders its scenes, so
     # their captions are encoded again.
-    text = "pairs" if config["data"]["source"] == "paths" and not multi else split
+    text = "pairs" if curated("pairs") and not multi else split
     return {"features": f"results/features/{split}", "text": f"results/features/{text}_text"}
 
 
@@ -208,10 +233,17 @@ def parts(folder, jobs):
 
 
 def run_args(run):
-    """`--run-name <name> [--pool-size N]` of a pretrain run name: `<run>_pool<N>` trains on the first
-    N pool images (Figure 2b); the untrained ceiling uses Lumos-I2I's architecture."""
+    """`--run-name <name> [--pool-size N]` of a pretrain run name: `<run>_pool<N>` trains on a nested
+    seeded subset of about N pool images (Figure 2b, `lumos.data.subsets`); the untrained ceiling uses Lumos-I2I's architecture."""
     base, _, size = ("lumos_i2i" if run == "untrained" else run).partition("_pool")
     return f"--run-name {base}" + (f" --pool-size {size}" if size else "")
+
+
+def run_features(wildcards):
+    """The features a pretrain run trains on: the pool, or ImageNet-1K (`data: imagenet1k`, the
+    paper's Figure 8 priors)."""
+    base = ("lumos_i2i" if wildcards.run == "untrained" else wildcards.run).partition("_pool")[0]
+    return f"results/features/{config['pretrain']['runs'][base].get('data', 'pool')}"
 
 
 def run_key(run):
@@ -369,15 +401,25 @@ def check_before_run():
                 f"the SLURM profile needs config key(s) {', '.join(f'slurm.{k}' for k in missing)}: "
                 "set them in config/paper.yaml or pass --config 'slurm={account: ACC, partition: PART}'"
             )
-    if config["data"]["source"] == "paths":
-        needed = ["pool", "pairs", *EVAL_SPLITS, *(f"{s}_ref" for s in EVAL_SPLITS)]
-        if config["eval"]["fid_extractor"] == "fid_net":
-            needed.append("classifier")
-        paths = config["data"].get("paths", {})
-        absent = [f"data.paths.{s} = '{paths.get(s, '')}'" for s in needed if not os.path.isdir(paths.get(s, ""))]
-        if absent:
-            raise WorkflowError(f"data folders of the paper preset are missing: {'; '.join(absent)}")
-
+    needed = ["pool", "pairs", *EVAL_SPLITS, *(f"{s}_ref" for s in EVAL_SPLITS)]
+    if config["eval"]["fid_extractor"] == "fid_net":
+        needed.append("classifier")
+    needed += sorted({r.get("data", "pool") for r in config["pretrain"]["runs"].values()} - {"pool"})
+    absent = []
+    for split in (s for s in needed if curated(s)):
+        sources = config["data"].get("sources", {}).get(split)
+        if not sources:
+            path = config["data"].get("paths", {}).get(split, "")
+            if not os.path.isdir(path):
+                absent.append(f"data.paths.{split} = '{path}'")
+            continue
+        for k, src in enumerate(sources):
+            files = [("path", src["path"])] + ([("annotations", src["annotations"])] if src.get("annotations") else [])
+            absent += [f"data.sources.{split}.{k}.{key} = '{path}' ({src['name']})" for key, path in files
+                       if not path.startswith("results/") and not os.path.exists(path)]
+    if absent:
+        raise WorkflowError(f"data of the paper preset is missing: {'; '.join(absent[:8])}"
+                            + (f"; and {len(absent) - 8} more" if len(absent) > 8 else ""))
 
 onstart:
     check_before_run()

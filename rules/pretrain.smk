@@ -4,7 +4,7 @@
 
 rule pretrain:
     input:
-        "results/features/pool",
+        run_features,
     output:
         model=directory("results/pretrain/{run}/model"),
         raw=directory("results/pretrain/{run}/model_raw"),

@@ -71,7 +71,6 @@ def test_bucketed_shapes_split_writes_one_split_per_bucket(tmp_path):
 
 
 def test_bucketed_curation_crops_each_image_to_its_nearest_bucket(tmp_path):
-    from lumos.data.build import curate_folder
     from lumos.data.shards import read_images, read_records
 
     src = tmp_path / "src"
@@ -81,14 +80,23 @@ def test_bucketed_curation_crops_each_image_to_its_nearest_bucket(tmp_path):
         img.paste((255, 0, 0), (size[0] // 2 - 5, size[1] // 2 - 5, size[0] // 2 + 5, size[1] // 2 + 5))
         img.save(src / f"{name}.png")
         (src / f"{name}.txt").write_text(f"a {name} picture")
-    counts = curate_folder("pairs", str(src), 10, 32, 50, 10, str(tmp_path / "out"),
-                           buckets=aspect_buckets(32, [0.5, 1.0, 2.0], 8))
-    assert counts["kept"] == 3 and counts["buckets"] == {"24x48": 1, "32x32": 1, "48x24": 1}
+    counts = curate_folder("pairs", src, 10, 32, 50, 10, tmp_path / "out", buckets=aspect_buckets(32, [0.5, 1.0, 2.0], 8))
+    assert counts["totals"]["kept"] == 3 and counts["buckets"] == {"24x48": 1, "32x32": 1, "48x24": 1}
     for d, name in zip(bucket_dirs(tmp_path / "out"), ["wide", "square", "tall"]):
         image, record = read_images(d)[0], read_records(d)[0]
         assert record["short_caption"] == f"a {name} picture"
         h, w, _ = image.shape
         assert tuple(image[h // 2, w // 2]) == (255, 0, 0) and image[0, 0, 2] == 255  # centred crop
+
+
+
+def curate_folder(split, folder, n, image_size, min_side, shard_size, out, buckets=None):
+    """One curation job over one folder source (the `data.paths` shorthand, with a min_side filter)."""
+    from lumos.data.curate import curate_part
+    from lumos.data.sources import Source
+
+    return curate_part(split, [Source(split, str(folder), min_side=min_side)], n, image_size, shard_size, str(out),
+                       buckets=buckets)
 
 
 def _bucket_data():
@@ -159,7 +167,6 @@ class _CharEncoder:
 def test_bucketed_curated_text_features_reuse_the_square_rows(tmp_path):
     """Stage 4 on curated folders: each bucket's caption tokens are copied from the square split's
     text features (one pass, shards of 2 rows on both sides) and equal encoding the bucket afresh."""
-    from lumos.data.build import curate_folder
     from lumos.features import _encode_captions, gather_parts, read_features, reuse_text_features
 
     src = tmp_path / "src"
@@ -169,8 +176,8 @@ def test_bucketed_curated_text_features_reuse_the_square_rows(tmp_path):
         Image.new("RGB", size, (10 * i, 0, 0)).save(src / f"img{i}.png")
         (src / f"img{i}.txt").write_text(f"picture number {i}" + "!" * i)
         (src / f"img{i}.long.txt").write_text(f"a long caption of picture {i}")
-    curate_folder("pairs", str(src), 10, 32, 50, 2, str(tmp_path / "square"))
-    curate_folder("pairs", str(src), 10, 32, 50, 2, str(tmp_path / "ar"), buckets=aspect_buckets(32, [0.5, 1.0, 2.0], 8))
+    curate_folder("pairs", src, 10, 32, 50, 2, tmp_path / "square")
+    curate_folder("pairs", src, 10, 32, 50, 2, tmp_path / "ar", buckets=aspect_buckets(32, [0.5, 1.0, 2.0], 8))
     encs = {"t5": _CharEncoder()}
     _encode_captions(str(tmp_path / "square"), str(tmp_path / "square_text"), encs, ["t5"], 4, 0, 1)
     meta = reuse_text_features(str(tmp_path / "square_text"), str(tmp_path / "square"), str(tmp_path / "ar"),
@@ -196,7 +203,6 @@ def test_bucketed_curated_text_features_reuse_the_square_rows(tmp_path):
 
 
 def test_reused_text_features_refuse_a_different_folder(tmp_path):
-    from lumos.data.build import curate_folder
     from lumos.features import _encode_captions, reuse_text_features
 
     for name, order in (("a", [0, 1, 2]), ("b", [2, 1, 0])):
@@ -205,8 +211,8 @@ def test_reused_text_features_refuse_a_different_folder(tmp_path):
         for i, k in enumerate(order):  # folder b holds the same images under other names
             Image.new("RGB", (100 + 50 * k, 100), (0, 0, 0)).save(src / f"x{i}_{k}.png")
             (src / f"x{i}_{k}.txt").write_text(f"caption {k}")
-    curate_folder("pairs", str(tmp_path / "src_a"), 10, 32, 50, 5, str(tmp_path / "square"))
-    curate_folder("pairs", str(tmp_path / "src_b"), 10, 32, 50, 5, str(tmp_path / "ar"),
+    curate_folder("pairs", tmp_path / "src_a", 10, 32, 50, 5, tmp_path / "square")
+    curate_folder("pairs", tmp_path / "src_b", 10, 32, 50, 5, tmp_path / "ar",
                   buckets=aspect_buckets(32, [0.5, 1.0], 8))
     _encode_captions(str(tmp_path / "square"), str(tmp_path / "square_text"), {"t5": _CharEncoder()}, ["t5"], 4, 0, 1)
     with pytest.raises(ValueError, match="curate both from the same folder"):

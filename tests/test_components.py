@@ -109,36 +109,6 @@ def test_missing_hub_weights_offline_is_a_clear_error(monkeypatch):
         load_vae({"pretrained": "stabilityai/sd-vae-ft-mse"})
 
 
-def test_curation_skips_and_counts_corrupt_and_small_images(tmp_path):
-    from lumos.data.build import curate_folder
-    from lumos.data.shards import read_images, read_records
-
-    src = tmp_path / "src" / "classA"
-    src.mkdir(parents=True)
-    Image.new("RGB", (80, 60), (255, 0, 0)).save(src / "big.png")
-    Image.new("L", (90, 70), 128).save(src / "grey.jpg")  # greyscale: converted, kept
-    Image.new("RGB", (40, 40)).save(src / "small.png")
-    (src / "broken.jpg").write_bytes(b"not an image")
-    counts = curate_folder("imagenet", str(tmp_path / "src"), 10, 16, 50, 10, str(tmp_path / "out"))
-    assert counts == {"seen": 4, "kept": 2, "corrupt": 1, "too_small": 1, "no_caption": 0}
-    assert json.loads((tmp_path / "out" / "curation.json").read_text()) == counts
-    images = read_images(tmp_path / "out")
-    assert images.shape == (2, 16, 16, 3)
-    assert {r["label"] for r in read_records(tmp_path / "out")} == {"classA"}
-    with pytest.raises(FileNotFoundError, match="data.paths.coco"):
-        curate_folder("coco", str(tmp_path / "absent"), 10, 16, 50, 10, str(tmp_path / "out2"))
-    # captioned splits (pairs, coco) keep only images with a caption file; the long one is optional
-    (src / "big.txt").write_text("a red square\n")
-    (src / "big.long.txt").write_text("A picture of one large red square.")
-    (src / "grey.txt").write_text("a grey picture")
-    Image.new("RGB", (80, 80), (0, 0, 255)).save(src / "uncaptioned.png")
-    counts = curate_folder("pairs", str(tmp_path / "src"), 10, 16, 50, 10, str(tmp_path / "out3"))
-    assert counts == {"seen": 5, "kept": 2, "corrupt": 0, "too_small": 0, "no_caption": 3}  # checked first
-    records = {r["source"]: r for r in read_records(tmp_path / "out3")}
-    assert records["classA/big.png"]["long_caption"] == "A picture of one large red square."
-    assert records["classA/grey.jpg"]["short_caption"] == records["classA/grey.jpg"]["long_caption"] == "a grey picture"
-
-
 def test_missing_shard_names_the_file(small_split, tmp_path):
     import shutil
 
@@ -147,8 +117,8 @@ def test_missing_shard_names_the_file(small_split, tmp_path):
     folder, _, _ = small_split
     copy = tmp_path / "copy"
     shutil.copytree(folder, copy)
-    (copy / "shard-00001.npz").unlink()
-    with pytest.raises(FileNotFoundError, match="shard-00001.npz"):
+    (copy / "shard-00001.tar").unlink()
+    with pytest.raises(FileNotFoundError, match="shard-00001.tar"):
         read_images(copy)
     with pytest.raises(FileNotFoundError, match="index.json"):
         read_images(tmp_path / "nothing")

@@ -97,32 +97,59 @@ def test_init_from_prior_reports_what_it_copied():
     assert "null_cond" in report["fresh"] and report["copied"] > 0
 
 
-def _write_features(folder, arrays):
-    folder.mkdir(parents=True)
-    np.savez(folder / "shard-00000.npz", **arrays)
-    n = len(next(iter(arrays.values())))
-    (folder / "index.json").write_text(json.dumps({"n": n, "shards": ["shard-00000.npz"]}))
+def _write_features(folder, arrays, shard_size=None):
+    from lumos.store import write_store
+
+    return write_store(folder, arrays, shard_size)
+
+
+def _pairs(tmp_path, n=20):
+    """Latents of image i all equal i; its short caption's tokens i (3 tokens), its long one's -i (5)."""
+    lat = np.arange(n, dtype=np.float16)[:, None, None, None] * np.ones((1, 4, 2, 2), np.float16)
+    _write_features(tmp_path / "f", {"latents": lat}, shard_size=6)
+    short = np.arange(n, dtype=np.float16)[:, None, None] * np.ones((1, 5, 2), np.float16)
+    long = -np.arange(n, dtype=np.float16)[:, None, None] * np.ones((1, 5, 2), np.float16)
+    _write_features(tmp_path / "t", {"t5_short": short, "t5_short_mask": np.arange(5)[None] < np.full((n, 1), 3),
+                                     "t5_long": long, "t5_long_mask": np.ones((n, 5), bool)}, shard_size=7)
 
 
 def test_training_data_mixes_captions_and_applies_noise(tmp_path):
     n = 20
-    lat = np.arange(n, dtype=np.float16)[:, None, None, None] * np.ones((1, 4, 2, 2), np.float16)
-    _write_features(tmp_path / "f", {"latents": lat})
-    short = np.arange(n, dtype=np.float16)[:, None, None] * np.ones((1, 3, 2), np.float16)
-    long = -np.arange(n, dtype=np.float16)[:, None, None] * np.ones((1, 5, 2), np.float16)
-    _write_features(tmp_path / "t", {"t5_short": short, "t5_short_mask": np.ones((n, 3), bool),
-                                     "t5_long": long, "t5_long_mask": np.ones((n, 5), bool)})
-    latents, tokens, mask = t2i_training_data(str(tmp_path / "f"), str(tmp_path / "t"),
-                                              parse_finetune("none-t5-mixed-n50"), seed=0)
+    _pairs(tmp_path, n)
+    rows = t2i_training_data(str(tmp_path / "f"), str(tmp_path / "t"), parse_finetune("none-t5-mixed-n50"), seed=0)
+    assert rows.sizes == [2 * n] and rows.width == 5 and rows.text_dim == 2 and rows.latent_shape == (4, 2, 2)
+    batch = rows.batch(0, torch.arange(2 * n))  # every virtual row: short captions first, then long
+    latents, tokens, mask = batch["x0"], batch["cond"], batch["cond_mask"]
     assert latents.shape == (2 * n, 4, 2, 2) and tokens.shape == (2 * n, 5, 2) and mask.shape == (2 * n, 5)
+    assert latents.dtype == tokens.dtype == torch.float32 and mask.dtype == torch.bool
     assert mask[:n, 3:].sum() == 0 and mask[:n, :3].all()  # short captions padded to the long width, masked
+    assert not tokens[:n, 3:].any()
     image_of_caption = torch.cat([tokens[:n, 0, 0], -tokens[n:, 0, 0]])
     wrong = (image_of_caption != latents[:, 0, 0, 0]).sum().item()
     assert wrong == 2 * round(0.5 * n)  # the same images get wrong short and long captions
+    index = torch.from_numpy(noisy_caption_index(n, 0.5, seed=0))
+    assert torch.equal(tokens[:n, 0, 0], index.float()) and torch.equal(-tokens[n:, 0, 0], index.float())
+    some = rows.batch(0, torch.tensor([33, 2, 33, 19]))  # any rows, in the order asked
+    assert torch.equal(some["cond"], tokens[[33, 2, 33, 19]]) and torch.equal(some["x0"], latents[[33, 2, 33, 19]])
+
+
+def test_finetune_trains_on_the_stores_and_reports_the_pairs(tmp_path):
+    from lumos.finetune import finetune
+    from lumos.settings import ModelSettings, TrainSettings
+
+    _pairs(tmp_path)
+    cfg = TrainSettings.from_config({"steps": 3, "batch_size": 4, "lr": 1e-3, "checkpoint_every": 3, "log_every": 1},
+                                    "t2i.train")
+    summary = finetune(str(tmp_path / "f"), str(tmp_path / "t"), "none-t5-mixed-n10", None,
+                       ModelSettings(size="DiT-N/2", learn_sigma=True, cond_dropout=0.1), cfg, 0.1,
+                       str(tmp_path / "out"), str(tmp_path / "state"), seed=0, device="cpu")
+    assert summary["pairs"] == 20 and summary["captions"] == "mixed" and summary["steps"] == 3
+    assert json.loads((tmp_path / "out" / "model" / "config.json").read_text())["max_cond_tokens"] == 5
 
 
 def test_text_features_cache_matches_the_encoder(tmp_path, small_split):
-    """Cached caption tokens equal the encoder's output at full length (padding is masked out)."""
+    """Cached caption tokens equal the encoder's output at full length (padding is masked out); only
+    valid tokens are stored, and the index keeps each shard's longest caption."""
     from lumos.components.text import load_text_encoder, train_t5
     from lumos.features import extract_text_features
 
@@ -138,8 +165,13 @@ def test_text_features_cache_matches_the_encoder(tmp_path, small_split):
     enc = load_text_encoder(spec, "t5")
     tokens, mask = enc([r["long_caption"] for r in records[:4]])
     assert not mask[:, width:].any()  # nothing real was cut
-    np.testing.assert_allclose(feats["t5_long"][:4], tokens[:, :width].numpy(), atol=2e-3)  # fp16 storage
-    np.testing.assert_array_equal(feats["t5_long_mask"][:4] > 0.5, mask[:, :width].numpy())
+    np.testing.assert_array_equal(feats["t5_long_mask"][:4], mask[:, :width].numpy())
+    valid = mask[:, :width].numpy()
+    np.testing.assert_allclose(feats["t5_long"][:4][valid], tokens[:, :width].numpy()[valid], atol=2e-3)  # fp16
+    assert not feats["t5_long"][~feats["t5_long_mask"]].any()  # padding rebuilt as zeros
+    assert width == max(w["t5"] for w in meta["shard_tokens"].values()) and len(meta["shard_tokens"]) == 3
+    stored = np.load(tmp_path / "text" / "shard-00000" / "t5_long.npy", mmap_mode="r")
+    assert stored.dtype == np.float16 and len(stored) == feats["t5_long_mask"][:40].sum()  # ragged
 
 
 def test_text_features_of_another_split_are_refused(tmp_path):
@@ -147,3 +179,68 @@ def test_text_features_of_another_split_are_refused(tmp_path):
     _write_features(tmp_path / "t", {"t5_short": np.zeros((5, 3, 2), np.float16), "t5_short_mask": np.ones((5, 3), bool)})
     with pytest.raises(ValueError, match="5 captions but .* 6 images"):
         t2i_training_data(str(tmp_path / "f"), str(tmp_path / "t"), parse_finetune("none-t5-short-n0"), seed=0)
+    _write_features(tmp_path / "f5", {"latents": np.zeros((5, 4, 2, 2), np.float16)})
+    with pytest.raises(KeyError, match=r"feature 't5_long' not in .*shard-00000"):  # a kind not cached: named
+        t2i_training_data(str(tmp_path / "f5"), str(tmp_path / "t"), parse_finetune("none-t5-long-n0"), seed=0)
+
+
+def test_a_bucketed_stage_trains_on_one_store_per_bucket(tmp_path):
+    """Table S1's multi-scale stage: a bucketed pair set (one features and one text store per
+    aspect-ratio bucket) continues the previous stage, each step from one bucket."""
+    from lumos.data.buckets import index_buckets
+    from lumos.finetune import finetune
+    from lumos.settings import ModelSettings, TrainSettings
+
+    metas = {}
+    for name, (h, w), n in (("16x32", (2, 4), 6), ("32x32", (4, 4), 9)):
+        metas[name] = _write_features(tmp_path / "f" / name, {"latents": np.ones((n, 4, h, w), np.float16)}, 4)
+        _write_features(tmp_path / "t" / name, {"t5_short": np.ones((n, 3, 24), np.float16),
+                                                "t5_short_mask": np.ones((n, 3), bool)}, 4)
+    index_buckets(tmp_path / "f", metas)
+    _, prev = _prior(tmp_path, "cross_attn", cond_dim=24)
+    cfg = TrainSettings.from_config({"steps": 4, "batch_size": 2, "lr": 1e-3, "checkpoint_every": 4, "log_every": 1},
+                                    "t2i.stages.0.train")
+    args = (str(tmp_path / "f"), str(tmp_path / "t"), "none-t5-short-n0")
+    model_cfg = ModelSettings(size="DiT-N/2", learn_sigma=True, cond_dropout=0.1)
+    with pytest.raises(ValueError, match="only a later stage"):
+        finetune(*args, None, model_cfg, cfg, 0.1, str(tmp_path / "x"), str(tmp_path / "sx"), seed=0, device="cpu")
+    summary = finetune(*args, None, model_cfg, cfg, 0.1, str(tmp_path / "out"), str(tmp_path / "state"), seed=0,
+                       device="cpu", init_dir=prev)
+    assert summary["buckets"] == {"16x32": [4, 2, 4], "32x32": [4, 4, 4]} and summary["pairs"] == 15
+    assert summary["latent_size"] == 4  # the most square bucket sizes the position table
+
+
+def test_training_on_ragged_captions_equals_training_on_the_dense_layout(tmp_path):
+    """The stores' fine-tune (ragged captions, zeros in the padding) ends with exactly the weights
+    of training on the old dense tensors in memory (an encoder's values in the padding)."""
+    from lumos.store import write_store
+    from lumos.train import train_diffusion
+
+    n, width, dim = 24, 6, 8
+    rng = np.random.default_rng(0)
+    latents = rng.standard_normal((n, 4, 4, 4)).astype(np.float16)
+    dense, masks = {}, {}
+    for kind in ("short", "long"):
+        lengths = rng.integers(1, width + 1, n)
+        lengths[0] = width
+        masks[kind] = np.arange(width)[None] < lengths[:, None]
+        dense[kind] = rng.standard_normal((n, width, dim)).astype(np.float16)
+    write_store(tmp_path / "f", {"latents": latents}, 10)
+    write_store(tmp_path / "t", {"t5_short": dense["short"], "t5_short_mask": masks["short"],
+                                 "t5_long": dense["long"], "t5_long_mask": masks["long"]}, 7)
+    index = torch.from_numpy(noisy_caption_index(n, 0.25, seed=0))
+    tokens = torch.cat([torch.from_numpy(dense[k].astype(np.float32))[index] for k in ("short", "long")])
+    mask = torch.cat([torch.from_numpy(masks[k])[index] for k in ("short", "long")])
+    cfg = {"steps": 6, "batch_size": 8, "lr": 1e-3, "warmup_steps": 2, "checkpoint_every": 3, "log_every": 1}
+
+    def model():
+        torch.manual_seed(0)
+        return LumosDiT.from_size("DiT-N/2", sample_size=4, in_channels=4, cond_dim=dim, max_cond_tokens=width,
+                                  cond_dropout=0.2)
+
+    train_diffusion(model(), torch.from_numpy(latents.astype(np.float32)).repeat(2, 1, 1, 1), tokens, mask, cfg,
+                    str(tmp_path / "dense"), str(tmp_path / "s1"))
+    rows = t2i_training_data(str(tmp_path / "f"), str(tmp_path / "t"), parse_finetune("none-t5-mixed-n25"), seed=0)
+    train_diffusion(model(), rows, None, None, cfg, str(tmp_path / "ragged"), str(tmp_path / "s2"))
+    a, b = (LumosDiT.from_pretrained(tmp_path / run / "model_raw").state_dict() for run in ("dense", "ragged"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

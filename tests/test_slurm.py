@@ -53,7 +53,7 @@ def test_profile_slurm_resolves_by_name_from_the_repository_root(tmp_path):
                  "fid_reference", "fid", "t2i_fid", "fid_real", "geneval_official", "dpg_official"):
         assert res[rule]["gpu"] == "1", rule
         assert int(res[rule]["cpus_per_gpu"]) >= 1, rule
-    assert "gpu" not in res["data_split"] and "gres" not in res["data_split"]
+    assert "gpu" not in res["data_part"] and "gres" not in res["data_part"]
     # feature extraction and sampling are split over GPU jobs (64 per pool, 8 per 30K sampling task)
     assert "rule features:" in out and "lumos features" in out and "--part 63 --parts 64" in out
     assert "--part 7 --parts 8" in out
@@ -69,7 +69,7 @@ def test_real_run_without_account_or_data_is_a_clear_error(tmp_path):
     assert "slurm.account" in text and "slurm.partition" in text
     proc = run("results/table1.csv", "--profile", "slurm", "--directory", str(tmp_path), "--config",
                "slurm={account: a, partition: p}", cwd=ROOT, check=False)
-    assert proc.returncode != 0 and "data.paths.pool = '/path/to/i2i_pool_images'" in proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "data.sources.pool.0.path = '/path/to/laion5b_img2dataset' (laion)" in proc.stdout + proc.stderr
 
 
 def slurm_jobs() -> list[dict]:
@@ -91,11 +91,11 @@ def test_smoke_table1_through_slurm_asks_gpus_for_gpu_rules(tmp_path):
         rule = re.match(r"rule_(\w+?)_wildcards|rule_(\w+)", j.get("Comment", ""))
         if rule:
             by_rule.setdefault(rule.group(1) or rule.group(2), []).append(j)
-    assert {"pretrain", "features", "sample", "train_component", "data_split"} <= set(by_rule), by_rule.keys()
+    assert {"pretrain", "features", "sample", "train_component", "data_part"} <= set(by_rule), by_rule.keys()
     for rule in ("pretrain", "features", "sample"):
         for j in by_rule[rule]:
             assert "gpu" in j.get("TresPerJob", "") + j.get("TRES", ""), (rule, j)
-    for j in by_rule["data_split"]:
+    for j in by_rule["data_part"]:
         assert "gpu" not in j.get("TresPerJob", "") + j.get("TRES", "")
     # slurm-ci.yaml splits work over 2 jobs: the pool's 2 data shards over 2 feature jobs (coco and
     # imagenet have one shard: one job each), each of 6 sampling tasks (3 runs x 2 splits) over 2

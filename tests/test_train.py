@@ -142,11 +142,12 @@ def test_two_processes_train_checkpoint_and_resume_like_one_run(tmp_path):
 
     import numpy as np
 
+    from lumos.store import write_store
+
     lat, cond, _ = data(64)
     feats = tmp_path / "features"
-    feats.mkdir()
-    np.savez(feats / "shard-00000.npz", latents=lat.numpy(), dino_cls=cond[:, 0].numpy())
-    (feats / "index.json").write_text(json.dumps({"n": 64, "shards": ["shard-00000.npz"]}))
+    write_store(feats, {"latents": lat.numpy().astype(np.float16), "dino_cls": cond[:, 0].numpy().astype(np.float16)},
+                shard_size=24)
     cfg = json.dumps({"seed": 0, "device": "cpu", "preset": "smoke",
                       "pretrain.runs.lumos_i2i": {"encoder": "dino", "injection": "cross_attn", "tokens": "cls"},
                       "pretrain.model": {"size": "DiT-N/2", "learn_sigma": True, "cond_dropout": 0.1},
@@ -171,3 +172,70 @@ def test_two_processes_train_checkpoint_and_resume_like_one_run(tmp_path):
         wa, wb = weights(tmp_path / "a" / sub), weights(tmp_path / "b" / sub)
         for k in wa:
             torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=1e-6)
+
+
+def _store(tmp_path, n=48):
+    """A features folder of `n` rows in shards of 20 (latents, DINO CLS, subset hash)."""
+    import numpy as np
+
+    from lumos.data.subsets import subset_values
+    from lumos.store import write_store
+
+    lat, cond, _ = data(n)
+    folder = tmp_path / "features"
+    write_store(folder, {"latents": lat.numpy().astype(np.float16), "dino_cls": cond[:, 0].numpy().astype(np.float16),
+                         "subset_u": subset_values([str(i) for i in range(n)], 0)}, shard_size=20)
+    return str(folder)
+
+
+def test_streaming_loader_run_resumes_exactly_with_any_worker_count(tmp_path):
+    """A pretrain run reading the store through 2 loader workers, killed at step 5 and resumed,
+    ends with exactly (torch.equal) the weights of an uninterrupted run, with 2 workers or none."""
+    from lumos.pretrain import pretrain
+    from lumos.settings import ModelSettings, RunSettings, TrainSettings
+
+    feats = _store(tmp_path)
+    run = RunSettings(injection="cross_attn", tokens="cls", encoder="dino")
+    net = ModelSettings(size="DiT-N/2", learn_sigma=True, cond_dropout=0.1)
+
+    def train(name, workers, **kw):
+        cfg = TrainSettings.from_config({**CFG, "loader_workers": workers, "prefetch": 3}, "pretrain.train")
+        return pretrain(feats, run, net, cfg, str(tmp_path / name), str(tmp_path / f"state_{name}"), 0, "cpu", **kw)
+
+    train("main", 0)
+    train("workers", 2)
+    assert train("resumed", 2, stop_after=5) == {"stopped_at": 5}
+    assert train("resumed", 2)["resumed_from"] == 5
+    for sub in ("model", "model_raw"):
+        want = weights(tmp_path / "main" / sub)
+        for other in ("workers", "resumed"):
+            got = weights(tmp_path / other / sub)
+            assert all(torch.equal(want[k], got[k]) for k in want), (other, sub)
+
+
+def test_a_signal_to_every_process_checkpoints_with_loader_workers(tmp_path):
+    """SLURM's SIGUSR1 reaches the loader workers too: the run still checkpoints, exits 75 and resumes."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    feats = _store(tmp_path)
+    cfg = json.dumps({"seed": 0, "device": "cpu",
+                      "pretrain.runs.lumos_i2i": {"encoder": "dino", "injection": "cross_attn", "tokens": "cls"},
+                      "pretrain.model": {"size": "DiT-N/2", "learn_sigma": True, "cond_dropout": 0.1},
+                      "pretrain.train": {**CFG, "steps": 100000, "checkpoint_every": 100000, "loader_workers": 2}})
+    out = [f"--out-{k}={tmp_path / k}" for k in ("model", "raw", "curve", "plot", "summary")]
+    proc = subprocess.Popen([sys.executable, "-m", "lumos.cli", "pretrain", "--threads", "1", "--cfg", cfg,
+                             "--run-name", "lumos_i2i", "--features", feats, "--state", str(tmp_path / "s"), *out],
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "LUMOS_NO_PROGRESS": "1"})
+    for line in proc.stderr:
+        if "step 3 loss" in line:
+            os.killpg(proc.pid, signal.SIGUSR1)  # the whole process group, workers included
+            break
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 75, rest[-3000:]
+    assert "stopped at step" in rest and "exited unexpectedly" not in rest
+    assert latest_checkpoint(tmp_path / "s" / os.listdir(tmp_path / "s")[0]) is not None

@@ -12,6 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+from lumos.data.shards import read_images, read_records
+
 ROOT = Path(__file__).resolve().parent.parent
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
 
@@ -72,6 +74,28 @@ def test_smoke_outputs_a_person_looks_at(smoke_run):
 
 
 @pytest.mark.slow
+def test_smoke_table1_through_the_webdataset_path(tmp_path):
+    """Table 1 with the pool exported as img2dataset webdataset shards and curated by two jobs with
+    the paper's filters (shorter side > 32, aesthetic > 5.0), as LAION is at paper scale."""
+    snakemake("results/table1.csv", "--configfile", str(ROOT / "config" / "smoke.yaml"),
+              str(ROOT / "config" / "smoke-webdataset.yaml"), "--cores", "2", cwd=tmp_path)
+    res = tmp_path / "results"
+    report = json.loads((res / "data" / "pool" / "curation.json").read_text())
+    shapes = report["by_source"]["shapes_web"]
+    assert report["parts"] == 2 and shapes["seen"] == 512  # every exported image counted once
+    assert shapes["kept"] + shapes["too_small"] + shapes["low_aesthetic"] == 512
+    assert shapes["too_small"] > 0 and shapes["low_aesthetic"] > 0  # both filters acted
+    assert 0.4 < shapes["kept"] / 512 < 0.8
+    records = read_records(res / "data" / "pool")
+    assert len(records) == shapes["kept"] and all(r["aesthetic"] > 5.0 and r["width"] > 32 for r in records)
+    assert sorted(p.name for p in (res / "export" / "pool").glob("*.tar")) == ["00000.tar", "00001.tar"]
+    measured = pd.read_csv(res / "table1.csv").query("source == 'measured'").set_index("method")
+    assert (measured["imagenet_fid"] >= 0).all() and len(measured) == 4
+    summary = json.loads((res / "pretrain" / "lumos_i2i" / "train_summary.json").read_text())
+    assert summary["steps"] == 30
+
+
+@pytest.mark.slow
 def test_smoke_table2_table3(smoke_run):
     res = smoke_run / "results"
     t2 = pd.read_csv(res / "table2.csv")
@@ -112,7 +136,7 @@ def test_smoke_progressive_resolution_stage(smoke_run):
     assert (first.config.sample_size, stage.config.sample_size) == (8, 16)  # 32 px -> 64 px, VAE factor 4
     summary = json.loads((smoke_run / STAGE2).parent.joinpath("train_summary.json").read_text())
     assert summary["steps"] == 6 and summary["init"] == "results/t2i/lumos_i2i-t5-mixed-n0/model"
-    assert np.load(res / "data" / "pairs_64px" / "shard-00000.npz")["images"].shape[1:] == (64, 64, 3)
+    assert read_images(res / "data" / "pairs_64px", limit=1).shape[1:] == (64, 64, 3)
     feats = json.loads((res / "features" / "pairs_64px" / "index.json").read_text())
     assert feats["latent_shape"] == [4, 16, 16] and feats["encoders"] == []  # T2I reads latents only
 
@@ -128,7 +152,7 @@ def test_smoke_multi_scale_stage(smoke_run):
     assert summary["buckets"] == {"48x88": [4, 12, 22], "64x64": [4, 16, 16], "88x48": [4, 22, 12]}
     buckets = json.loads((res / "data" / "pairs_64px_ar3" / "buckets.json").read_text())
     assert sum(buckets["counts"].values()) == 128
-    assert np.load(res / "data" / "pairs_64px_ar3" / "48x88" / "shard-00000.npz")["images"].shape[1:] == (48, 88, 3)
+    assert read_images(res / "data" / "pairs_64px_ar3" / "48x88", limit=1).shape[1:] == (48, 88, 3)
     model = LumosDiT.from_pretrained(str(smoke_run / STAGE3)).eval()
     out = model(torch.randn(1, 4, 12, 22), torch.tensor([100]), torch.randn(1, 5, model.config.cond_dim))
     assert out.shape == (1, 8, 12, 22)
@@ -153,7 +177,7 @@ def test_a_step_reruns_exactly_when_its_own_settings_change(smoke_run, tmp_path)
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out.split("Job stats:")[1].split("\n\n")[0], re.M))
     assert jobs.get("train_component") == "1" and "results/components/fid_net" in out
     assert {"fid", "fid_real", "fid_reference", "table1"} <= set(jobs)
-    assert not {"data_split", "features", "gather_features", "pretrain", "sample"} & set(jobs), jobs
+    assert not {"data_part", "features", "gather_features", "pretrain", "sample"} & set(jobs), jobs
 
 
 @pytest.mark.slow
@@ -175,8 +199,17 @@ def test_paper_dag_dry_run_without_weights(tmp_path):
     assert "--n-samples 30000" in out and "--n-samples 50000" in out
     assert "stabilityai/sd-vae-ft-mse" in out and "facebook/dino-vitb16" in out
     assert "train_component" not in out  # paper weights are loaded, not trained
-    for rule in ("data_split", "features", "pretrain", "sample", "fid_reference", "fid", "fid_real", "table1"):
+    for rule in ("data_part", "features", "pretrain", "sample", "fid_reference", "fid", "fid_real", "table1"):
         assert f"rule {rule}:" in out or f"localrule {rule}:" in out, rule
+    # curation over many jobs; the paper's filters on LAION/COYO only, none on the evaluation splits
+    data_jobs = {split: [line for line in out.splitlines() if f"lumos data --split {split} " in line]
+                 for split in ("pool", "imagenet", "imagenet_ref")}
+    assert len(data_jobs["pool"]) == 400 and 1 <= len(data_jobs["imagenet"]) <= 5
+    for split, lines in data_jobs.items():
+        sources = json.loads(re.search(r"--cfg '(.*?)' ", lines[0]).group(1))[f"data.sources.{split}"]
+        filtered = {s["name"] for s in sources if s["min_side"] or s["aesthetic"]}
+        assert filtered == ({"laion", "coyo"} if split == "pool" else set()), (split, filtered)
+    assert re.search(r"--parts 400 --out results/data/pool.part399\b", out)
 
 
 def test_paper_t2i_dag_dry_run_without_weights(tmp_path):
@@ -190,6 +223,18 @@ def test_paper_t2i_dag_dry_run_without_weights(tmp_path):
         assert f"rule {rule}:" in out or f"localrule {rule}:" in out, rule
     assert "evaluation/evaluate_images.py" in out and "dpg_bench/compute_dpg_bench.py" in out
     assert "--ft lumos_i2i-t5-mixed-n0 --prior results/pretrain/lumos_i2i/model" in out
+
+
+def test_paper_fig8_priors_pretrain_on_imagenet(tmp_path):
+    """Figure 8 at paper scale: every prior is pretrained on ImageNet-1K train (section 4.3),
+    curated from synset folders (class labels) without the pool's filters."""
+    proc = snakemake("results/fig8.csv", "--configfile", str(ROOT / "config" / "paper.yaml"), "-n", "-p", cwd=tmp_path)
+    runs = re.findall(r"-- pretrain .*?--run-name (\w+) --features (\S+)", proc.stdout)
+    assert sorted(runs) == sorted((r, "results/features/imagenet1k") for r in
+                                  ("lumos_i2i_in1k", "rcg_in1k", "class_i2i", "uncond")), runs
+    line = next(x for x in proc.stdout.splitlines() if "lumos data --split imagenet1k " in x)
+    (source,) = json.loads(re.search(r"--cfg '(.*?)' ", line).group(1))["data.sources.imagenet1k"]
+    assert source["labels"] == "folder" and not source["min_side"] and not source["aesthetic"]
 
 
 def test_paper_progressive_stages_dry_run(tmp_path):

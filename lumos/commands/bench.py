@@ -10,6 +10,10 @@ def cmd_bench(args):
         from lumos.bench_gpu import run_gpu_benchmark
 
         return run_gpu_benchmark(args)
+    if args.data:
+        from lumos.bench_data import run_data_benchmarks
+
+        return run_data_benchmarks(args)
     from lumos.bench import run_benchmarks
 
     run_benchmarks(args)
@@ -19,6 +23,12 @@ def register(add):
     add("bench", cmd_bench, config=False,
         quick=("fewer iterations (for a smoke check)", {"action": "store_true"}),
         gpu=("benchmark the paper-scale DiT on a GPU (lumos/bench_gpu.py)", {"action": "store_true"}),
+        data=("benchmark the data path: peak RSS at N and scale x N images, curation and loader speed "
+              "(lumos/bench_data.py)", {"action": "store_true"}),
+        n=("--data: images of the small run", {"type": int, "default": 20000}),
+        scale=("--data: the large run has scale x n images", {"type": int, "default": 10}),
+        image_size=("--data: image size", {"type": int, "default": 32}),
+        work=("--data: scratch folder", {"default": "results/bench/data"}),
         size=("--gpu: DiT size", {"default": "DiT-XL/2"}),
         steps=("--gpu: timed training steps", {"type": int, "default": 50}),
         batch=("--gpu: training batch (default: the largest that fits)", {"type": int, "default": None}),

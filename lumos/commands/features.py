@@ -6,13 +6,14 @@ from lumos.commands import setup
 
 
 def cmd_features(args):
-    """Extract VAE latents and encoder tokens of a split into feature shards."""
+    """Extract VAE latents and encoder tokens of a split into feature shards (the config's seed
+    seeds each row's subset hash: Figure 2b's nested pool subsets)."""
     from lumos.features import extract_features
 
     cfg, device = setup(args)
     components = {name: cfg[f"components.{name}"] for name in ["vae", *args.encoders]}
     extract_features(args.data, args.out, components, args.encoders, cfg["features.batch_size"],
-                     cfg["features.patch_tokens"], device, args.part, args.parts)
+                     cfg["features.patch_tokens"], device, args.part, args.parts, seed=cfg["seed"])
 
 
 def cmd_text_features(args):

@@ -20,7 +20,7 @@ def cmd_finetune(args):
     train = TrainSettings.from_config(cfg[train_key], train_key)
     model = ModelSettings.from_config(cfg["pretrain.model"], "pretrain.model")
     snapshot_every = cfg.get("t2i.snapshot_every") if args.out_snapshots else None
-    key = state_key({"train": vars(train), "model": vars(model), "seed": cfg["seed"], "name": args.ft,
+    key = state_key({"train": train.resume_key(), "model": vars(model), "seed": cfg["seed"], "name": args.ft,
                      "prior": args.prior, "init": args.init, "cond_dropout": cfg["t2i.cond_dropout"],
                      "snapshot_every": snapshot_every}, Path(args.features) / "index.json")
     finish_training(finetune(args.features, args.text, args.ft, args.prior, model, train, cfg["t2i.cond_dropout"],

@@ -27,34 +27,37 @@ def cmd_pretrain(args):
     train = TrainSettings.from_config(cfg["pretrain.train"], "pretrain.train")
     # The state folder is keyed by the run's settings and its input features, so a retry of the same
     # job resumes while a changed config or new features start afresh.
-    key = state_key({"run": vars(run), "model": vars(model), "train": vars(train), "seed": cfg["seed"]},
+    key = state_key({"run": vars(run), "model": vars(model), "train": train.resume_key(), "seed": cfg["seed"]},
                     Path(args.features) / "index.json")
     finish_training(pretrain(args.features, run, model, train, outputs_of(args), str(Path(args.state) / key),
                              cfg["seed"], device, stop_after=args.stop_after))
 
 
 def cmd_sample(args):
-    """Generate one image per eval image, conditioned on its cached features."""
+    """Generate one image per eval image, conditioned on its cached features (read batch by batch).
+    The eval split is never subset: a run's pool size only names the model."""
     from lumos.components.vae import load_vae
+    from lumos.loader import Column
     from lumos.pretrain import load_run_data, untrained_model
     from lumos.sample import generate, load_model
     from lumos.settings import ModelSettings
 
     cfg, device = setup(args)
     run = run_settings(cfg, args)
-    latents, cond, mask = load_run_data(args.features, run)
-    n = min(len(latents), args.n_samples or len(latents))
+    rows = load_run_data(args.features, run.replace(pool_size=None))
+    n = min(rows.sizes[0], args.n_samples or rows.sizes[0])
     model = load_model(args.model, lambda: untrained_model(ModelSettings.from_config(cfg["pretrain.model"], "pretrain.model"),
-                                                           run, latents.shape[1:], cond, cfg["seed"]))
+                                                           run, rows.latent_shape, rows, cfg["seed"]))
     codec = load_vae(cfg["components.vae"], device)
-    generate(model, codec, cond[:n], None if mask is None else mask[:n], tuple(latents.shape[1:]), args.out,
+    mask = Column(rows, "cond_mask", n) if run.injection in ("cross_attn", "adaln") else None
+    generate(model, codec, Column(rows, "cond", n), mask, rows.latent_shape, args.out,
              args.work, cfg["sample"], cfg["seed"], device, args.part, args.parts)
 
 
 def register(add):
     req = {"required": True}
     run = ("pretrain run name (config key pretrain.runs.<run>)", req)
-    pool = ("train on the first N pool images (Figure 2b)", {"type": int, "default": None})
+    pool = ("train on the nested subset of N pool images (Figure 2b)", {"type": int, "default": None})
     add("pretrain", cmd_pretrain, run_name=run, pool_size=pool, features=("pool features folder", req),
         state=("resumable state folder (outside declared outputs)", req),
         stop_after=("stop after this many steps (simulates a kill; for tests)", {"type": int, "default": None}),
