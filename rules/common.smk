@@ -11,6 +11,7 @@ min_version("9.20")
 sys.path.insert(0, workflow.basedir)
 from lumos.config import ConfigError, config_slice, validate_config  # noqa: E402
 from lumos.data.buckets import aspect_buckets  # noqa: E402
+from lumos.data.sources import check_aesthetic  # noqa: E402
 from lumos.finetune import FINETUNE_WILDCARD, parse_finetune  # noqa: E402
 
 
@@ -23,6 +24,9 @@ configfile: os.path.join(workflow.basedir, "config.yaml")
 
 try:
     validate_config(config)
+    for _split, _blocks in config["data"].get("sources", {}).items():
+        for _k, _block in enumerate(_blocks):
+            check_aesthetic(_block.get("aesthetic"), f"data.sources.{_split}.{_k}.aesthetic")
 except ConfigError as err:
     raise WorkflowError(str(err))
 
@@ -130,7 +134,8 @@ def data_cfg(split):
     """The settings `lumos data` reads for a split (a variant's size comes from its name)."""
     base = split_base(split)[0]
     keys = ["data.source", "data.shard_size", f"data.splits.{base}", f"data.paths.{base}", f"data.sources.{base}"]
-    return cfg_json(*keys, *(["data.curation"] if curated(split) else []), *(["data.image_size"] if split == base else []))
+    curation = ["data.curation.files_per_unit", "data.curation.max_pixels"] if curated(split) else []
+    return cfg_json(*keys, *curation, *(["data.image_size"] if split == base else []))
 
 
 def curated(split):
@@ -155,6 +160,28 @@ def source_inputs(wildcards):
     world exported as webdataset shards by `export_shapes`)."""
     sources = config["data"].get("sources", {}).get(split_base(wildcards.split)[0], [])
     return [s["path"] for s in sources if s["path"].startswith("results/")]
+
+
+def model_scored_sources(split):
+    """Sources of a (base) split whose aesthetic score a model computes (`aesthetic.model`)."""
+    return [s for s in config["data"].get("sources", {}).get(split, []) if (s.get("aesthetic") or {}).get("model")]
+
+
+def aesthetic_inputs(wildcards):
+    """What a scoring job reads that the DAG makes: its sources and model files under results/
+    (e.g. the smoke preset's trained CLIP)."""
+    files = []
+    for s in model_scored_sources(wildcards.split):
+        model = s["aesthetic"]["model"]
+        files += [f for f in (s["path"], model["clip"], model["head"]) if f.startswith("results/")]
+    return sorted(set(files))
+
+
+def aesthetic_scores(wildcards):
+    """The scores file a curation job reads: its own scoring job's, when its split has model-scored
+    sources (a resolution variant reads its base split's: the same jobs read the same items)."""
+    base = split_base(wildcards.split)[0]
+    return f"results/aesthetic/{base}.part{wildcards.part}.jsonl" if model_scored_sources(base) else []
 
 
 def text_reuse(split):
@@ -415,6 +442,8 @@ def check_before_run():
             continue
         for k, src in enumerate(sources):
             files = [("path", src["path"])] + ([("annotations", src["annotations"])] if src.get("annotations") else [])
+            model = (src.get("aesthetic") or {}).get("model")
+            files += [("aesthetic.model.head", model["head"])] if model else []
             absent += [f"data.sources.{split}.{k}.{key} = '{path}' ({src['name']})" for key, path in files
                        if not path.startswith("results/") and not os.path.exists(path)]
     if absent:

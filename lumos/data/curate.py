@@ -1,11 +1,13 @@
 """Curation: many small jobs stream their share of a split's sources into shards; a gather joins them.
 
 A curation job (`curate_part`) reads its units of every source (`lumos.data.sources`), applies the
-source's filters (caption present for captioned splits, aesthetic score from the metadata, shorter
-side > min_side), decodes what passes (`lumos.data.decode`), center-crops and resizes it, and
-writes it at once to its own shards (`lumos.data.shards.ShardWriter`): its memory does not depend
-on how many images it sees. Every item is counted, by source and by reason, in `curation.json`.
-`gather_split` links the parts' shards into the split folder, renumbered, and sums the counts.
+source's filters (caption present for captioned splits, aesthetic score from the metadata or from
+the job's scores file (`lumos.data.aesthetic_scores`), shorter side > min_side), decodes what
+passes (`lumos.data.decode`), center-crops and resizes it, and writes it at once to its own
+shards (`lumos.data.shards.ShardWriter`): its memory does not depend on how many images it sees
+(a scores file is one job's share, loaded whole). Every item is counted, by source and by
+reason, in `curation.json`. `gather_split` links the parts' shards into the split folder,
+renumbered, and sums the counts.
 
 Why copies and not a manifest: a kept image is stored once at training size (256 px JPEG, ~30 KB:
 ~6 TB for the 190M pool, ~1 TB for the 30M pairs), while the sources hold it at > 512 px (4x or
@@ -25,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from lumos.data.aesthetic_scores import load_scores
 from lumos.data.decode import BadImage, open_image
 from lumos.data.shards import ShardWriter, read_shard, split_index
-from lumos.data.sources import Item, Skip, read_source
+from lumos.data.sources import Item, Skip, model_scored, read_source
 from lumos.utils import link_or_copy, log, progress
 
 CAPTIONED = ("pairs", "coco")  # splits whose images need captions
@@ -82,13 +85,22 @@ class _Writers:
 
 def curate_part(name: str, sources, n: int, image_size: int, shard_size: int, out_dir: str, part: int = 0,
                 parts: int = 1, buckets=None, image_format: str = "png", max_pixels: int = 1 << 28,
-                files_per_unit: int = 10000, seed: int = 0) -> dict:
+                files_per_unit: int = 10000, seed: int = 0, scores: str | None = None) -> dict:
     """Curate job `part` of `parts` of split `name` from `sources` into `out_dir`.
 
     Each job keeps at most the split's `n` (the gather cuts the joined split to `n`) and
     ceil(quota / parts) of each source: a source's quota is shared evenly by the jobs, which is
     even when the source has many units (LAION: tens of thousands of shards). Returns and writes
-    `curation.json`: counts by source ({seen, kept, <skip reason>: k}) and their totals."""
+    `curation.json`: counts by source ({seen, kept, <skip reason>: k}) and their totals.
+
+    `scores`: the file of scoring job `part` of `parts` (`lumos aesthetic-scores`), needed when a
+    source's aesthetic has a `model`. It is loaded whole as {key: score}: this job's share only
+    (~0.5M keys at paper scale, some 50-80 MB)."""
+    scored = [s.name for s in sources if model_scored(s)]
+    if scored and not scores:
+        raise ValueError(f"split {name}: sources {scored} compute their aesthetic score with a model; curation "
+                         "needs this job's scores file (lumos aesthetic-scores, then lumos data --scores)")
+    table = load_scores(scores) if scored else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     writers = _Writers(out, shard_size, image_format, buckets, source="curated", split=name)
@@ -104,7 +116,7 @@ def curate_part(name: str, sources, n: int, image_size: int, shard_size: int, ou
             c["seen"] += 1
             bar.update()
             reason = item.reason if isinstance(item, Skip) else _keep(item, source, name, image_size, max_pixels,
-                                                                      writers)
+                                                                      writers, table)
             if reason:
                 c[reason] += 1
                 if isinstance(item, Skip):
@@ -122,15 +134,37 @@ def curate_part(name: str, sources, n: int, image_size: int, shard_size: int, ou
     return report
 
 
-def _keep(item: Item, source, split: str, image_size: int, max_pixels: int, writers: _Writers) -> str | None:
+def _aesthetic(item: Item, source, scores: dict | None):
+    """An item's aesthetic score: from its scoring job's file when the source's aesthetic has a
+    `model`, else the metadata's `key`; None when absent or not a number."""
+    score = scores.get(item.key) if model_scored(source) else item.meta.get(source.aesthetic["key"])
+    if not isinstance(score, (int, float)) or isinstance(score, bool) or math.isnan(score):
+        return None
+    return score
+
+
+def _unscored(item: Item, source, max_pixels: int) -> str:
+    """Why an item has no aesthetic score: `no_aesthetic_score`, or, for a model-scored source, the
+    decode reason of an image its scoring job could not read (it is counted as such)."""
+    if model_scored(source):
+        try:
+            open_image(item.image, max_pixels)
+        except BadImage as bad:
+            log.warning("skipped (%s) %s: %s", bad.reason, item.key, bad.detail)
+            return bad.reason
+    return "no_aesthetic_score"
+
+
+def _keep(item: Item, source, split: str, image_size: int, max_pixels: int, writers: _Writers,
+          scores: dict | None = None) -> str | None:
     """Filter, decode and write one item; the skip reason, or None when it was kept."""
     if split in CAPTIONED and not item.caption:
         return "no_caption"
     score = None
     if source.aesthetic:
-        score = item.meta.get(source.aesthetic["key"])
-        if not isinstance(score, (int, float)) or isinstance(score, bool) or math.isnan(score):
-            return "no_aesthetic_score"
+        score = _aesthetic(item, source, scores)
+        if score is None:
+            return _unscored(item, source, max_pixels)
         if score <= source.aesthetic["min"]:
             return "low_aesthetic"
     try:

@@ -31,7 +31,7 @@ class Source:
     format: str = "folder"
     quota: int | None = None
     min_side: int = 0
-    aesthetic: dict | None = None  # {"key": metadata key, "min": keep scores above}
+    aesthetic: dict | None = None  # {"min": keep scores above, and "key": metadata key | "model": {clip, head}}
     long_caption_key: str = "long_caption"
     labels: str = "none"  # "folder": the top-level sub-folder (ImageNet synset) -> class index
     annotations: str | None = None  # format coco: captions_val2014.json
@@ -72,11 +72,31 @@ def split_sources(cfg: dict, split: str) -> list[Source]:
                              f"data.paths.{split} is set")
         blocks = [{"name": split, "path": folder}]
     blocks = validate_slice({f"data.sources.{split}": blocks})[f"data.sources.{split}"]
+    for k, block in enumerate(blocks):
+        check_aesthetic(block["aesthetic"], f"data.sources.{split}.{k}.aesthetic")
     sources = [Source(**b) for b in blocks]
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
         raise SystemExit(f"error: data.sources.{split} has repeated source names {names}")
     return sources
+
+
+def check_aesthetic(aesthetic: dict | None, where: str) -> None:
+    """A source's aesthetic filter takes its score from exactly one place: the metadata (`key`)
+    or a model (`model`, scored by `lumos aesthetic-scores`). Raise ConfigError naming `where`."""
+    from lumos.config import ConfigError
+
+    if aesthetic and ("key" in aesthetic) == ("model" in aesthetic):
+        got = "both" if "key" in aesthetic else "neither"
+        raise ConfigError(f"config key '{where}': give exactly one of `key` (a score the metadata ships, e.g. "
+                          f"aesthetic) or `model` ({{clip, head}}: score it with the LAION aesthetic predictor), "
+                          f"got {got}")
+
+
+def model_scored(source: Source) -> bool:
+    """Whether a source's aesthetic score is computed by a model (GPU jobs) rather than read from
+    its metadata."""
+    return bool(source.aesthetic and source.aesthetic.get("model"))
 
 
 def read_source(source: Source, part: int, parts: int, files_per_unit: int, seed: int = 0, offset: int = 0):
