@@ -78,7 +78,7 @@ def test_smoke_table1_through_the_webdataset_path(tmp_path):
     """Table 1 with the pool exported as img2dataset webdataset shards and curated by two jobs with
     the paper's filters (shorter side > 32, aesthetic > 5.0), as LAION is at paper scale."""
     snakemake("results/table1.csv", "--configfile", str(ROOT / "config" / "smoke.yaml"),
-              str(ROOT / "config" / "smoke-webdataset.yaml"), "--cores", "2", cwd=tmp_path)
+              str(ROOT / "config" / "webdataset.yaml"), "--cores", "2", cwd=tmp_path)
     res = tmp_path / "results"
     report = json.loads((res / "data" / "pool" / "curation.json").read_text())
     shapes = report["by_source"]["shapes_web"]
