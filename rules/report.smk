@@ -117,3 +117,30 @@ rule figure:
     shell:
         "lumos figure --cfg {params.cfg:q} --figure {wildcards.fig} --metrics {input} --runs {params.runs:q}"
         " --png {output.png} --csv {output.csv} > {log} 2>&1"
+
+
+# Figure S7: interpolation with the I2I prior between pairs of evaluation images.
+INTERP_RUN = config["pretrain"]["interpolation"]["run"]
+INTERP_ENCODER = config["pretrain"]["runs"].get(INTERP_RUN, {}).get("encoder", "dino")
+
+
+rule interpolation:
+    input:
+        model=f"results/pretrain/{INTERP_RUN}/model",
+        data=f"results/data/{EVAL_SPLITS[0]}",
+        features=f"results/features/{EVAL_SPLITS[0]}",
+        components=trained("vae", INTERP_ENCODER),
+    output:
+        png=report("results/figS7.png", caption="../docs/report/figS7.rst", category="I2I (Section 4.1)"),
+        csv=report("results/figS7.csv", caption="../docs/report/figS7.rst", category="I2I (Section 4.1)"),
+    params:
+        cfg=cfg_json(
+            "pretrain.interpolation", f"pretrain.runs.{INTERP_RUN}", "components.vae", f"components.{INTERP_ENCODER}", "sample"
+        ),
+    log:
+        "results/logs/report/figS7.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos interpolate --cfg {params.cfg:q} --model {input.model} --data {input.data}"
+        " --features {input.features} --png {output.png} --csv {output.csv} > {log} 2>&1"

@@ -159,6 +159,18 @@ def test_smoke_multi_scale_stage(smoke_run):
 
 
 @pytest.mark.slow
+def test_smoke_interpolation_figure(smoke_run):
+    """Figure S7 from the smoke prior: pairs x points rows, t from 0 to 1, measured similarities."""
+    snakemake("results/figS7.png", "--configfile", str(ROOT / "config" / "smoke.yaml"), "--cores", "2", cwd=smoke_run)
+    df = pd.read_csv(smoke_run / "results" / "figS7.csv")
+    assert len(df) == 4 * 8 and set(df["source"]) == {"measured"}
+    assert sorted(set(df["t"])) == pytest.approx(list(np.linspace(0, 1, 8)), abs=1e-4)
+    assert df[["cos_to_a", "cos_to_b"]].abs().le(1 + 1e-5).all().all()
+    strip = Image.open(smoke_run / "results" / "figS7.png")
+    assert strip.width >= 10 * 32 and strip.height >= 4 * 32  # a | 8 generated | b, per pair
+
+
+@pytest.mark.slow
 def test_rerun_is_a_no_op(smoke_run):
     proc = snakemake("results/table1.csv", "results/table2.csv", "results/table3.csv", "--configfile",
                      str(ROOT / "config" / "smoke.yaml"), "-n", cwd=smoke_run)
@@ -223,6 +235,12 @@ def test_paper_t2i_dag_dry_run_without_weights(tmp_path):
         assert f"rule {rule}:" in out or f"localrule {rule}:" in out, rule
     assert "evaluation/evaluate_images.py" in out and "dpg_bench/compute_dpg_bench.py" in out
     assert "--ft lumos_i2i-t5-mixed-n0 --prior results/pretrain/lumos_i2i/model" in out
+
+
+def test_paper_interpolation_figure_dry_run(tmp_path):
+    proc = snakemake("results/figS7.png", "--configfile", str(ROOT / "config" / "paper.yaml"), "-n", "-p", cwd=tmp_path)
+    assert "lumos interpolate" in proc.stdout and "results/pretrain/lumos_i2i/model" in proc.stdout
+    assert "facebook/dino-vitb16" in proc.stdout
 
 
 def test_paper_fig8_priors_pretrain_on_imagenet(tmp_path):

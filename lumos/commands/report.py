@@ -64,6 +64,39 @@ def cmd_figure(args):
     print(build_figure(args.figure, args.metrics, runs, args.png, args.csv).to_string(index=False))
 
 
+def cmd_interpolate(args):
+    """Figure S7: interpolation strips between pairs of evaluation images (PNG + CSV)."""
+    import pandas as pd
+
+    from lumos.components.encoders import load_encoder
+    from lumos.components.vae import load_vae
+    from lumos.data.shards import read_images
+    from lumos.features import read_features
+    from lumos.interpolate import interpolation_figure, save_strips
+    from lumos.sample import load_model
+    from lumos.settings import RunSettings
+
+    cfg, device = setup(args)
+    spec = cfg["pretrain.interpolation"]
+    key = f"pretrain.runs.{spec['run']}"
+    run = RunSettings.from_config(cfg[key], key)
+    if run.injection not in ("cross_attn", "adaln") or run.tokens != "cls":
+        raise SystemExit(f"error: interpolation needs a run conditioned on a CLS token ({key})")
+    images = read_images(args.data)
+    cls = read_features(args.features, [f"{run.encoder}_cls"])[f"{run.encoder}_cls"].astype("float32")
+    model = load_model(args.model).to(device).eval()
+    codec = load_vae(cfg["components.vae"], device)
+    encoder = load_encoder(cfg[f"components.{run.encoder}"], run.encoder, device)
+    rows, strips = interpolation_figure(model, codec, encoder, images, cls, run.injection, spec["points"],
+                                        spec["pairs"], cfg["sample"], cfg["seed"], device)
+    Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+    df = pd.DataFrame(rows)
+    df.insert(0, "source", "measured")
+    df.to_csv(args.csv, index=False)
+    save_strips(args.png, strips)
+    print(df.to_string(index=False))
+
+
 def register(add):
     req = {"required": True}
     add("table1", cmd_table1, fid=("FID json files", {"nargs": "+", "required": True}), csv=("output CSV", req),
@@ -78,4 +111,7 @@ def register(add):
     add("figure", cmd_figure, figure=("which figure", {"choices": FIGURES, "required": True}),
         metrics=("metric json files", {"nargs": "+", "required": True}),
         runs=("LABEL=FINETUNE pairs", {"nargs": "+", "required": True}), png=("output PNG", req),
+        csv=("output CSV", req))
+    add("interpolate", cmd_interpolate, model=("the I2I prior's model folder", req),
+        data=("evaluation split folder", req), features=("its features folder", req), png=("output PNG", req),
         csv=("output CSV", req))
