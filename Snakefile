@@ -29,4 +29,5 @@ rule all:
         "results/table3.csv",
         expand("results/{fig}.png", fig=["fig2a", "figS1", "fig2b", "fig8", "fig11"]),
         "results/figS7.png",
+        "results/fig12.png",
         expand("results/t2i/{ft}/stage{stage}/model", ft=T2I_MAIN, stage=sorted(STAGES)),

@@ -70,7 +70,7 @@ wildcard_constraints:
     split="pool|coco|imagenet|coco_ref|imagenet_ref|classifier|imagenet1k|pairs(_[0-9]+px(_ar[0-9]+)?)?",
     stage="[0-9]+",
     component="vae|dino|moco|fid_net|t5|clip",
-    run=f"({'|'.join(RUNS)})(_pool[0-9]+)?|untrained",
+    run=f"({'|'.join(RUNS)})(_pool[0-9]+)?(_drop[0-9]+)?(_cfg[0-9.]+)?|untrained",
     ft=f"{FINETUNE_WILDCARD}|untrained",
     ckpt="final|step-[0-9]+",
     captions="short|long",
@@ -259,24 +259,52 @@ def parts(folder, jobs):
     return [f"{folder}.part{k}" for k in range(jobs)]
 
 
-def run_args(run):
-    """`--run-name <name> [--pool-size N]` of a pretrain run name: `<run>_pool<N>` trains on a nested
-    seeded subset of about N pool images (Figure 2b, `lumos.data.subsets`); the untrained ceiling uses Lumos-I2I's architecture."""
-    base, _, size = ("lumos_i2i" if run == "untrained" else run).partition("_pool")
-    return f"--run-name {base}" + (f" --pool-size {size}" if size else "")
+# Pretrain run names: <run>[_pool<N>][_drop<P>][_cfg<G>]. `_pool<N>` trains on a nested seeded
+# subset of about N pool images (Figure 2b, `lumos.data.subsets`); `_drop<P>` with condition
+# dropout P % (Figure 12a); `_cfg<G>` samples the run with guidance scale G (Figure 12b). The
+# untrained ceiling uses Lumos-I2I's architecture.
+RUN_NAME = re.compile(r"(?P<base>[a-z0-9_]+?)(?:_pool(?P<pool>[0-9]+))?(?:_drop(?P<drop>[0-9]+))?(?:_cfg(?P<cfg>[0-9.]+))?")
+
+
+def parse_run(run):
+    """{base, pool, drop, cfg} of a run name (absent parts None)."""
+    return RUN_NAME.fullmatch("lumos_i2i" if run == "untrained" else run).groupdict()
+
+
+def trained_run(run):
+    """The run whose weights a (possibly `_cfg<G>`) run name samples."""
+    return run if run == "untrained" else run.split("_cfg")[0]
+
+
+def run_args(run, sampling=False):
+    """`lumos pretrain` (or, `sampling`, `lumos sample`) arguments of a run name: --run-name and
+    --pool-size, then --cond-dropout for training or --guidance for sampling, from its suffixes."""
+    r = parse_run(run)
+    args = f"--run-name {r['base']}" + (f" --pool-size {r['pool']}" if r["pool"] else "")
+    if sampling:
+        return args + (f" --guidance {r['cfg']}" if r["cfg"] else "")
+    return args + (f" --cond-dropout {int(r['drop']) / 100}" if r["drop"] else "")
 
 
 def run_features(wildcards):
     """The features a pretrain run trains on: the pool, or ImageNet-1K (`data: imagenet1k`, the
     paper's Figure 8 priors)."""
-    base = ("lumos_i2i" if wildcards.run == "untrained" else wildcards.run).partition("_pool")[0]
-    return f"results/features/{config['pretrain']['runs'][base].get('data', 'pool')}"
+    return f"results/features/{config['pretrain']['runs'][parse_run(wildcards.run)['base']].get('data', 'pool')}"
 
 
 def run_key(run):
     """The config key of a pretrain run's settings."""
-    base = ("lumos_i2i" if run == "untrained" else run).partition("_pool")[0]
-    return f"pretrain.runs.{base}"
+    return f"pretrain.runs.{parse_run(run)['base']}"
+
+
+def fig12_runs():
+    """Figure 12's points on the first eval split: {("dropout", P): run, ("guidance", G): run}. The
+    dropout equal to pretrain.model.cond_dropout is the run itself (no second training)."""
+    f, base = config["pretrain"]["fig12"], config["pretrain"]["fig12"]["run"]
+    default = round(config["pretrain"]["model"]["cond_dropout"] * 100)
+    runs = {("dropout", p): base if p == default else f"{base}_drop{p}" for p in f["dropout_percent"]}
+    runs.update({("guidance", g): f"{base}_cfg{g}" for g in f["guidance_scales"]})
+    return runs
 
 
 def ft_prior(wildcards):
@@ -368,7 +396,7 @@ def component_data(wildcards):
 
 def sample_model(wildcards):
     """The trained model a sample job reads; none for the untrained ceiling."""
-    return [] if wildcards.run == "untrained" else f"results/pretrain/{wildcards.run}/model"
+    return [] if wildcards.run == "untrained" else f"results/pretrain/{trained_run(wildcards.run)}/model"
 
 
 # Why a `resources:` config block and not the profile's `set-resources`: the requests belong to

@@ -17,7 +17,7 @@ rule sample:
         temp(directory("results/samples/{run}/{split}.part{part}")),
     params:
         cfg=lambda wc: cfg_json(run_key(wc.run), "pretrain.model", "components.vae", "sample"),
-        run=lambda wc: run_args(wc.run),
+        run=lambda wc: run_args(wc.run, sampling=True),
         n=lambda wc: split_size(wc.split),
         model=lambda wc, input: input.model or "none",
         work="results/state/samples/{run}/{split}.part{part}",

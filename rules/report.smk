@@ -9,6 +9,7 @@ localrules:
     table3,
     t2i_grid,
     figure,
+    fig12,
     official_scores,
 
 
@@ -144,3 +145,26 @@ rule interpolation:
     shell:
         "lumos interpolate --cfg {params.cfg:q} --model {input.model} --data {input.data}"
         " --features {input.features} --png {output.png} --csv {output.csv} > {log} 2>&1"
+
+
+# Figure 12: I2I FID on the first eval split against condition dropout (extra pretraining runs
+# `<run>_drop<P>`) and guidance scale (the same run sampled as `<run>_cfg<G>`).
+rule fig12:
+    input:
+        lambda wc: [f"results/eval/fid/{run}_{EVAL_SPLITS[0]}.json" for run in fig12_runs().values()],
+    output:
+        png=report("results/fig12.png", caption="../docs/report/fig12.rst", category="I2I (Section 4.1)"),
+        csv=report("results/fig12.csv", caption="../docs/report/fig12.rst", category="I2I (Section 4.1)"),
+    params:
+        cfg=cfg_json(),
+        dropout=lambda wc: [f"{v}=results/eval/fid/{r}_{EVAL_SPLITS[0]}.json" for (k, v), r in fig12_runs().items()
+                            if k == "dropout"],
+        guidance=lambda wc: [f"{v}=results/eval/fid/{r}_{EVAL_SPLITS[0]}.json" for (k, v), r in fig12_runs().items()
+                             if k == "guidance"],
+    log:
+        "results/logs/report/fig12.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos fig12 --cfg {params.cfg:q} --dropout {params.dropout} --guidance {params.guidance}"
+        " --png {output.png} --csv {output.csv} > {log} 2>&1"

@@ -171,6 +171,21 @@ def test_smoke_interpolation_figure(smoke_run):
 
 
 @pytest.mark.slow
+def test_smoke_fig12_dropout_and_guidance(smoke_run):
+    """Figure 12: one extra prior trained without condition dropout (10% is the main run's), the
+    main run sampled at two guidance scales; FID per point."""
+    proc = snakemake("results/fig12.png", "--configfile", str(ROOT / "config" / "smoke.yaml"), "--cores", "2",
+                     cwd=smoke_run)
+    df = pd.read_csv(smoke_run / "results" / "fig12.csv")
+    assert list(df["value"]) == [0, 10, 1.0, 4.5] and (df["fid"] > 0).all() and (df["samples"] == 64).all()
+    assert list(df["run"]) == ["lumos_i2i_drop0", "lumos_i2i", "lumos_i2i_cfg1.0", "lumos_i2i_cfg4.5"]
+    model = json.loads((smoke_run / "results" / "pretrain" / "lumos_i2i_drop0" / "model" / "config.json").read_text())
+    assert model["cond_dropout"] == 0.0
+    assert "rule pretrain" in proc.stdout + proc.stderr  # lumos_i2i itself is not trained again
+    assert len(re.findall(r"wildcards: run=lumos_i2i\b", proc.stdout + proc.stderr)) == 0
+
+
+@pytest.mark.slow
 def test_rerun_is_a_no_op(smoke_run):
     proc = snakemake("results/table1.csv", "results/table2.csv", "results/table3.csv", "--configfile",
                      str(ROOT / "config" / "smoke.yaml"), "-n", cwd=smoke_run)
@@ -241,6 +256,13 @@ def test_paper_interpolation_figure_dry_run(tmp_path):
     proc = snakemake("results/figS7.png", "--configfile", str(ROOT / "config" / "paper.yaml"), "-n", "-p", cwd=tmp_path)
     assert "lumos interpolate" in proc.stdout and "results/pretrain/lumos_i2i/model" in proc.stdout
     assert "facebook/dino-vitb16" in proc.stdout
+
+
+def test_paper_fig12_dry_run(tmp_path):
+    proc = snakemake("results/fig12.png", "--configfile", str(ROOT / "config" / "paper.yaml"), "-n", "-p", cwd=tmp_path)
+    runs = set(re.findall(r"-- pretrain .*?--run-name lumos_i2i (--cond-dropout [0-9.]+)?", proc.stdout))
+    assert runs == {"", "--cond-dropout 0.0", "--cond-dropout 0.3", "--cond-dropout 0.5"}, runs
+    assert "--guidance 4.5" in proc.stdout and "--guidance 1.5" in proc.stdout
 
 
 def test_paper_fig8_priors_pretrain_on_imagenet(tmp_path):

@@ -24,6 +24,8 @@ def cmd_pretrain(args):
     cfg, device = setup(args)
     run = run_settings(cfg, args)
     model = ModelSettings.from_config(cfg["pretrain.model"], "pretrain.model")
+    if args.cond_dropout is not None:  # a `<run>_drop<P>` run (Figure 12a)
+        model = model.replace(cond_dropout=args.cond_dropout)
     train = TrainSettings.from_config(cfg["pretrain.train"], "pretrain.train")
     # The state folder is keyed by the run's settings and its input features, so a retry of the same
     # job resumes while a changed config or new features start afresh.
@@ -50,8 +52,9 @@ def cmd_sample(args):
                                                            run, rows.latent_shape, rows, cfg["seed"]))
     codec = load_vae(cfg["components.vae"], device)
     mask = Column(rows, "cond_mask", n) if run.injection in ("cross_attn", "adaln") else None
+    sample_cfg = {**cfg["sample"], **({"guidance_scale": args.guidance} if args.guidance is not None else {})}
     generate(model, codec, Column(rows, "cond", n), mask, rows.latent_shape, args.out,
-             args.work, cfg["sample"], cfg["seed"], device, args.part, args.parts)
+             args.work, sample_cfg, cfg["seed"], device, args.part, args.parts)
 
 
 def register(add):
@@ -61,8 +64,11 @@ def register(add):
     add("pretrain", cmd_pretrain, run_name=run, pool_size=pool, features=("pool features folder", req),
         state=("resumable state folder (outside declared outputs)", req),
         stop_after=("stop after this many steps (simulates a kill; for tests)", {"type": int, "default": None}),
+        cond_dropout=("condition dropout of this run instead of pretrain.model.cond_dropout (Figure 12a)",
+                      {"type": float, "default": None}),
         **train_outputs({}))
     add("sample", cmd_sample, run_name=run, pool_size=pool, features=("eval split features folder", req),
         model=("trained model folder, or 'none' for an untrained model", {"required": True, "type": optional_path}),
         n_samples=("images to make (default: one per eval image)", {"type": int, "default": None}),
+        guidance=("guidance scale instead of sample.guidance_scale (Figure 12b)", {"type": float, "default": None}),
         out=("output PNG folder", req), work=("resumable work folder", req), parallel=True)

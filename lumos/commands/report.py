@@ -64,6 +64,16 @@ def cmd_figure(args):
     print(build_figure(args.figure, args.metrics, runs, args.png, args.csv).to_string(index=False))
 
 
+def cmd_fig12(args):
+    """Figure 12 (PNG + CSV): I2I FID against condition dropout (a) and guidance scale (b)."""
+    from lumos.report.figures import build_fig12
+
+    setup(args)
+    dropout = {int(k): v for k, v in (kv.split("=", 1) for kv in args.dropout)}
+    guidance = {float(k): v for k, v in (kv.split("=", 1) for kv in args.guidance)}
+    print(build_fig12(dropout, guidance, args.png, args.csv).to_string(index=False))
+
+
 def cmd_interpolate(args):
     """Figure S7: interpolation strips between pairs of evaluation images (PNG + CSV)."""
     import pandas as pd
@@ -111,6 +121,9 @@ def register(add):
     add("figure", cmd_figure, figure=("which figure", {"choices": FIGURES, "required": True}),
         metrics=("metric json files", {"nargs": "+", "required": True}),
         runs=("LABEL=FINETUNE pairs", {"nargs": "+", "required": True}), png=("output PNG", req),
+        csv=("output CSV", req))
+    add("fig12", cmd_fig12, dropout=("PERCENT=FID_JSON points of panel a", {"nargs": "+", "required": True}),
+        guidance=("SCALE=FID_JSON points of panel b", {"nargs": "+", "required": True}), png=("output PNG", req),
         csv=("output CSV", req))
     add("interpolate", cmd_interpolate, model=("the I2I prior's model folder", req),
         data=("evaluation split folder", req), features=("its features folder", req), png=("output PNG", req),

@@ -76,3 +76,33 @@ def build_figure(fig: str, files: list[str], runs: dict[str, str], png: str, csv
     plt.close(fig_)
     out.to_csv(csv, index=False)
     return out
+
+
+def build_fig12(dropout: dict[int, str], guidance: dict[float, str], png: str, csv: str) -> pd.DataFrame:
+    """Figure 12: I2I FID against (a) the condition-dropout percentage the prior was trained with
+    and (b) the classifier-free guidance scale it is sampled with; `dropout` / `guidance` map each
+    value to its FID json. Writes the CSV (every plotted number) and the two-panel PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for panel, points in (("a: condition dropout (%)", dropout), ("b: guidance scale", guidance)):
+        for value, path in sorted(points.items()):
+            data = json.loads(Path(path).read_text())
+            rows.append({"panel": panel, "value": value, "fid": data["fid"], "samples": data.get("n_samples"),
+                         "run": data.get("run"), "source": "measured"})
+    df = pd.DataFrame(rows)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), dpi=120)
+    for ax, (panel, part) in zip(axes, df.groupby("panel", sort=False)):
+        ax.plot(part["value"], part["fid"], marker="o")
+        ax.set_xlabel(panel.split(": ")[1])
+        ax.set_ylabel("FID (measured)")
+        ax.set_title(f"Fig. 12{panel[0]}", fontsize=9)
+    fig.tight_layout()
+    Path(png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png)
+    plt.close(fig)
+    df.to_csv(csv, index=False)
+    return df
