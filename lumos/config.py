@@ -15,7 +15,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = ROOT / "config" / "schema.yaml"
-PRESETS = ("smoke", "tiny", "paper")
+PRESETS = ("smoke", "tiny", "paper", "gpu")  # config/<preset>.yaml merged on config.yaml (tiny)
 
 
 class ConfigError(ValueError):

@@ -104,17 +104,22 @@ class Column:
 
 class StepBatches(torch.utils.data.Dataset):
     """Item i is the whole batch of step `start + i`: the rows `sampler.next_bucket(step)` draws,
-    read from `source`. Depends only on (seed, rank, step), never on which worker reads it."""
+    read from `source`. Depends only on (seed, rank, step), never on which worker reads it.
 
-    def __init__(self, source, sampler, start: int, total: int):
-        self.source, self.sampler, self.start, self.total = source, sampler, start, total
+    `draws(batch, generator)`, if given, adds the step's other random tensors to the batch (the
+    training step's timesteps and noise: `lumos.train.StepNoise`), drawn from the step's
+    generator after its rows, so they are made ahead of the step like the batch itself."""
+
+    def __init__(self, source, sampler, start: int, total: int, draws=None):
+        self.source, self.sampler, self.start, self.total, self.draws = source, sampler, start, total, draws
 
     def __len__(self) -> int:
         return max(0, self.total - self.start)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        bucket, rows, _ = self.sampler.next_bucket(self.start + i)
-        return self.source.batch(bucket, rows)
+        bucket, rows, gen = self.sampler.next_bucket(self.start + i)
+        batch = self.source.batch(bucket, rows)
+        return {**batch, **self.draws(batch, gen)} if self.draws else batch
 
 
 def _leave_stop_signals_to_the_trainer(_worker: int) -> None:
@@ -125,12 +130,14 @@ def _leave_stop_signals_to_the_trainer(_worker: int) -> None:
 
 
 def step_loader(source, sampler, start: int, total: int, workers: int = 0, prefetch: int = 2,
-                pin_memory: bool = False) -> torch.utils.data.DataLoader:
-    """A DataLoader over the batches of steps `start`..`total`-1, in order. `workers` = 0 reads in
-    the main process; otherwise `workers` processes each keep `prefetch` batches ready. The loader
-    has its own generator, so creating it leaves the global RNG (condition dropout) untouched."""
+                pin_memory: bool = False, draws=None) -> torch.utils.data.DataLoader:
+    """A DataLoader over the batches of steps `start`..`total`-1, in order (with `draws`: see
+    `StepBatches`). `workers` = 0 reads in the main process; otherwise `workers` processes each
+    keep `prefetch` batches ready. `pin_memory` (GPU runs) puts batches in page-locked memory, so
+    `.to(device, non_blocking=True)` copies them without waiting. The loader has its own
+    generator, so creating it leaves the global RNG (condition dropout) untouched."""
     return torch.utils.data.DataLoader(
-        StepBatches(source, sampler, start, total), batch_size=None, shuffle=False, num_workers=workers,
+        StepBatches(source, sampler, start, total, draws), batch_size=None, shuffle=False, num_workers=workers,
         prefetch_factor=prefetch if workers else None, pin_memory=pin_memory,
         worker_init_fn=_leave_stop_signals_to_the_trainer if workers else None,
         generator=torch.Generator().manual_seed(0),

@@ -50,14 +50,33 @@ class TrainSettings(_FromConfig):
     log_every: int
     loader_workers: int = 0
     prefetch: int = 2
+    compile: bool = False
+    compile_mode: str = "default"
+    fused_adamw: bool = False
+    attention: str = "auto"
+    nan_check_every: int | None = None
     key: str = "pretrain.train"
 
     LOADER_FIELDS = ("loader_workers", "prefetch")  # how batches are read, not which: no effect on the weights
+    # how each step is computed, not what it computes (equal up to float rounding): a run killed
+    # under one setting resumes under another. fused_adamw is not among them: the optimiser
+    # state a checkpoint holds follows it.
+    STEP_FIELDS = ("compile", "compile_mode", "attention", "nan_check_every")
 
     def resume_key(self) -> dict:
         """The settings a run's weights depend on (what keys its resumable state): every field
-        but the loader's, so a run resumed with more or fewer loader workers continues exactly."""
-        return {k: v for k, v in vars(self).items() if k not in self.LOADER_FIELDS}
+        but the loader's and the step's, so a run resumed with more or fewer loader workers, or
+        with torch.compile switched on, continues from its checkpoint."""
+        skip = (*self.LOADER_FIELDS, *self.STEP_FIELDS)
+        return {k: v for k, v in vars(self).items() if k not in skip}
+
+    def nan_check_interval(self, device_type: str) -> int:
+        """Steps between checks of the loss for nan/inf: `nan_check_every`, or when unset every
+        step on the CPU (a check costs nothing there) and every `log_every` steps elsewhere (a
+        check waits for the device to finish the step, which stalls the queue of work)."""
+        if self.nan_check_every:
+            return self.nan_check_every
+        return 1 if device_type == "cpu" else self.log_every
 
 
 @dataclass(frozen=True)

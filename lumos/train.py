@@ -13,6 +13,7 @@ The declared outputs are written only when training finishes.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import json
@@ -65,22 +66,95 @@ class EMA(torch.nn.Module):
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         self.decay, self.warmup = decay, warmup
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        self._count: int | None = None  # num_updates on the host: reading the buffer on a GPU waits for it
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self._count = None  # re-read num_updates once after a resume
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module):
-        n = int(self.num_updates)
+        if self._count is None:
+            self._count = int(self.num_updates)
+        n = self._count
         d = min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
-        for e, p in zip(self.model.parameters(), model.parameters()):
-            e.lerp_(p.detach().to(e.dtype), 1 - d)
+        ema, params = list(self.model.parameters()), [p.detach() for p in model.parameters()]
+        if all(e.dtype == p.dtype for e, p in zip(ema, params)):
+            torch._foreach_lerp_(ema, params, 1 - d)  # one multi-tensor kernel on a GPU; lerp_ per tensor on the CPU
+        else:
+            for e, p in zip(ema, params):
+                e.lerp_(p.to(e.dtype), 1 - d)
         for e, b in zip(self.model.buffers(), model.buffers()):
             e.copy_(b)
         self.num_updates += 1
+        self._count += 1
 
 
 def latest_checkpoint(state_dir: Path) -> Path | None:
     """The newest complete checkpoint folder (one with a DONE marker), if any."""
     done = [p for p in state_dir.glob("checkpoint-*") if (p / "DONE").exists()]
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+# -----------------------------------------------------------------------------------------------
+# The training-efficiency switches (`compile`, `fused_adamw`, `attention` of a train block), shared
+# with `lumos bench --gpu`, which measures each.
+# -----------------------------------------------------------------------------------------------
+
+# SDPA backends per `attention` setting, in priority order: flash and cudnn fall back to the
+# memory-efficient kernel where they cannot run (a mask over padded condition tokens, fp32).
+SDPA_BACKENDS = {
+    "flash": ("FLASH_ATTENTION", "EFFICIENT_ATTENTION"),
+    "cudnn": ("CUDNN_ATTENTION", "EFFICIENT_ATTENTION"),
+    "efficient": ("EFFICIENT_ATTENTION",),
+    "math": ("MATH",),
+}
+CPU_ATTENTION = ("auto", "flash", "math")  # settings with a CPU kernel (flash: torch's CPU flash attention)
+COMPILE_BACKEND = "inductor"  # torch.compile's backend (tests on the CPU swap in "aot_eager")
+
+
+def attention_backend(name: str):
+    """A (single-use) context in which every `F.scaled_dot_product_attention` (the DiT's self- and
+    cross-attention) runs on the SDPA backend `name` (`auto`: no constraint, torch's choice)."""
+    if name == "auto":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([getattr(SDPBackend, b) for b in SDPA_BACKENDS[name]], set_priority=True)
+
+
+def check_attention(name: str, device, key: str) -> None:
+    """Stop early, naming the config key, when the attention backend has no kernel on `device`."""
+    if torch.device(device).type == "cpu" and name not in CPU_ATTENTION:
+        raise ValueError(f"config key '{key}.attention': {name!r} has no CPU kernel; on the CPU use one of "
+                         f"{list(CPU_ATTENTION)}")
+
+
+def compile_model(model: torch.nn.Module, mode: str = "default") -> torch.nn.Module:
+    """Compile `model`'s forward in place (`nn.Module.compile`): parameters, state dict and saved
+    weights keep their names, so checkpoints and outputs are the same files as without it."""
+    model.compile(backend=COMPILE_BACKEND, **({"mode": mode} if COMPILE_BACKEND == "inductor" else {}))
+    return model
+
+
+def adamw(params, lr: float, weight_decay: float, fused: bool = False) -> torch.optim.AdamW:
+    """The run's AdamW; `fused` updates every parameter in one kernel (torch has fused AdamW on
+    CUDA and the CPU); otherwise torch's default implementation (foreach on CUDA, a loop on the CPU)."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True if fused else None)
+
+
+class StepNoise:
+    """A training step's timesteps and noise, drawn from the step's generator right after its rows
+    (`BatchSampler.next_bucket`): the loader makes them with the batch, ahead of the step, and on a
+    GPU they travel pinned and asynchronously with it."""
+
+    def __init__(self, num_timesteps: int):
+        self.num_timesteps = num_timesteps
+
+    def __call__(self, batch: dict, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        x0 = batch["x0"]
+        t = torch.randint(0, self.num_timesteps, (x0.shape[0],), generator=gen)
+        return {"t": t, "noise": torch.randn(x0.shape, generator=gen)}
 
 
 class _StopRequested(Exception):
@@ -125,6 +199,11 @@ def train_diffusion(model, latents, cond: torch.Tensor | None, cond_mask: torch.
     filled). `outputs` names every file the run writes (`TrainOutputs`; a folder means the
     standard names inside it).
 
+    The GPU switches of `cfg` (`compile`, `fused_adamw`, `attention`, `nan_check_every`; see
+    config/schema.yaml) change how a step is computed, not what: on the CPU their defaults are
+    the plain eager step, and no step reads a value back from a GPU except at the loss checks
+    and logged rows (timesteps and noise come with the batch, prefetched and pinned).
+
     `snapshot_every` also saves the EMA weights every that many steps (kept in the state folder
     while training, moved to `outputs.snapshots/step-<n>` at the end): the points of the
     fine-tuning curves.
@@ -149,13 +228,16 @@ def train_diffusion(model, latents, cond: torch.Tensor | None, cond_mask: torch.
         cpu=str(device) == "cpu",
     )
     set_seed(seed)
+    check_attention(cfg.attention, accel.device, cfg.key)
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     diffusion = GaussianDiffusion()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = adamw(model.parameters(), cfg.lr, cfg.weight_decay, fused=cfg.fused_adamw)
     warmup = cfg.warmup_steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     ema = EMA(model, cfg.ema_decay, cfg.ema_warmup)
+    if cfg.compile:  # after the EMA's copy, which stays an eager model
+        compile_model(model, cfg.compile_mode)
     # The scheduler is stepped by us once per optimiser update (accelerate would step a prepared
     # one once per process), and checkpointed with the EMA.
     model, opt = accel.prepare(model, opt)
@@ -206,27 +288,35 @@ def train_diffusion(model, latents, cond: torch.Tensor | None, cond_mask: torch.
     t0, seen, ran = time.time(), 0, 0
     window, window_steps = torch.zeros(3, device=accel.device), 0  # running sums of loss, mse, vb between logged rows
     on_gpu = accel.device.type == "cuda"
-    batches = iter(step_loader(source, sampler, step, total, cfg.loader_workers, cfg.prefetch, pin_memory=on_gpu))
+    # Checking the loss waits for the device: every step on the CPU (free there), else every
+    # `check_every` steps on a flag the steps accumulate, and always before a row, snapshot or
+    # checkpoint is written. Between checks nothing reads a value back from the device.
+    check_every = cfg.nan_check_interval(accel.device.type)
+    nonfinite, unchecked = torch.zeros((), dtype=torch.bool, device=accel.device), step
+    agreed_stop = False  # with several processes: the stop request they agreed on at the last check
+    batches = iter(step_loader(source, sampler, step, total, cfg.loader_workers, cfg.prefetch, pin_memory=on_gpu,
+                               draws=StepNoise(diffusion.num_timesteps)))
     try:
         for step in bar:
             batch = {k: v.to(accel.device, non_blocking=on_gpu) for k, v in next(batches).items()}
+            x0, t, noise = batch["x0"], batch["t"], batch["noise"]
             with accel.accumulate(model):
-                _, idx, gen = sampler.next_bucket(step)  # the generator of this step's timesteps and noise
-                x0 = batch["x0"]
-                t = torch.randint(0, diffusion.num_timesteps, (len(idx),), generator=gen).to(accel.device)
-                noise = torch.randn(x0.shape, generator=gen).to(accel.device)
                 kwargs = {}
                 if "cond" in batch:
                     kwargs = {"cond": batch["cond"], "cond_mask": batch.get("cond_mask")}
-                with accel.autocast():
+                # the attention backend is chosen in the forward; the backward runs its kernels
+                with attention_backend(cfg.attention), accel.autocast():
                     losses = diffusion.training_losses(model, x0, t, model_kwargs=kwargs, noise=noise)
                 loss = losses["loss"].mean()
-                if not torch.isfinite(loss):
-                    good = latest_checkpoint(state)
-                    raise FloatingPointError(
-                        f"loss is {loss.item()} at step {step}; stopping. Last good checkpoint: "
-                        f"{good if good else 'none yet'}. Lower {cfg.key}.lr or check the features."
-                    )
+                if check_every == 1:
+                    if not torch.isfinite(loss):
+                        good = latest_checkpoint(state)
+                        raise FloatingPointError(
+                            f"loss is {loss.item()} at step {step}; stopping. Last good checkpoint: "
+                            f"{good if good else 'none yet'}. Lower {cfg.key}.lr or check the features."
+                        )
+                else:
+                    nonfinite |= ~torch.isfinite(loss.detach())
                 accel.backward(loss)
                 if accel.sync_gradients and cfg.grad_clip:
                     accel.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -235,11 +325,33 @@ def train_diffusion(model, latents, cond: torch.Tensor | None, cond_mask: torch.
             if accel.sync_gradients:
                 sched.step()
                 ema.update(accel.unwrap_model(model))
-            seen += len(idx) * accel.num_processes
+            seen += x0.shape[0] * accel.num_processes
             ran += 1
             window += torch.stack([loss, losses["mse"].mean(), losses["vb"].mean()]).detach().float()
             window_steps += 1
-            if step % log_every == 0 or step == total - 1:  # log the mean over the steps since the last row
+            done = step + 1
+            logging = step % log_every == 0 or step == total - 1
+            snapshot = bool(snapshot_every) and (done % snapshot_every == 0 or done == total)
+            due = check_every == 1 or done - unchecked >= check_every or logging or snapshot or done % every == 0 \
+                or done == total
+            if accel.num_processes > 1:  # every rank must stop at the same step (collective checkpoint)
+                if due:
+                    flag = accel.reduce(torch.tensor(float(stop["flag"]), device=accel.device), "max")
+                    agreed_stop = bool(flag.item())
+                requested = agreed_stop
+            else:
+                requested = stop["flag"]
+            stopping = requested or bool(stop_after and ran >= stop_after)
+            if check_every > 1 and (due or stopping):
+                if bool(nonfinite):
+                    good = latest_checkpoint(state)
+                    raise FloatingPointError(
+                        f"loss is nan or inf at a step from {unchecked} to {step}; stopping. Last good checkpoint: "
+                        f"{good if good else 'none yet'}. Lower {cfg.key}.lr or check the features "
+                        f"({cfg.key}.nan_check_every: 1 stops at the exact step)."
+                    )
+                unchecked = done
+            if logging:  # log the mean over the steps since the last row
                 # (and over the processes: every rank's batch counts)
                 mean_loss, mse, vb = accel.reduce(window / window_steps, "mean").tolist()
                 window.zero_()
@@ -250,12 +362,7 @@ def train_diffusion(model, latents, cond: torch.Tensor | None, cond_mask: torch.
                 bar.set_postfix(loss=row["loss"])
                 if accel.is_main_process:
                     log.info("step %d loss %s mse %s", step + 1, row["loss"], row["mse"])
-            done = step + 1
-            if accel.num_processes > 1:  # every rank must stop at the same step (collective checkpoint)
-                flag = accel.reduce(torch.tensor(float(stop["flag"]), device=accel.device), "max")
-                stop["flag"] = bool(flag.item())
-            stopping = stop["flag"] or bool(stop_after and ran >= stop_after)
-            if snapshot_every and (done % snapshot_every == 0 or done == total) and accel.is_main_process:
+            if snapshot and accel.is_main_process:
                 ema.model.save_pretrained(state / "snapshots" / f"step-{done:06d}")
             if done % every == 0 or done == total or stopping:
                 checkpoint(done)

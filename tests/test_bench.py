@@ -47,3 +47,72 @@ def test_gpu_benchmark_runs_on_cpu(capsys):
     sample = next(line for line in out.splitlines() if line.startswith("sample "))
     assert float(train.split(" img/s")[0].split()[-1]) > 0
     assert float(sample.split(" img/s")[0].split()[-1]) > 0
+
+
+def test_gpu_benchmark_refuses_without_cuda(monkeypatch):
+    """Without CUDA, `lumos bench --gpu` stops at once (exit status 1) saying CUDA is needed and
+    which command benchmarks the CPU instead; it does not start DiT-XL/2 on the CPU."""
+    from lumos.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--gpu", "--variants", "bf16,all"])
+    message = str(exit_.value.code)
+    assert exit_.value.code not in (0, None)
+    assert "needs a CUDA GPU" in message and "`lumos bench`" in message and "`lumos bench --data`" in message
+
+
+def test_parse_variants():
+    """Every variant but baseline is bf16 plus its switches; + combines; `all` is the presets' set."""
+    from lumos.bench_gpu import Variant, parse_variants
+
+    got = dict(parse_variants("baseline, bf16,sdpa-cudnn,compile+fused-adamw,step-sync,all"))
+    assert got["baseline"] == Variant(bf16=False)
+    assert got["bf16"] == Variant()
+    assert got["sdpa-cudnn"] == Variant(attention="cudnn")
+    assert got["compile+fused-adamw"] == Variant(compile=True, fused_adamw=True)
+    assert got["step-sync"] == Variant(step_sync=True)
+    assert got["all"] == Variant(attention="flash", compile=True, fused_adamw=True)
+    with pytest.raises(ValueError, match="unknown benchmark variant 'flash'.*sdpa-flash"):
+        parse_variants("bf16,flash")
+
+
+def test_flops_per_image_of_the_benchmarked_models():
+    """The FLOP counts behind MFU: DiT-XL/2 with one 768-d DINO CLS token read by cross-attention
+    at 256 px (the README's 275.5 GFLOP forward, 826.4 per trained image), and the gpu preset's
+    DiT-T/2 on its factor-2 VAE's 16x16 latents with the tiny DINO's 64-d CLS, checked against
+    FlopCounterMode on a real forward."""
+    from lumos.config import load_config
+
+    with torch.device("meta"):  # the config only: no 825M weights to initialise
+        xl = LumosDiT.from_size("DiT-XL/2", sample_size=32, cond_dim=768, max_cond_tokens=1).config
+    assert dit_forward_flops(xl, 1) / 1e9 == pytest.approx(275.48, abs=0.01)
+    gpu = load_config("gpu")
+    latent = gpu["data"]["image_size"] // 2 ** (len(gpu["components"]["vae"]["train"]["block_out_channels"]) - 1)
+    width = gpu["components"]["dino"]["train"]["hidden_size"]
+    model = LumosDiT.from_size(gpu["pretrain"]["model"]["size"], sample_size=latent, cond_dim=width, max_cond_tokens=1)
+    x, t = torch.randn(2, 4, latent, latent), torch.tensor([1, 500])
+    with sdpa_kernel(SDPBackend.MATH):
+        cond, mask = torch.randn(2, 1, width), torch.ones(2, 1, dtype=torch.bool)
+        counted = counted_forward_flops(model.eval(), x, t, cond, mask)
+    assert (latent, width) == (16, 64)
+    assert counted == dit_forward_flops(model.config, 1) and counted / 1e9 == pytest.approx(0.128, abs=0.001)
+
+
+def test_gpu_benchmark_variants_run_on_cpu(capsys, monkeypatch):
+    """`--variants` on a tiny DiT on the CPU (torch.compile with the aot_eager backend): one line
+    per variant, the FLOPs per trained image stated, and a table with every variant."""
+    import lumos.train
+    from lumos.cli import main
+
+    monkeypatch.setattr(lumos.train, "COMPILE_BACKEND", "aot_eager")
+    variants = "baseline,bf16,sdpa-math,compile,fused-adamw,step-sync,all"
+    main(["bench", "--gpu", "--device", "cpu", "--size", "DiT-N/2", "--latent-size", "8", "--cond-dim", "16",
+          "--batch", "4", "--steps", "1", "--variants", variants])
+    out = capsys.readouterr().out
+    assert "GFLOP/image analytic" in out and "training step = 3 forwards" in out
+    lines = [line for line in out.splitlines() if line.startswith("train variant ")]
+    assert [line.split()[2].rstrip(":") for line in lines] == variants.split(",")
+    assert all(float(line.split(" img/s")[0].split()[-1]) > 0 for line in lines)
+    table = [line for line in out.splitlines() if line.startswith("| ") and "GFLOP per trained image" not in line]
+    assert [row.split("|")[1].strip() for row in table[1:]] == variants.split(",")

@@ -5,7 +5,7 @@ import pytest
 from lumos.config import ConfigError, load_config
 
 
-@pytest.mark.parametrize("preset", ["smoke", "tiny", "paper"])
+@pytest.mark.parametrize("preset", ["smoke", "tiny", "paper", "gpu"])
 def test_presets_validate(preset):
     cfg = load_config(preset)
     assert cfg["preset"] == preset

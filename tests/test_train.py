@@ -79,6 +79,42 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path
     assert latest_checkpoint(tmp_path / "state").name == "checkpoint-4"
 
 
+def test_nan_check_every_n_steps_names_the_steps_and_keeps_the_last_good_checkpoint(tmp_path):
+    """With `nan_check_every` (a GPU's default: every log_every steps) nothing waits for the device
+    between checks; a nan stops the run at the next check, naming the steps it lies between, and
+    nothing after the last good check is saved."""
+    lat, cond, mask = data()
+    cfg = {**CFG, "steps": 4, "checkpoint_every": 2}
+    train_diffusion(model(), lat, cond, mask, cfg, str(tmp_path / "out"), str(tmp_path / "state"))
+    bad = torch.full_like(lat, float("nan"))
+    windowed = {**cfg, "steps": 12, "checkpoint_every": 100, "log_every": 100, "nan_check_every": 3}
+    with pytest.raises(FloatingPointError, match=r"at a step from 4 to 6; .*checkpoint-4.*Lower pretrain\.train\.lr.*"
+                                                 r"pretrain\.train\.nan_check_every: 1"):
+        train_diffusion(model(), bad, cond, mask, windowed, str(tmp_path / "out2"), str(tmp_path / "state"))
+    assert latest_checkpoint(tmp_path / "state").name == "checkpoint-4"
+    assert not (tmp_path / "out2" / "model").exists()
+
+
+def test_nan_check_interval_is_every_step_on_cpu_and_per_logged_row_on_gpu():
+    from lumos.settings import TrainSettings
+
+    cfg = TrainSettings.from_config({**CFG, "log_every": 50}, "pretrain.train")
+    assert cfg.nan_check_interval("cpu") == 1 and cfg.nan_check_interval("cuda") == 50
+    assert cfg.replace(nan_check_every=7).nan_check_interval("cuda") == 7
+
+
+def test_resume_key_leaves_out_how_a_step_is_computed():
+    """A run killed with torch.compile off resumes with it on (and so on for the attention backend
+    and the nan check); fused AdamW keys the state, whose optimiser layout follows it."""
+    from lumos.settings import TrainSettings
+
+    cfg = TrainSettings.from_config(CFG, "pretrain.train")
+    same = cfg.replace(compile=True, compile_mode="max-autotune", attention="flash", nan_check_every=10,
+                       loader_workers=3)
+    assert same.resume_key() == cfg.resume_key()
+    assert cfg.replace(fused_adamw=True).resume_key() != cfg.resume_key()
+
+
 def test_nan_loss_error_names_the_settings_of_this_run(tmp_path):
     """A fine-tune's NaN names t2i.train.lr, not pretrain.train.lr: settings carry their key."""
     from lumos.settings import TrainSettings
@@ -164,6 +200,11 @@ def test_two_processes_train_checkpoint_and_resume_like_one_run(tmp_path):
     assert a.stdout.count('"steps": 12') == 2  # both ranks finished ...
     rows = list(csv.DictReader(open(tmp_path / "a" / "loss.csv")))
     assert [int(r["step"]) for r in rows] == [1, 3, 5, 7, 9, 11, 12]  # ... one curve, written once
+    # run b checks the loss (and agrees on stopping) every 3 steps only, as on a GPU: same weights
+    windowed = json.loads(cfg)
+    windowed["pretrain.train"]["nan_check_every"] = 3
+    common = ["pretrain", "--threads", "1", "--cfg", json.dumps(windowed), "--run-name", "lumos_i2i",
+              "--features", str(feats)]
     b = _launch(*common, *outputs("b"), "--state", str(tmp_path / "sb"), "--stop-after", "6", cwd=tmp_path)
     assert b.returncode != 0 and not (tmp_path / "b" / "model").exists()
     b = _launch(*common, *outputs("b"), "--state", str(tmp_path / "sb"), cwd=tmp_path)

@@ -7,8 +7,12 @@ def cmd_bench(args):
     """Print throughput numbers: tiny models on CPU (cached vs online features, sampling), or with
     --gpu the paper-scale DiT (images/s, peak memory, MFU, DPM-Solver++ sampling)."""
     if args.gpu:
-        from lumos.bench_gpu import run_gpu_benchmark
+        from lumos.bench_gpu import benchmark_device, run_gpu_benchmark
 
+        try:
+            benchmark_device(args.device)  # refuse before any work: no CUDA, no GPU benchmark
+        except RuntimeError as err:
+            raise SystemExit(f"lumos bench: error: {err}") from None
         return run_gpu_benchmark(args)
     if args.data:
         from lumos.bench_data import run_data_benchmarks
@@ -29,8 +33,16 @@ def register(add):
         scale=("--data: the large run has scale x n images", {"type": int, "default": 10}),
         image_size=("--data: image size", {"type": int, "default": 32}),
         work=("--data: scratch folder", {"default": "results/bench/data"}),
-        size=("--gpu: DiT size", {"default": "DiT-XL/2"}),
+        size=("--gpu: DiT size (the gpu preset's: DiT-T/2 with --latent-size 16 --cond-dim 64)",
+              {"default": "DiT-XL/2"}),
+        latent_size=("--gpu: latent side (32: 256 px through the SD VAE; the gpu preset: 16)",
+                     {"type": int, "default": 32}),
+        cond_dim=("--gpu: width of the I2I condition token (768: DINO ViT-B/16 CLS; the gpu preset: 64)",
+                  {"type": int, "default": 768}),
+        variants=("--gpu: comma-separated training-step variants measured one after another at one batch, e.g. "
+                  "baseline,bf16,sdpa-flash,sdpa-cudnn,compile,fused-adamw,step-sync,all (switches join with +; "
+                  "see lumos/bench_gpu.py SWITCHES)", {"default": None}),
         steps=("--gpu: timed training steps", {"type": int, "default": 50}),
         batch=("--gpu: training batch (default: the largest that fits)", {"type": int, "default": None}),
         sample_batch=("--gpu: images per sampling run", {"type": int, "default": 256}),
-        device=("--gpu: torch device (default cuda if present)", {"default": None}))
+        device=("--gpu: torch device (default cuda; cpu checks the code path, it does not measure)", {"default": None}))

@@ -89,13 +89,26 @@ class GaussianDiffusion:
         self.posterior_mean_coef1 = betas * np.sqrt(abar_prev) / (1.0 - abar)
         self.posterior_mean_coef2 = (1.0 - abar_prev) * np.sqrt(alphas) / (1.0 - abar)
         self.log_betas = np.log(betas)
+        self._device_tables: dict[tuple[int, str], torch.Tensor] = {}  # see _on_device
 
-    @staticmethod
-    def _gather(table: np.ndarray, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """table[t] as a tensor of shape (B, 1, ..., 1) in ``like``'s dtype/device."""
-        idx = t.detach().to("cpu", torch.long).numpy()
-        vals = torch.from_numpy(table[idx]).to(device=like.device, dtype=like.dtype)
-        return vals.reshape(-1, *([1] * (like.ndim - 1)))
+    def _gather(self, table: np.ndarray, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """table[t] as a tensor of shape (B, 1, ..., 1) in ``like``'s dtype/device.
+
+        Timesteps on the CPU index the numpy table; timesteps on a GPU index a float64 copy of
+        it kept on that device, so a training step never waits for the GPU to copy `t` back
+        (the same float64 values, rounded once to ``like``'s dtype, either way)."""
+        if t.device.type == "cpu":
+            vals = torch.from_numpy(table[t.detach().to(torch.long).numpy()])
+        else:
+            vals = self._on_device(table, t.device)[t.detach().to(torch.long)]
+        return vals.to(device=like.device, dtype=like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
+
+    def _on_device(self, table: np.ndarray, device: torch.device) -> torch.Tensor:
+        """A schedule table as a float64 tensor on `device`, copied once per table and device."""
+        key = (id(table), str(device))
+        if key not in self._device_tables:
+            self._device_tables[key] = torch.from_numpy(table).to(device)
+        return self._device_tables[key]
 
     # ----------------------------------------------------------- forward process
 

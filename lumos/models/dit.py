@@ -213,14 +213,19 @@ class CrossAttention(nn.Module):
         h, dh = self.num_heads, d // self.num_heads
         q = self.q(x).reshape(b, n, h, dh).transpose(1, 2)
         k, v = self.kv(y).reshape(b, y.shape[1], 2, h, dh).permute(2, 0, 3, 1, 4).unbind(0)
+        # On the CPU, looking at the mask costs nothing: an all-True mask takes the unmasked
+        # kernel and the zeroing is skipped when no sample is empty. On a GPU those looks would
+        # wait for the device, and under torch.compile they would break the graph, so there a
+        # given mask is always applied (the same result: an all-True mask adds zeros).
+        host = x.device.type == "cpu" and not torch.compiler.is_compiling()
         attn_mask, empty = None, None
-        if mask is not None and not bool(mask.all()):
+        if mask is not None and not (host and bool(mask.all())):
             empty = ~mask.any(dim=1)  # samples without any real token
             mask = mask | empty[:, None]  # avoid all -inf rows (NaN); zeroed below
             attn_mask = mask[:, None, None, :]  # (B, 1, 1, L) broadcast over heads/queries
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         out = self.proj(out.transpose(1, 2).reshape(b, n, d))
-        if empty is not None and bool(empty.any()):
+        if empty is not None and (not host or bool(empty.any())):
             out = out.masked_fill(empty[:, None, None], 0.0)
         return out
 
