@@ -70,12 +70,19 @@ def build_figure(fig: str, files: list[str], runs: dict[str, str], png: str, csv
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
-    fig_.tight_layout()
+    return _save(fig_, png, out, csv)
+
+
+def _save(fig, png: str, table: pd.DataFrame, csv: str) -> pd.DataFrame:
+    """Write a figure's PNG (folders created) and the CSV of its plotted numbers; return the table."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
     Path(png).parent.mkdir(parents=True, exist_ok=True)
-    fig_.savefig(png)
-    plt.close(fig_)
-    out.to_csv(csv, index=False)
-    return out
+    fig.savefig(png)
+    plt.close(fig)
+    table.to_csv(csv, index=False)
+    return table
 
 
 def build_fig12(dropout: dict[int, str], guidance: dict[float, str], png: str, csv: str) -> pd.DataFrame:
@@ -100,9 +107,4 @@ def build_fig12(dropout: dict[int, str], guidance: dict[float, str], png: str, c
         ax.set_xlabel(panel.split(": ")[1])
         ax.set_ylabel("FID (measured)")
         ax.set_title(f"Fig. 12{panel[0]}", fontsize=9)
-    fig.tight_layout()
-    Path(png).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png)
-    plt.close(fig)
-    df.to_csv(csv, index=False)
-    return df
+    return _save(fig, png, df, csv)
