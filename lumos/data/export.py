@@ -17,13 +17,13 @@ scene, the class label, a synthetic ``aesthetic`` score and ``url = shapes://<sp
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 
+from lumos.data.shards import encode_image
 from lumos.utils import log, progress
 
 MAX_SHARD_SIZE = 10000  # keys hold 4 digits for the index within a shard
@@ -48,20 +48,6 @@ def aesthetic_score(seed: int, split_id: int, i: int, record: dict, size: int) -
     largest = max((o["size"] for o in record["scene"]["objects"]), default=0)
     score = np.random.default_rng([seed, split_id, i, 8]).normal(5.0, 0.5) + (0.3 if 2 * largest > lo + hi else 0.0)
     return round(float(np.clip(score, 1.0, 10.0)), 3)
-
-
-def encode_image(image: np.ndarray, image_format: str) -> bytes:
-    """Encode a uint8 (H, W, 3) image as PNG or JPEG (quality 95) bytes with PIL."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    if image_format == "png":
-        Image.fromarray(image).save(buf, format="PNG")
-    elif image_format == "jpg":
-        Image.fromarray(image).save(buf, format="JPEG", quality=95)
-    else:
-        raise ValueError(f"image_format must be 'png' or 'jpg', got {image_format!r}")
-    return buf.getvalue()
 
 
 def write_shard_tables(out: Path, shard: int, rows: list[dict]) -> None:
