@@ -301,12 +301,13 @@ def train_diffusion(model, latents, cond: torch.Tensor | None, cond_mask: torch.
             batch = {k: v.to(accel.device, non_blocking=on_gpu) for k, v in next(batches).items()}
             x0, t, noise = batch["x0"], batch["t"], batch["noise"]
             with accel.accumulate(model):
-                kwargs = {}
-                if "cond" in batch:
-                    kwargs = {"cond": batch["cond"], "cond_mask": batch.get("cond_mask")}
+                # every other input of the batch: cond, cond_mask, and for views concat, camera; a
+                # `loss_mask` (videos: every frame but the given first one) weights the loss
+                kwargs = {k: v for k, v in batch.items() if k not in ("x0", "t", "noise", "loss_mask")}
                 # the attention backend is chosen in the forward; the backward runs its kernels
                 with attention_backend(cfg.attention), accel.autocast():
-                    losses = diffusion.training_losses(model, x0, t, model_kwargs=kwargs, noise=noise)
+                    losses = diffusion.training_losses(model, x0, t, model_kwargs=kwargs, noise=noise,
+                                                       mask=batch.get("loss_mask"))
                 loss = losses["loss"].mean()
                 if check_every == 1:
                     if not torch.isfinite(loss):

@@ -56,9 +56,14 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
     return torch.where(x < -0.999, log_upper, torch.where(x > 0.999, log_one_minus_lower, log_mid))
 
 
-def mean_flat(x: torch.Tensor) -> torch.Tensor:
-    """Mean over all non-batch dimensions -> (B,)."""
-    return x.mean(dim=tuple(range(1, x.ndim)))
+def mean_flat(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over all non-batch dimensions -> (B,); with `mask` (broadcastable to `x`, 1 where an
+    element counts, 0 where not) the mean over the counted elements only."""
+    dims = tuple(range(1, x.ndim))
+    if mask is None:
+        return x.mean(dim=dims)
+    mask = mask.to(x.dtype).expand_as(x)
+    return (x * mask).sum(dim=dims) / mask.sum(dim=dims).clamp(min=1)
 
 
 class GaussianDiffusion:
@@ -153,20 +158,26 @@ class GaussianDiffusion:
 
     # -------------------------------------------------------------------- losses
 
-    def vb_terms_bpd(self, model_output, x_start, xt, t) -> torch.Tensor:
-        """Per-sample variational-bound term in bits/dim: KL for t>0, decoder NLL at t=0."""
+    def vb_terms_bpd(self, model_output, x_start, xt, t, mask=None) -> torch.Tensor:
+        """Per-sample variational-bound term in bits/dim: KL for t>0, decoder NLL at t=0 (over the
+        elements `mask` counts, when given)."""
         true_mean, _, true_log_var = self.q_posterior_mean_variance(x_start, xt, t)
         mean, log_var = self.p_mean_variance(model_output, xt, t)
-        kl = mean_flat(normal_kl(true_mean, true_log_var, mean, log_var)) / math.log(2.0)
-        nll = -mean_flat(discretized_gaussian_log_likelihood(x_start, mean, 0.5 * log_var)) / math.log(2.0)
+        kl = mean_flat(normal_kl(true_mean, true_log_var, mean, log_var), mask) / math.log(2.0)
+        nll = -mean_flat(discretized_gaussian_log_likelihood(x_start, mean, 0.5 * log_var), mask) / math.log(2.0)
         return torch.where(t.to(kl.device) == 0, nll, kl)
 
-    def training_losses(self, model, x_start: torch.Tensor, t: torch.Tensor, model_kwargs=None, noise=None) -> dict:
+    def training_losses(self, model, x_start: torch.Tensor, t: torch.Tensor, model_kwargs=None, noise=None,
+                        mask=None) -> dict:
         """Hybrid IDDPM loss for one batch.
 
         Returns a dict of per-sample (B,) tensors: ``mse`` (epsilon MSE, mean
         over non-batch dims), ``vb`` (learned-sigma bound term times T/1000,
         zeros when the model does not learn sigma) and ``loss = mse + vb``.
+        ``mask`` (broadcastable to ``x_start``; 1 counts, 0 does not) restricts
+        both means to some elements: a video's frames other than the clean first
+        frame it is given (Lumos-I2V's mask strategy). Data may have any number of
+        dimensions after the channels, e.g. (B, C, T, H, W) for videos.
         """
         model_kwargs = model_kwargs or {}
         if noise is None:
@@ -177,13 +188,13 @@ class GaussianDiffusion:
         if out.shape[1] == 2 * c:
             eps, v = out.split(c, dim=1)
             frozen = torch.cat([eps.detach(), v], dim=1)  # the bound only trains the variance
-            vb = self.vb_terms_bpd(frozen, x_start, xt, t) * (self.num_timesteps / 1000.0)
+            vb = self.vb_terms_bpd(frozen, x_start, xt, t, mask) * (self.num_timesteps / 1000.0)
         elif out.shape[1] == c:
             eps = out
             vb = torch.zeros(x_start.shape[0], device=x_start.device, dtype=out.dtype)
         else:
             raise ValueError(f"model output has {out.shape[1]} channels, expected {c} or {2 * c}")
-        mse = mean_flat((noise - eps) ** 2)
+        mse = mean_flat((noise - eps) ** 2, mask)
         return {"loss": mse + vb, "mse": mse, "vb": vb}
 
     def sample_timesteps(self, batch: int, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
