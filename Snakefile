@@ -18,6 +18,7 @@ include: "rules/components.smk"
 include: "rules/features.smk"
 include: "rules/pretrain.smk"
 include: "rules/finetune.smk"
+include: "rules/nvs.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
 
@@ -30,4 +31,7 @@ rule all:
         expand("results/{fig}.png", fig=["fig2a", "figS1", "fig2b", "fig8", "fig11"]),
         "results/figS7.png",
         "results/fig12.png",
+        "results/table4.csv",
+        "results/fig5.png",
+        "results/fig7.png",
         expand("results/t2i/{ft}/stage{stage}/model", ft=T2I_MAIN, stage=sorted(STAGES)),

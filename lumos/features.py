@@ -73,6 +73,20 @@ def shard_labels(records: list[dict]) -> np.ndarray | None:
     return None
 
 
+def view_columns(records: list[dict], where) -> dict[str, np.ndarray]:
+    """Rendered views (`lumos.data.shapes3d` splits: records with a camera): `c2w` (n, 4, 4)
+    float32, each view's camera-to-world matrix, and `object` (n,) int64, the object it shows;
+    {} for other splits."""
+    if not records or "c2w" not in records[0]:
+        return {}
+    try:
+        c2w = np.array([r["c2w"] for r in records], dtype=np.float32).reshape(len(records), 4, 4)
+        objects = np.array([r["object"] for r in records], dtype=np.int64)
+    except (KeyError, ValueError) as err:
+        raise ValueError(f"{where}: a view record lacks a 16-number `c2w` or an `object` ({err})") from None
+    return {"c2w": c2w, "object": objects}
+
+
 def extract_features(split_dir: str, out_dir: str, components: dict, encoders: list[str],
                      batch_size: int, patch_tokens: bool = False, device="cpu", part: int = 0, parts: int = 1,
                      seed: int = 0) -> dict:
@@ -117,12 +131,14 @@ def _encode_split(split_dir, out_dir, codec, encs, encoders, batch_size, patch_t
         if labels is not None:
             columns["labels"] = labels
         columns["subset_u"] = subset_values([record_key(r, where) for r in records], seed)
+        columns.update(view_columns(records, where))
         write_shard(out, feature_shard_name(k), columns)
         shards.append(feature_shard_name(k))
         sizes.append(count)
         meta_extra["latent_shape"] = list(columns["latents"].shape[1:])
     meta = {"n": index["n"], "shards": shards, "shard_sizes": sizes, "encoders": encoders,
-            "patch_tokens": patch_tokens, "subset_seed": seed, **meta_extra}
+            "patch_tokens": patch_tokens, "subset_seed": seed, **meta_extra,
+            **{k: index[k] for k in ("views_per_object", "kind") if k in index}}  # rendered views
     (out / "index.json").write_text(json.dumps(meta, indent=1))
     log.info("features of %s: %s", split_dir, {k: v for k, v in meta.items() if k not in ("shards", "shard_sizes")})
     return meta

@@ -12,7 +12,7 @@ sys.path.insert(0, workflow.basedir)
 from lumos.config import ConfigError, config_slice, validate_config  # noqa: E402
 from lumos.data.buckets import aspect_buckets  # noqa: E402
 from lumos.data.sources import check_aesthetic  # noqa: E402
-from lumos.finetune import FINETUNE_WILDCARD, parse_finetune  # noqa: E402
+from lumos.finetune import FINETUNE_PATTERN, FINETUNE_WILDCARD, parse_finetune  # noqa: E402
 
 
 envvars:
@@ -66,8 +66,22 @@ SNAPSHOTS = [f"step-{s:06d}" for s in sorted({*range(_every, _steps + 1, _every)
 STAGES = {k: stage for k, stage in enumerate(config["t2i"]["stages"], start=2)}
 
 
+# NVS: prior labels of `nvs.priors` (label -> none | pretrain run | T2I fine-tune), the snapshots
+# of Figure 5's curves and the prior of Table 4's Lumos-NVS row.
+NVS_PRIORS = list(config["nvs"]["priors"])
+NVS_MAIN = config["nvs"].get("main", "i2i")
+_nvs_steps, _nvs_every = config["nvs"]["train"]["steps"], config["nvs"].get("snapshot_every", config["nvs"]["train"]["steps"])
+NVS_SNAPSHOTS = [f"step-{s:06d}" for s in sorted({*range(_nvs_every, _nvs_steps + 1, _nvs_every), _nvs_steps})]
+if NVS_MAIN not in NVS_PRIORS:
+    raise WorkflowError(f"config key 'nvs.main': {NVS_MAIN!r} is not a label of nvs.priors ({NVS_PRIORS})")
+if "input" in NVS_PRIORS:
+    raise WorkflowError("config key 'nvs.priors': the label 'input' is the baseline's; choose another")
+
+
 wildcard_constraints:
-    split="pool|coco|imagenet|coco_ref|imagenet_ref|classifier|imagenet1k|pairs(_[0-9]+px(_ar[0-9]+)?)?",
+    split="pool|coco|imagenet|coco_ref|imagenet_ref|classifier|imagenet1k|nvs_train|nvs_test|pairs(_[0-9]+px(_ar[0-9]+)?)?",
+    vsplit="nvs_train|nvs_test",
+    prior="|".join(["input", *NVS_PRIORS]),
     stage="[0-9]+",
     component="vae|dino|moco|fid_net|t5|clip",
     run=f"({'|'.join(RUNS)})(_pool[0-9]+)?(_drop[0-9]+)?(_cfg[0-9.]+)?|untrained",
@@ -114,8 +128,15 @@ def split_buckets(split):
     return [list(b) for b in aspect_buckets(int(m.group(2)), stage["aspect_ratios"], stage["bucket_multiple"])]
 
 
+VIEWS_PER_OBJECT = {"nvs_train": 32, "nvs_test": 33}  # lumos.data.shapes3d: 32 random views; input + 2 x 16
+
+
 def split_size(split):
-    """Number of items of a split (a resolution variant has its base split's)."""
+    """Number of items of a split (a resolution variant has its base split's; a rendered-views
+    split its views)."""
+    if split in VIEWS_PER_OBJECT:
+        block = config["nvs"]["splits"][split]
+        return block["objects"] * block.get("views", VIEWS_PER_OBJECT[split])
     return config["data"]["splits"][split_base(split)[0]]["n"]
 
 
@@ -202,9 +223,12 @@ def text_jobs(split):
 
 def feature_encoders(split):
     """Vision encoders whose features a split needs: the I2I condition encoders, except for the
-    pair set (T2I training reads only its latents and captions)."""
+    pair set (T2I training reads only its latents and captions) and the rendered views (the NVS
+    condition encoder)."""
     if split_base(split)[0] == "pairs":
         return []
+    if split in ("nvs_train", "nvs_test"):
+        return [config["nvs"].get("encoder", "dino")]
     return sorted({r["encoder"] for r in config["pretrain"]["runs"].values() if r.get("encoder")})
 
 
@@ -480,3 +504,50 @@ def check_before_run():
 
 onstart:
     check_before_run()
+
+
+# ----------------------------------------------------------------------------- novel view synthesis
+
+
+def nvs_source(label):
+    """What an `nvs.priors` label names: ("none", None), ("i2i", pretrain run) or ("t2i", fine-tune)."""
+    source = config["nvs"]["priors"][label]
+    if source == "none":
+        return "none", None
+    if FINETUNE_PATTERN.fullmatch(source):
+        return "t2i", source
+    if parse_run(source)["base"] in config["pretrain"]["runs"]:
+        return "i2i", source
+    raise WorkflowError(f"config key 'nvs.priors.{label}': {source!r} is neither none, a pretrain run "
+                        f"({sorted(config['pretrain']['runs'])}) nor a T2I fine-tune name")
+
+
+def nvs_prior(wildcards):
+    """The model folder a Lumos-NVS fine-tune starts from ([] from scratch)."""
+    kind, source = nvs_source(wildcards.prior)
+    return [] if kind == "none" else f"results/{'pretrain' if kind == 'i2i' else 't2i'}/{source}/model"
+
+
+def nvs_prior_kind(label):
+    return nvs_source(label)[0]
+
+
+def nvs_eval_inputs(wildcards):
+    """The evaluated model (none for the `input` baseline) and the VAE that decodes its views."""
+    if wildcards.prior == "input":
+        return {}
+    folder = "model" if wildcards.ckpt == "final" else f"snapshots"
+    return {"model": f"results/nvs/{wildcards.prior}/{folder}", "components": trained("vae")}
+
+
+def nvs_eval_model(wildcards, input):
+    if wildcards.prior == "input":
+        return "input"
+    return input.model if wildcards.ckpt == "final" else f"{input.model}/{wildcards.ckpt}"
+
+
+def nvs_eval_objects(ckpt):
+    """` --objects N` of an evaluation: Table 4's count for the final model, Figure 5's per snapshot."""
+    ev = config["nvs"].get("eval", {})
+    n = ev.get("objects") if ckpt == "final" else ev.get("curve_objects", 16)
+    return f" --objects {n}" if n else ""

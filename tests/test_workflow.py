@@ -186,6 +186,33 @@ def test_smoke_fig12_dropout_and_guidance(smoke_run):
 
 
 @pytest.mark.slow
+def test_smoke_nvs_table4_fig5_fig7(smoke_run):
+    """Novel view synthesis from the smoke priors: rendered views, three NVS fine-tunes (no prior,
+    the T2I fine-tune trained without a prior, the I2I prior), Table 4 with the input-view
+    baseline and the paper's rows, Figure 5 per prior and snapshot, Figure 7's panel."""
+    proc = snakemake("results/table4.csv", "results/fig5.png", "results/fig7.png", "--configfile",
+                     str(ROOT / "config" / "smoke.yaml"), "--cores", "2", cwd=smoke_run)
+    res = smoke_run / "results"
+    assert "rule pretrain:" not in proc.stdout + proc.stderr  # the I2I prior of Table 1 is reused
+    t4 = pd.read_csv(res / "table4.csv")
+    measured = t4[t4["source"] == "measured"].set_index("method")
+    assert list(measured.index) == ["baseline: return the input view", "NVS from the none prior (none)",
+                                    "NVS from the t2i prior (none-t5-mixed-n0)", "Lumos-NVS (i2i prior: lumos_i2i)"]
+    assert (measured[["views_elev0", "views_elev30"]] == 3 * 16).all().all()  # 3 objects x 16 azimuths
+    assert measured["psnr_elev30"].between(0, 60).all() and measured["ssim_elev0"].between(-1, 1).all()
+    reported = t4[t4["source"] == "reported (paper)"].set_index("method")
+    assert reported.loc["Lumos-NVS", "psnr_elev0"] == 19.63 and reported.loc["Zero123", "lpips_elev30"] == 0.1584
+    assert pd.isna(reported.loc["SyncDreamer", "psnr_elev0"])
+    f5 = pd.read_csv(res / "fig5.csv")
+    assert sorted(zip(f5["prior"], f5["step"])) == sorted((p, s) for p in ("none", "t2i", "i2i") for s in (10, 20))
+    assert (f5["views"] == 2 * 32).all()
+    summary = json.loads((res / "nvs" / "i2i" / "train_summary.json").read_text())
+    assert summary["condition_kept"] and summary["prior_kind"] == "i2i" and summary["views_per_object"] == 32
+    assert json.loads((res / "nvs" / "t2i" / "train_summary.json").read_text())["condition_kept"] is False
+    assert Image.open(res / "fig7.png").width > 9 * 32 and Image.open(res / "data" / "nvs_test" / "contact_sheet.png")
+
+
+@pytest.mark.slow
 def test_rerun_is_a_no_op(smoke_run):
     proc = snakemake("results/table1.csv", "results/table2.csv", "results/table3.csv", "--configfile",
                      str(ROOT / "config" / "smoke.yaml"), "-n", cwd=smoke_run)
@@ -304,6 +331,21 @@ def test_paper_multi_scale_stage_dry_run(tmp_path):
             " --reuse-text results/features/pairs_text"
             " --reuse-data results/data/pairs --out results/features/pairs_1024px_ar4_text.part0") in out
     assert "pairs_1024px_ar4_text.part1" not in out
+
+
+def test_paper_nvs_dry_run(tmp_path):
+    """Table 4 and Figures 5 and 7 at paper scale: Objaverse / GSO renders imported from folders,
+    three NVS fine-tunes on 64 GPUs, one evaluation job per prior and snapshot."""
+    proc = snakemake("results/table4.csv", "results/fig5.png", "results/fig7.png", "--configfile",
+                     str(ROOT / "config" / "paper.yaml"), "-n", "-p", cwd=tmp_path)
+    out = proc.stdout
+    assert "lumos views --split nvs_train" in out and "/path/to/objaverse_renders" in out
+    assert re.search(r"nvs-train .*--prior results/pretrain/lumos_i2i/model --prior-kind i2i", out)
+    assert re.search(r"nvs-train .*--prior results/t2i/none-t5-mixed-n0/model --prior-kind t2i", out)
+    assert re.search(r"nvs-train .*--prior none --prior-kind none", out)
+    assert '"nvs.train": {"attention": "flash", "batch_size": 16384' in out
+    assert out.count("rule nvs_eval:") == 1 + 3 * (1 + 10)  # input baseline + 3 priors x (final + 10 snapshots)
+    assert "rule table4:" in out or "localrule table4:" in out
 
 
 @pytest.mark.parametrize(

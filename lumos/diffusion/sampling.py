@@ -52,6 +52,7 @@ def sample(
     device=None,
     num_train_timesteps: int = 1000,
     scheduler=None,
+    model_kwargs: dict | None = None,
 ) -> torch.Tensor:
     """Generate latents of ``shape`` (B, C, H, W) from Gaussian noise.
 
@@ -71,6 +72,8 @@ def sample(
             from ``sampler`` (as a :class:`DiffusionPipeline` holds its own). The
             model's variance half is kept only for a DDPM scheduler with a
             learned variance type, as ``make_scheduler`` sets it up.
+        model_kwargs: further inputs of every model call (Lumos-NVS: ``concat``,
+            the input view's latent, and ``camera``, the relative pose).
     """
     first = next(model.parameters())
     device = torch.device(device) if device is not None else first.device
@@ -90,6 +93,7 @@ def sample(
         cond = cond.to(device)
     if cond_mask is not None:
         cond_mask = cond_mask.to(device)
+    extra = {k: v.to(device) for k, v in (model_kwargs or {}).items()}
 
     timesteps = scheduler.timesteps
     if progress:
@@ -100,9 +104,9 @@ def sample(
         inp = scheduler.scale_model_input(x, t).to(dtype)
         tt = t.to(device).expand(x.shape[0])
         if guidance_scale != 1:
-            out = model.forward_with_cfg(inp, tt, cond, cond_mask, guidance_scale=guidance_scale)
+            out = model.forward_with_cfg(inp, tt, cond, cond_mask, guidance_scale=guidance_scale, **extra)
         else:
-            out = model(inp, tt, cond, cond_mask)
+            out = model(inp, tt, cond, cond_mask, **extra)
         out = out.float()
         if not keep_variance and out.shape[1] == 2 * x.shape[1]:
             out = out[:, : x.shape[1]]

@@ -15,6 +15,13 @@ A latent DiT (Peebles & Xie, 2023) with four ways of injecting a condition:
   embedding, as in DiT.
 * ``"none"``: unconditional; ``cond`` is ignored.
 
+Two inputs serve the fine-tunes on views (Lumos-NVS, eq. S1): ``extra_in_channels``
+widens the patch embedding for a clean latent concatenated to the noisy one (the
+input view), and ``camera_dim`` adds an embedded vector (the relative camera
+pose) to the timestep embedding. Condition dropout also zeroes the concatenated
+latent, so the null branch of guidance sees neither the input view's features nor
+its latent.
+
 The same null condition is the unconditional branch of classifier-free guidance
 (:meth:`LumosDiT.forward_with_cfg`).
 """
@@ -133,6 +140,19 @@ class TokenProjection(nn.Module):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(y)))
+
+
+class CameraEmbedder(nn.Module):
+    """Embed a camera vector (B, camera_dim), e.g. a relative pose (R, T) flattened to 12 numbers,
+    into the model width: Linear-SiLU-Linear, added to the timestep embedding. The last layer is
+    zero-initialised, so a fresh embedder adds exactly zero."""
+
+    def __init__(self, camera_dim: int, hidden_size: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(camera_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
+
+    def forward(self, camera: torch.Tensor) -> torch.Tensor:
+        return self.mlp(camera.to(self.mlp[0].weight.dtype))
 
 
 class RepresentationEmbedder(nn.Module):
@@ -302,6 +322,8 @@ class LumosDiT(ModelMixin, ConfigMixin):
         cond_dropout: probability of replacing a sample's condition by the null
             condition in training mode.
         num_classes: number of classes for ``injection="class"``.
+        camera_dim: size of the camera vector embedded into the conditioning
+            (0: no camera input).
     """
 
     _supports_gradient_checkpointing = True
@@ -323,6 +345,7 @@ class LumosDiT(ModelMixin, ConfigMixin):
         max_cond_tokens: int = 1,
         cond_dropout: float = 0.1,
         num_classes: int = 0,
+        camera_dim: int = 0,
     ):
         super().__init__()
         if injection not in INJECTIONS:
@@ -344,6 +367,7 @@ class LumosDiT(ModelMixin, ConfigMixin):
         grid = sample_size // patch_size
         self.register_buffer("pos_embed", sincos_2d(hidden_size, grid, grid)[None], persistent=False)
         self.t_embedder = TimestepEmbedder(hidden_size)
+        self.camera_embedder = CameraEmbedder(camera_dim, hidden_size) if camera_dim else None
 
         if injection == "cross_attn":
             self.y_embedder = TokenProjection(cond_dim, hidden_size)
@@ -400,6 +424,9 @@ class LumosDiT(ModelMixin, ConfigMixin):
         for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        if self.camera_embedder is not None:
+            nn.init.zeros_(self.camera_embedder.mlp[-1].weight)
+            nn.init.zeros_(self.camera_embedder.mlp[-1].bias)
 
     # ------------------------------------------------------------------ helpers
 
@@ -473,6 +500,25 @@ class LumosDiT(ModelMixin, ConfigMixin):
             cond_mask = cond_mask.to(device=device, dtype=torch.bool).reshape(batch, tokens.shape[1])
         return None, self.y_embedder(tokens), cond_mask
 
+    def _concat_input(self, x: torch.Tensor, concat, drop) -> torch.Tensor:
+        """``x`` with the extra input channels appended: ``concat`` (zeroed for dropped samples),
+        or zeros when it is not given; ``x`` as it is when it already has them."""
+        extra = self.config.extra_in_channels
+        if x.shape[1] == self.in_channels + extra and concat is None:
+            return x
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"x has {x.shape[1]} channels; the model takes {self.in_channels} (+ {extra} extra)")
+        if not extra:
+            if concat is not None:
+                raise ValueError("concat given to a model without extra_in_channels")
+            return x
+        if concat is None:
+            concat = torch.zeros(x.shape[0], extra, *x.shape[2:], device=x.device, dtype=x.dtype)
+        concat = concat.to(device=x.device, dtype=x.dtype)
+        if drop is not None:
+            concat = torch.where(drop[:, None, None, None], torch.zeros_like(concat), concat)
+        return torch.cat([x, concat], dim=1)
+
     # ------------------------------------------------------------------ forward
 
     def forward(
@@ -482,11 +528,14 @@ class LumosDiT(ModelMixin, ConfigMixin):
         cond: torch.Tensor | None = None,
         cond_mask: torch.Tensor | None = None,
         force_drop_ids: torch.Tensor | None = None,
+        concat: torch.Tensor | None = None,
+        camera: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict (B, out_channels, H, W) from noisy latents.
 
         Args:
-            x: (B, in_channels + extra_in_channels, H, W) noisy latents (+ extras).
+            x: (B, in_channels, H, W) noisy latents, or (B, in_channels +
+                extra_in_channels, H, W) with the extras already concatenated.
             timestep: (B,) int/float tensor or a scalar broadcast to the batch.
             cond: ``cross_attn``: (B, L, cond_dim) tokens or (B, cond_dim);
                 ``adaln``: (B, cond_dim) or (B, 1, cond_dim);
@@ -496,6 +545,10 @@ class LumosDiT(ModelMixin, ConfigMixin):
                 ``None`` means all tokens are real.
             force_drop_ids: (B,) bool; True forces the null condition. When
                 given it alone decides dropout (also in training mode).
+            concat: (B, extra_in_channels, H, W) clean latents concatenated to
+                ``x`` (zeros where the condition is dropped); ``None`` = zeros.
+            camera: (B, camera_dim) camera vectors; required when the model has
+                ``camera_dim``.
         """
         b, _, hh, ww = x.shape
         device = x.device
@@ -503,11 +556,16 @@ class LumosDiT(ModelMixin, ConfigMixin):
         if t.ndim == 0:
             t = t.expand(b)
         drop = None if self.injection == "none" else self._drop_mask(b, device, force_drop_ids)
+        x = self._concat_input(x, concat, drop)
 
         tokens = self.x_embedder(x)  # (B, D, h, w)
         h, w = tokens.shape[-2:]
         tokens = tokens.flatten(2).transpose(1, 2) + self._position_embedding(h, w).to(tokens.dtype)
         c = self.t_embedder(t)
+        if self.camera_embedder is not None:
+            if camera is None:
+                raise ValueError(f"this model takes a camera vector (B, {self.config.camera_dim}): pass camera=")
+            c = c + self.camera_embedder(camera.to(device).reshape(b, -1))
         extra, y, mask = self._embed_condition(cond, cond_mask, b, drop, device)
         if extra is not None:
             c = c + extra
@@ -527,14 +585,17 @@ class LumosDiT(ModelMixin, ConfigMixin):
         cond: torch.Tensor | None,
         cond_mask: torch.Tensor | None = None,
         guidance_scale: float = 4.5,
+        concat: torch.Tensor | None = None,
+        camera: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Classifier-free guidance on all output channels.
 
         Runs the conditional and null branches in one doubled batch and returns
-        ``uncond + guidance_scale * (cond - uncond)``.
+        ``uncond + guidance_scale * (cond - uncond)``. The null branch drops the
+        condition and the concatenated latent; the camera is kept in both.
         """
         if self.injection == "none":
-            return self.forward(x, timestep)
+            return self.forward(x, timestep, concat=concat, camera=camera)
         b = x.shape[0]
         t = torch.as_tensor(timestep, device=x.device)
         t = t.expand(b) if t.ndim == 0 else t
@@ -545,6 +606,8 @@ class LumosDiT(ModelMixin, ConfigMixin):
             None if cond is None else torch.cat([cond, cond]),
             None if cond_mask is None else torch.cat([cond_mask, cond_mask]),
             force_drop_ids=drop,
+            concat=None if concat is None else torch.cat([concat, concat]),
+            camera=None if camera is None else torch.cat([camera, camera]),
         )
         cond_out, uncond_out = out.chunk(2, dim=0)
         return uncond_out + guidance_scale * (cond_out - uncond_out)

@@ -1,0 +1,137 @@
+# Novel view synthesis (Table 4, Figures 5 and 7): rendered-view splits (the 3D Shapes world, or
+# imported renders at paper scale), their features through the common `features` rule, Lumos-NVS
+# fine-tuned from each prior of `nvs.priors`, and its evaluation on the held-out test objects.
+
+
+ruleorder: views > gather_data
+
+
+NVS_CATEGORY = "Novel view synthesis (Section 4.2.2)"
+
+
+rule views:
+    output:
+        directory("results/data/{vsplit}"),
+    params:
+        cfg=lambda wc: cfg_json(
+            f"nvs.splits.{wc.vsplit}", "nvs.paths", "nvs.camera", "data.image_size", "data.shard_size"
+        ),
+    resources:
+        **rule_resources("views"),
+    log:
+        "results/logs/data/{vsplit}.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos views --split {wildcards.vsplit} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+
+
+rule nvs_finetune:
+    input:
+        features="results/features/nvs_train",
+        prior=nvs_prior,
+    output:
+        model=directory("results/nvs/{prior}/model"),
+        raw=directory("results/nvs/{prior}/model_raw"),
+        snapshots=directory("results/nvs/{prior}/snapshots"),
+        curve="results/nvs/{prior}/loss.csv",
+        plot="results/nvs/{prior}/loss.png",
+        summary="results/nvs/{prior}/train_summary.json",
+    params:
+        cfg=cfg_json("nvs.train", "nvs.cond_dropout", "nvs.encoder", "nvs.snapshot_every", "pretrain.model"),
+        prior=lambda wc, input: input.prior or "none",
+        kind=lambda wc: nvs_prior_kind(wc.prior),
+        state="results/state/nvs/{prior}",
+    threads: 1
+    resources:
+        **rule_resources("nvs_finetune", signal=True),
+    log:
+        "results/logs/nvs/{prior}.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "{resources.mpi} lumos launch --processes {resources.processes} --nodes {resources.nodes} --"
+        " nvs-train --threads {threads} --cfg {params.cfg:q} --prior {params.prior} --prior-kind {params.kind}"
+        " --features {input.features} --out-model {output.model} --out-raw {output.raw} --out-curve {output.curve}"
+        " --out-plot {output.plot} --out-summary {output.summary} --out-snapshots {output.snapshots}"
+        " --state {params.state} > {log} 2>&1"
+
+
+# `final`: Table 4 (all `nvs.eval.objects`, the first figure_objects' views kept for Figure 7);
+# `step-<n>`: a snapshot, Figure 5's point (`nvs.eval.curve_objects`). Prior `input` is the
+# baseline that returns the input view.
+rule nvs_eval:
+    input:
+        unpack(nvs_eval_inputs),
+        data="results/data/nvs_test",
+        features="results/features/nvs_test",
+    output:
+        directory("results/nvs/{prior}/eval/{ckpt}"),
+    params:
+        cfg=cfg_json("components.vae", "nvs.encoder", "nvs.eval", "sample"),
+        model=nvs_eval_model,
+        objects=lambda wc: nvs_eval_objects(wc.ckpt),
+        views=lambda wc: config["nvs"]["eval"].get("figure_objects", 3) if wc.ckpt == "final" else 0,
+    threads: 1
+    resources:
+        **rule_resources("nvs_eval"),
+    log:
+        "results/logs/nvs/{prior}.eval.{ckpt}.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos nvs-eval --threads {threads} --cfg {params.cfg:q} --model {params.model} --data {input.data}"
+        " --features {input.features}{params.objects} --save-views {params.views} --out {output} > {log} 2>&1"
+
+
+rule table4:
+    input:
+        **{label: f"results/nvs/{label}/eval/final" for label in ["input", *NVS_PRIORS]},
+    output:
+        csv=report("results/table4.csv", caption="../docs/report/table4.rst", category=NVS_CATEGORY),
+        md="results/table4.md",
+    params:
+        cfg=cfg_json("nvs.main", "nvs.priors", "nvs.eval", "sample"),
+        rows=lambda wc, input: " ".join(f"{k}={v}/summary.json" for k, v in input.items()),
+    log:
+        "results/logs/report/table4.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos table4 --cfg {params.cfg:q} --rows {params.rows} --csv {output.csv} --md {output.md} > {log} 2>&1"
+
+
+rule fig5:
+    input:
+        [f"results/nvs/{label}/eval/{s}" for label in NVS_PRIORS for s in NVS_SNAPSHOTS],
+    output:
+        png=report("results/fig5.png", caption="../docs/report/fig5.rst", category=NVS_CATEGORY),
+        csv=report("results/fig5.csv", caption="../docs/report/fig5.rst", category=NVS_CATEGORY),
+    params:
+        points=" ".join(
+            f"{label}:{int(s.split('-')[1])}=results/nvs/{label}/eval/{s}/summary.json"
+            for label in NVS_PRIORS
+            for s in NVS_SNAPSHOTS
+        ),
+    log:
+        "results/logs/report/fig5.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos fig5 --points {params.points} --png {output.png} --csv {output.csv} > {log} 2>&1"
+
+
+rule fig7:
+    input:
+        evaluated=f"results/nvs/{NVS_MAIN}/eval/final",
+        data="results/data/nvs_test",
+    output:
+        report("results/fig7.png", caption="../docs/report/fig7.rst", category=NVS_CATEGORY),
+    params:
+        cfg=cfg_json("nvs.eval"),
+    log:
+        "results/logs/report/fig7.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos fig7 --cfg {params.cfg:q} --views {input.evaluated}/views --data {input.data} --png {output} > {log} 2>&1"
