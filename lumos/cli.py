@@ -17,7 +17,7 @@ import sys
 
 # One module per pipeline stage; a new task registers its command module here.
 COMMAND_MODULES = ["data", "components", "features", "pretrain", "finetune", "nvs", "evaluate", "report", "diagnose",
-                   "bench"]
+                   "bench", "released"]
 
 
 def build_parser() -> argparse.ArgumentParser:

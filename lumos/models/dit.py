@@ -24,6 +24,12 @@ its latent.
 
 The same null condition is the unconditional branch of classifier-free guidance
 (:meth:`LumosDiT.forward_with_cfg`).
+
+Three options, off by default, reproduce the layout of the authors' released
+checkpoints (see :mod:`lumos.released`): a PixArt-style final layer
+(``final_layer_type="pixart"``), PixArt's multi-scale position table
+(``pos_base_size``, ``pos_interpolation_scale``) and size / aspect-ratio
+micro-conditions (``micro_conditions=True``).
 """
 
 from __future__ import annotations
@@ -70,15 +76,33 @@ def sincos_1d(dim: int, pos: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
 
 
-def sincos_2d(dim: int, grid_h: int, grid_w: int, device=None) -> torch.Tensor:
+def grid_positions(n: int, base_size: int | None = None, scale: float = 1.0, device=None) -> torch.Tensor:
+    """Positions of ``n`` tokens along one axis (float64).
+
+    Default: ``0, 1, ..., n-1``. With ``base_size`` or ``scale`` (PixArt's multi-scale
+    table) the axis is stretched to the base grid: ``arange(n) / (n / base_size) / scale``
+    (``base_size`` defaults to ``n``); the first division is done in float32, as the
+    official numpy code does, the division by ``scale`` in float64.
+    """
+    if base_size is None and scale == 1.0:
+        return torch.arange(n, dtype=torch.float64, device=device)
+    base = n if base_size is None else base_size
+    step = torch.tensor(n / base, dtype=torch.float32, device=device)
+    return (torch.arange(n, dtype=torch.float32, device=device) / step).to(torch.float64) / scale
+
+
+def sincos_2d(
+    dim: int, grid_h: int, grid_w: int, device=None, base_size: int | None = None, scale: float = 1.0
+) -> torch.Tensor:
     """Fixed 2D sin-cos position embedding (grid_h * grid_w, dim), row-major tokens.
 
-    Half of the channels encode the column (x) and half the row (y) coordinate.
+    Half of the channels encode the column (x) and half the row (y) coordinate;
+    ``base_size`` and ``scale`` stretch both axes (:func:`grid_positions`).
     """
     assert dim % 4 == 0, "2D sin-cos embedding needs a dimension divisible by 4"
     ys, xs = torch.meshgrid(
-        torch.arange(grid_h, dtype=torch.float64, device=device),
-        torch.arange(grid_w, dtype=torch.float64, device=device),
+        grid_positions(grid_h, base_size, scale, device),
+        grid_positions(grid_w, base_size, scale, device),
         indexing="ij",
     )
     emb_x = sincos_1d(dim // 2, xs.reshape(-1))
@@ -127,6 +151,15 @@ class TimestepEmbedder(nn.Module):
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         freq = self.sinusoid(t, self.frequency_embedding_size)
         return self.mlp(freq.to(self.mlp[0].weight.dtype))
+
+
+class SizeEmbedder(TimestepEmbedder):
+    """PixArt micro-condition embedder: each of k scalars per sample goes through the
+    same sinusoid-Linear-SiLU-Linear as a timestep; (B, k) -> (B, k * hidden_size)."""
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        b, k = s.shape
+        return super().forward(s.reshape(b * k)).reshape(b, k * self.mlp[2].out_features)
 
 
 class TokenProjection(nn.Module):
@@ -296,6 +329,27 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm_final(x), shift, scale))
 
 
+class PixArtFinalLayer(nn.Module):
+    """PixArt's final layer (``T2IFinalLayer``): ``shift, scale = scale_shift_table + c``.
+
+    ``scale_shift_table`` is a (2, D) parameter; ``c`` is added as is (no SiLU, no
+    Linear). As in the official code, ``c`` is the vector that drives the blocks'
+    adaLN: the timestep embedding plus the micro-condition embedding when there is
+    one (plus any ``adaln``/``class`` condition embedding, which the released
+    models do not have).
+    """
+
+    def __init__(self, hidden_size: int, patch_size: int, out_channels: int):
+        super().__init__()
+        self.norm_final = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels)
+        self.scale_shift_table = nn.Parameter(torch.randn(2, hidden_size) / hidden_size**0.5)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = (self.scale_shift_table[None] + c[:, None]).unbind(1)
+        return self.linear(modulate(self.norm_final(x), shift, scale))
+
+
 #################################################################################
 #                                   LumosDiT                                    #
 #################################################################################
@@ -324,6 +378,18 @@ class LumosDiT(ModelMixin, ConfigMixin):
         num_classes: number of classes for ``injection="class"``.
         camera_dim: size of the camera vector embedded into the conditioning
             (0: no camera input).
+        final_layer_type: ``"dit"`` (shift/scale = ``Linear(SiLU(c))``) or
+            ``"pixart"`` (shift/scale = a learned (2, D) ``scale_shift_table`` + ``c``,
+            :class:`PixArtFinalLayer`). Not called ``final_layer``: a config name
+            equal to a submodule name would shadow it (diffusers' config access).
+        pos_base_size, pos_interpolation_scale: PixArt's multi-scale position
+            table: token positions ``arange(n) * base / n / scale`` on each axis
+            (``base`` defaults to ``n``); the defaults (``None``, ``1.0``) give
+            ``arange(n)``.
+        micro_conditions: add PixArt's size and aspect-ratio embeddings to the
+            timestep embedding, ``cat[emb(h), emb(w), emb(ar)]`` (``h``, ``w`` share
+            ``csize_embedder``, ``ar`` has ``ar_embedder``; each D/3 wide, so the
+            hidden size must be divisible by 3). See :meth:`forward`.
     """
 
     _supports_gradient_checkpointing = True
@@ -346,6 +412,10 @@ class LumosDiT(ModelMixin, ConfigMixin):
         cond_dropout: float = 0.1,
         num_classes: int = 0,
         camera_dim: int = 0,
+        final_layer_type: str = "dit",
+        pos_base_size: int | None = None,
+        pos_interpolation_scale: float = 1.0,
+        micro_conditions: bool = False,
     ):
         super().__init__()
         if injection not in INJECTIONS:
@@ -354,6 +424,10 @@ class LumosDiT(ModelMixin, ConfigMixin):
             raise ValueError("sample_size must be divisible by patch_size")
         if injection == "class" and num_classes < 1:
             raise ValueError("injection='class' needs num_classes >= 1")
+        if final_layer_type not in ("dit", "pixart"):
+            raise ValueError(f"final_layer_type must be 'dit' or 'pixart', got {final_layer_type!r}")
+        if micro_conditions and hidden_size % 3:
+            raise ValueError("micro_conditions need a hidden size divisible by 3")
         self.in_channels = in_channels
         self.out_channels = 2 * in_channels if learn_sigma else in_channels
         self.patch_size = patch_size
@@ -365,9 +439,13 @@ class LumosDiT(ModelMixin, ConfigMixin):
             in_channels + extra_in_channels, hidden_size, kernel_size=patch_size, stride=patch_size
         )
         grid = sample_size // patch_size
-        self.register_buffer("pos_embed", sincos_2d(hidden_size, grid, grid)[None], persistent=False)
+        table = sincos_2d(hidden_size, grid, grid, base_size=pos_base_size, scale=pos_interpolation_scale)
+        self.register_buffer("pos_embed", table[None], persistent=False)
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.camera_embedder = CameraEmbedder(camera_dim, hidden_size) if camera_dim else None
+        if micro_conditions:
+            self.csize_embedder = SizeEmbedder(hidden_size // 3)  # height and width (pixels), shared
+            self.ar_embedder = SizeEmbedder(hidden_size // 3)  # aspect ratio h / w
 
         if injection == "cross_attn":
             self.y_embedder = TokenProjection(cond_dim, hidden_size)
@@ -382,7 +460,8 @@ class LumosDiT(ModelMixin, ConfigMixin):
         self.blocks = nn.ModuleList(
             [DiTBlock(hidden_size, num_heads, mlp_ratio, cross_attn=injection == "cross_attn") for _ in range(depth)]
         )
-        self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
+        final_cls = PixArtFinalLayer if final_layer_type == "pixart" else FinalLayer
+        self.final_layer = final_cls(hidden_size, patch_size, self.out_channels)
         self.initialize_weights()
 
     @classmethod
@@ -411,6 +490,10 @@ class LumosDiT(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.x_embedder.bias)
         for layer in (self.t_embedder.mlp[0], self.t_embedder.mlp[2]):
             nn.init.normal_(layer.weight, std=0.02)
+        if self.config.micro_conditions:
+            for emb in (self.csize_embedder, self.ar_embedder):
+                nn.init.normal_(emb.mlp[0].weight, std=0.02)
+                nn.init.normal_(emb.mlp[2].weight, std=0.02)
         if self.injection == "class":
             nn.init.normal_(self.y_embedder.weight, std=0.02)
         if self.injection == "adaln":
@@ -421,7 +504,10 @@ class LumosDiT(ModelMixin, ConfigMixin):
             if block.cross_attn is not None:
                 nn.init.zeros_(block.cross_attn.proj.weight)
                 nn.init.zeros_(block.cross_attn.proj.bias)
-        for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
+        final = [self.final_layer.linear]  # the PixArt table keeps its random init, as in PixArt
+        if self.config.final_layer_type == "dit":
+            final.insert(0, self.final_layer.adaLN_modulation[-1])
+        for layer in final:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
         if self.camera_embedder is not None:
@@ -463,7 +549,22 @@ class LumosDiT(ModelMixin, ConfigMixin):
         """Fixed sin-cos table for an h x w token grid (cached for sample_size)."""
         if self.pos_embed.shape[1] == h * w and h == w:
             return self.pos_embed
-        return sincos_2d(self.pos_embed.shape[-1], h, w, device=self.pos_embed.device)[None]
+        return sincos_2d(self.pos_embed.shape[-1], h, w, device=self.pos_embed.device,
+                         base_size=self.config.pos_base_size, scale=self.config.pos_interpolation_scale)[None]
+
+    def _micro_embedding(self, b: int, hh: int, ww: int, resolution, aspect_ratio, device) -> torch.Tensor:
+        """(B, D) size and aspect-ratio embedding ``cat[emb(h), emb(w), emb(ar)]``.
+
+        Omitted values come from the latent: ``resolution = 8 * (H, W)`` (the SD VAE
+        factor) and ``aspect_ratio = H / W``.
+        """
+        if resolution is None:
+            resolution = [8.0 * hh, 8.0 * ww]
+        if aspect_ratio is None:
+            aspect_ratio = hh / ww
+        hw = torch.as_tensor(resolution, dtype=torch.float32, device=device).reshape(-1, 2).expand(b, 2)
+        ar = torch.as_tensor(aspect_ratio, dtype=torch.float32, device=device).reshape(-1, 1).expand(b, 1)
+        return torch.cat([self.csize_embedder(hw), self.ar_embedder(ar)], dim=1)
 
     def _embed_condition(self, cond, cond_mask, batch: int, drop, device):
         """Return (additive embedding for t or None, tokens or None, mask or None)."""
@@ -530,6 +631,8 @@ class LumosDiT(ModelMixin, ConfigMixin):
         force_drop_ids: torch.Tensor | None = None,
         concat: torch.Tensor | None = None,
         camera: torch.Tensor | None = None,
+        resolution: torch.Tensor | None = None,
+        aspect_ratio: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict (B, out_channels, H, W) from noisy latents.
 
@@ -549,6 +652,14 @@ class LumosDiT(ModelMixin, ConfigMixin):
                 ``x`` (zeros where the condition is dropped); ``None`` = zeros.
             camera: (B, camera_dim) camera vectors; required when the model has
                 ``camera_dim``.
+            resolution: (B, 2) image (height, width) in pixels, the bucket's size
+                (``micro_conditions`` only; ignored otherwise). Omitted: 8 x the
+                latent's (H, W), the SD VAE factor. A (2,) or (1, 2) tensor or a list
+                is broadcast to the batch.
+            aspect_ratio: (B, 1) ratio height / width (``micro_conditions`` only).
+                Omitted: H / W of the latent. The official sampler passes the
+                bucket's rounded key (e.g. 0.68 for 832 x 1216, not 0.684), so
+                give it explicitly to match it exactly.
         """
         b, _, hh, ww = x.shape
         device = x.device
@@ -566,6 +677,8 @@ class LumosDiT(ModelMixin, ConfigMixin):
             if camera is None:
                 raise ValueError(f"this model takes a camera vector (B, {self.config.camera_dim}): pass camera=")
             c = c + self.camera_embedder(camera.to(device).reshape(b, -1))
+        if self.config.micro_conditions:
+            c = c + self._micro_embedding(b, hh, ww, resolution, aspect_ratio, device).to(c.dtype)
         extra, y, mask = self._embed_condition(cond, cond_mask, b, drop, device)
         if extra is not None:
             c = c + extra
@@ -587,16 +700,25 @@ class LumosDiT(ModelMixin, ConfigMixin):
         guidance_scale: float = 4.5,
         concat: torch.Tensor | None = None,
         camera: torch.Tensor | None = None,
+        resolution: torch.Tensor | None = None,
+        aspect_ratio: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Classifier-free guidance on all output channels.
 
         Runs the conditional and null branches in one doubled batch and returns
         ``uncond + guidance_scale * (cond - uncond)``. The null branch drops the
         condition and the concatenated latent; the camera is kept in both.
+        ``resolution`` and ``aspect_ratio`` (micro-conditions) are as in
+        :meth:`forward`, the same for both branches.
         """
         if self.injection == "none":
-            return self.forward(x, timestep, concat=concat, camera=camera)
+            return self.forward(x, timestep, concat=concat, camera=camera, resolution=resolution,
+                                aspect_ratio=aspect_ratio)
         b = x.shape[0]
+        micro = {}  # per-sample micro-conditions, repeated for the null branch
+        for key, value, n in (("resolution", resolution, 2), ("aspect_ratio", aspect_ratio, 1)):
+            if value is not None:
+                micro[key] = torch.as_tensor(value, device=x.device).reshape(-1, n).expand(b, n).repeat(2, 1)
         t = torch.as_tensor(timestep, device=x.device)
         t = t.expand(b) if t.ndim == 0 else t
         drop = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool)]).to(x.device)
@@ -608,6 +730,7 @@ class LumosDiT(ModelMixin, ConfigMixin):
             force_drop_ids=drop,
             concat=None if concat is None else torch.cat([concat, concat]),
             camera=None if camera is None else torch.cat([camera, camera]),
+            **micro,
         )
         cond_out, uncond_out = out.chunk(2, dim=0)
         return uncond_out + guidance_scale * (cond_out - uncond_out)
