@@ -1,5 +1,6 @@
-"""Lumos denoising backbones."""
+"""Lumos denoising backbones: the image DiT and its video extension (Lumos-I2V)."""
 
 from lumos.models.dit import DIT_SIZES, LumosDiT
+from lumos.models.video import LumosVideoDiT
 
-__all__ = ["DIT_SIZES", "LumosDiT"]
+__all__ = ["DIT_SIZES", "LumosDiT", "LumosVideoDiT"]
