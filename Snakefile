@@ -19,6 +19,7 @@ include: "rules/features.smk"
 include: "rules/pretrain.smk"
 include: "rules/finetune.smk"
 include: "rules/nvs.smk"
+include: "rules/i2v.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
 
@@ -34,4 +35,7 @@ rule all:
         "results/table4.csv",
         "results/fig5.png",
         "results/fig7.png",
+        "results/table5.csv",
+        "results/fig2d.png",
+        "results/figS8.png",
         expand("results/t2i/{ft}/stage{stage}/model", ft=T2I_MAIN, stage=sorted(STAGES)),

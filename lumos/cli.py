@@ -16,7 +16,7 @@ import importlib
 import sys
 
 # One module per pipeline stage; a new task registers its command module here.
-COMMAND_MODULES = ["data", "components", "features", "pretrain", "finetune", "nvs", "evaluate", "report", "diagnose",
+COMMAND_MODULES = ["data", "components", "features", "pretrain", "finetune", "nvs", "i2v", "evaluate", "report", "diagnose",
                    "bench", "released"]
 
 

@@ -221,7 +221,8 @@ def evaluate_nvs(model, codec, data_dir: str, features_dir: str, encoder: str, o
     score them against the renders: `metrics.csv` (one row per view) and `summary.json` (means
     per elevation) in `out_dir`; the first `save_views` objects' generated views are kept as
     `views/object-<k>.png` strips (Figure 7). `model` None scores the baseline that returns the
-    input view unchanged."""
+    input view unchanged; `model` "vae" scores the target views passed through the VAE (`codec`),
+    the ceiling of any latent model with this VAE."""
     from lumos.diffusion.sampling import sample
     from lumos.eval.nvs import view_metrics
     from lumos.store import FeatureStore
@@ -231,7 +232,7 @@ def evaluate_nvs(model, codec, data_dir: str, features_dir: str, encoder: str, o
     out = Path(out_dir)
     (out / "views").mkdir(parents=True, exist_ok=True)
     rows, bs = [], sample_cfg["batch_size"]
-    if model is not None:  # the baseline reads the renders only
+    if model is not None and model != "vae":  # the baselines read the renders only
         model, store = model.to(device).eval(), FeatureStore(features_dir)
     index = split_index(data_dir)
     total = min(objects or index["n"], index["n"] // (index.get("views_per_object") or 1))
@@ -239,6 +240,8 @@ def evaluate_nvs(model, codec, data_dir: str, features_dir: str, encoder: str, o
         v = len(records)
         if model is None:
             pred = np.repeat(images[:1], v - 1, axis=0)
+        elif model == "vae":
+            pred = codec.decode(codec.encode(images[1:]))
         else:
             feats = store.get(np.arange(k * v, (k + 1) * v), ["latents", f"{encoder}_cls", "c2w", "object"])
             if not np.array_equal(feats["object"], [r["object"] for r in records]):
@@ -268,7 +271,8 @@ def evaluate_nvs(model, codec, data_dir: str, features_dir: str, encoder: str, o
     summary = summarise(rows)
     write_rows(rows, out / "metrics.csv")
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    log.info("NVS %s: %s", "baseline (input view)" if model is None else "model", summary)
+    log.info("NVS %s: %s", {None: "baseline (input view)", "vae": "VAE ceiling"}.get(model, "model")
+             if not isinstance(model, torch.nn.Module) else "model", summary)
     return summary
 
 

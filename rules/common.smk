@@ -74,16 +74,31 @@ _nvs_steps, _nvs_every = config["nvs"]["train"]["steps"], config["nvs"].get("sna
 NVS_SNAPSHOTS = [f"step-{s:06d}" for s in sorted({*range(_nvs_every, _nvs_steps + 1, _nvs_every), _nvs_steps})]
 if NVS_MAIN not in NVS_PRIORS:
     raise WorkflowError(f"config key 'nvs.main': {NVS_MAIN!r} is not a label of nvs.priors ({NVS_PRIORS})")
-if "input" in NVS_PRIORS:
-    raise WorkflowError("config key 'nvs.priors': the label 'input' is the baseline's; choose another")
+if {"input", "vae"} & set(NVS_PRIORS):
+    raise WorkflowError("config key 'nvs.priors': the labels 'input' and 'vae' are the baseline's and the ceiling's")
+
+
+# I2V: prior labels of `i2v.priors`, the evaluation splits, the first-frame condition encoder
+# and PIC's encoder (the DAG's image encoder at small scale).
+I2V_PRIORS = list(config["i2v"]["priors"])
+I2V_MAIN = config["i2v"].get("main", "i2i")
+I2V_EVAL = config["i2v"].get("eval_splits", ["ucf", "msrvtt"])
+I2V_ENCODER = config["i2v"].get("encoder", "dino")
+I2V_PIC_ENCODER = config["components"].get("pic", {}).get("encoder", I2V_ENCODER)
+if I2V_MAIN not in I2V_PRIORS:
+    raise WorkflowError(f"config key 'i2v.main': {I2V_MAIN!r} is not a label of i2v.priors ({I2V_PRIORS})")
+if "real" in I2V_PRIORS:
+    raise WorkflowError("config key 'i2v.priors': the label 'real' is the metrics' sanity rows'; choose another")
 
 
 wildcard_constraints:
     split="pool|coco|imagenet|coco_ref|imagenet_ref|classifier|imagenet1k|nvs_train|nvs_test|pairs(_[0-9]+px(_ar[0-9]+)?)?",
     vsplit="nvs_train|nvs_test",
-    prior="|".join(["input", *NVS_PRIORS]),
+    prior="|".join(["input", "vae", *NVS_PRIORS]),
+    clipsplit="video_train|ucf|msrvtt",
+    vprior="|".join(["real", *I2V_PRIORS]),
     stage="[0-9]+",
-    component="vae|dino|moco|fid_net|t5|clip",
+    component="vae|dino|moco|fid_net|t5|clip|video_net",
     run=f"({'|'.join(RUNS)})(_pool[0-9]+)?(_drop[0-9]+)?(_cfg[0-9.]+)?|untrained",
     ft=f"{FINETUNE_WILDCARD}|untrained",
     ckpt="final|step-[0-9]+",
@@ -414,7 +429,8 @@ def fid_inputs():
 def component_data(wildcards):
     """The split a component trains on: labelled images for the FID net, the pair set for the
     text encoders (CLIP trains on it; T5 is randomly initialised), the pool otherwise."""
-    split = {"fid_net": "classifier", "t5": "pairs", "clip": "pairs"}.get(wildcards.component, "pool")
+    split = {"fid_net": "classifier", "t5": "pairs", "clip": "pairs", "video_net": "video_train"}.get(
+        wildcards.component, "pool")
     return f"results/data/{split}"
 
 
@@ -509,16 +525,17 @@ onstart:
 # ----------------------------------------------------------------------------- novel view synthesis
 
 
-def nvs_source(label):
-    """What an `nvs.priors` label names: ("none", None), ("i2i", pretrain run) or ("t2i", fine-tune)."""
-    source = config["nvs"]["priors"][label]
+def nvs_source(label, task="nvs"):
+    """What an `nvs.priors` (or `i2v.priors`) label names: ("none", None), ("i2i", pretrain run) or
+    ("t2i", fine-tune)."""
+    source = config[task]["priors"][label]
     if source == "none":
         return "none", None
     if FINETUNE_PATTERN.fullmatch(source):
         return "t2i", source
     if parse_run(source)["base"] in config["pretrain"]["runs"]:
         return "i2i", source
-    raise WorkflowError(f"config key 'nvs.priors.{label}': {source!r} is neither none, a pretrain run "
+    raise WorkflowError(f"config key '{task}.priors.{label}': {source!r} is neither none, a pretrain run "
                         f"({sorted(config['pretrain']['runs'])}) nor a T2I fine-tune name")
 
 
@@ -536,13 +553,15 @@ def nvs_eval_inputs(wildcards):
     """The evaluated model (none for the `input` baseline) and the VAE that decodes its views."""
     if wildcards.prior == "input":
         return {}
-    folder = "model" if wildcards.ckpt == "final" else f"snapshots"
+    if wildcards.prior == "vae":
+        return {"components": trained("vae")}
+    folder = "model" if wildcards.ckpt == "final" else "snapshots"
     return {"model": f"results/nvs/{wildcards.prior}/{folder}", "components": trained("vae")}
 
 
 def nvs_eval_model(wildcards, input):
-    if wildcards.prior == "input":
-        return "input"
+    if wildcards.prior in ("input", "vae"):
+        return wildcards.prior
     return input.model if wildcards.ckpt == "final" else f"{input.model}/{wildcards.ckpt}"
 
 
@@ -551,3 +570,39 @@ def nvs_eval_objects(ckpt):
     ev = config["nvs"].get("eval", {})
     n = ev.get("objects") if ckpt == "final" else ev.get("curve_objects", 16)
     return f" --objects {n}" if n else ""
+
+
+# ------------------------------------------------------------------------------------ image-to-video
+
+
+def i2v_prior(wildcards):
+    """The model folder a Lumos-I2V fine-tune starts from ([] from scratch)."""
+    kind, source = nvs_source(wildcards.vprior, "i2v")
+    return [] if kind == "none" else f"results/{'pretrain' if kind == 'i2i' else 't2i'}/{source}/model"
+
+
+def i2v_prior_kind(label):
+    return nvs_source(label, "i2v")[0]
+
+
+def clip_jobs(split):
+    """Ingestion jobs of a clip split: for real videos (paper) `i2v.jobs`, at most one per unit of
+    `files_per_unit` videos the split keeps; one for the video world."""
+    source = config["i2v"].get("sources", {}).get(split)
+    if not source:
+        return 1
+    units = -(-config["i2v"]["splits"][split]["clips"] // source.get("files_per_unit", 1000))
+    return max(1, min(config["i2v"].get("jobs", 1), units))
+
+
+def clip_feature_jobs(split):
+    """Parallel video-feature jobs: `features.jobs`, at most one per data shard."""
+    shards = -(-config["i2v"]["splits"][split]["clips"] // config["data"]["shard_size"])
+    return min(config["features"]["jobs"], shards)
+
+
+def i2v_metric_inputs(wildcards):
+    """The samples a metrics job scores (none for the `real` sanity rows)."""
+    if wildcards.vprior == "real":
+        return {}
+    return {"samples": f"results/i2v/{wildcards.vprior}/samples/{wildcards.clipsplit}"}

@@ -59,7 +59,7 @@ rule nvs_finetune:
 
 # `final`: Table 4 (all `nvs.eval.objects`, the first figure_objects' views kept for Figure 7);
 # `step-<n>`: a snapshot, Figure 5's point (`nvs.eval.curve_objects`). Prior `input` is the
-# baseline that returns the input view.
+# baseline that returns the input view, `vae` the target views through the VAE (the ceiling).
 rule nvs_eval:
     input:
         unpack(nvs_eval_inputs),
@@ -86,7 +86,7 @@ rule nvs_eval:
 
 rule table4:
     input:
-        **{label: f"results/nvs/{label}/eval/final" for label in ["input", *NVS_PRIORS]},
+        **{label: f"results/nvs/{label}/eval/final" for label in ["input", "vae", *NVS_PRIORS]},
     output:
         csv=report("results/table4.csv", caption="../docs/report/table4.rst", category=NVS_CATEGORY),
         md="results/table4.md",

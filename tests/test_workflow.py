@@ -196,7 +196,8 @@ def test_smoke_nvs_table4_fig5_fig7(smoke_run):
     assert "rule pretrain:" not in proc.stdout + proc.stderr  # the I2I prior of Table 1 is reused
     t4 = pd.read_csv(res / "table4.csv")
     measured = t4[t4["source"] == "measured"].set_index("method")
-    assert list(measured.index) == ["baseline: return the input view", "NVS from the none prior (none)",
+    assert list(measured.index) == ["baseline: return the input view", "the target views through the VAE (ceiling)",
+                                    "NVS from the none prior (none)",
                                     "NVS from the t2i prior (none-t5-mixed-n0)", "Lumos-NVS (i2i prior: lumos_i2i)"]
     assert (measured[["views_elev0", "views_elev30"]] == 3 * 16).all().all()  # 3 objects x 16 azimuths
     assert measured["psnr_elev30"].between(0, 60).all() and measured["ssim_elev0"].between(-1, 1).all()
@@ -210,6 +211,30 @@ def test_smoke_nvs_table4_fig5_fig7(smoke_run):
     assert summary["condition_kept"] and summary["prior_kind"] == "i2i" and summary["views_per_object"] == 32
     assert json.loads((res / "nvs" / "t2i" / "train_summary.json").read_text())["condition_kept"] is False
     assert Image.open(res / "fig7.png").width > 9 * 32 and Image.open(res / "data" / "nvs_test" / "contact_sheet.png")
+
+
+@pytest.mark.slow
+def test_smoke_i2v_table5_fig2d_figS8(smoke_run):
+    """Image-to-video from the smoke priors: video Shapes-world clips, the FVD network trained in
+    the DAG, three I2V fine-tunes, samples from each evaluation split's first frames, Table 5 with
+    the real-clip sanity rows and the paper's rows, Figure 2d beside the NVS numbers, Figure S8."""
+    snakemake("results/table5.csv", "results/fig2d.png", "results/figS8.png", "--configfile",
+              str(ROOT / "config" / "smoke.yaml"), "--cores", "2", cwd=smoke_run)
+    res = smoke_run / "results"
+    t5 = pd.read_csv(res / "table5.csv")
+    measured = t5[t5["source"] == "measured"].set_index("method")
+    assert list(measured.index)[:3] == ["w/o prior (none)", "w T2I prior (none-t5-mixed-n0)", "w I2I prior (lumos_i2i)"]
+    assert (measured[["ucf_clips", "msrvtt_clips"]] == 8).all().all()
+    assert measured[["ucf_fvd", "msrvtt_fvd"]].notna().all().all() and (measured["ucf_pic"].abs() <= 1 + 1e-6).all()
+    reported = t5[t5["source"] == "reported (paper)"].set_index("method")
+    assert reported.loc["w I2I Prior", "ucf_fvd"] == 399.59 and reported.loc["w/o Prior", "msrvtt_kvd"] == 72.97
+    generated = sorted((res / "i2v" / "i2i" / "samples" / "ucf").glob("*.png"))
+    assert len(generated) == 8 and Image.open(generated[0]).size == (16 * 32, 32)  # 16 frames in a strip
+    summary = json.loads((res / "i2v" / "i2i" / "train_summary.json").read_text())
+    assert summary["prior_kind"] == "i2i" and summary["condition_kept"] and summary["frames"] == 16
+    f2d = pd.read_csv(res / "fig2d.csv")
+    assert set(f2d["task"]) == {"NVS", "I2V"} and set(f2d["prior"]) == {"none", "t2i", "i2i"}
+    assert Image.open(res / "figS8.png").width > 16 * 32 and (res / "data" / "ucf" / "preview.gif").exists()
 
 
 @pytest.mark.slow
@@ -344,8 +369,21 @@ def test_paper_nvs_dry_run(tmp_path):
     assert re.search(r"nvs-train .*--prior results/t2i/none-t5-mixed-n0/model --prior-kind t2i", out)
     assert re.search(r"nvs-train .*--prior none --prior-kind none", out)
     assert '"nvs.train": {"attention": "flash", "batch_size": 16384' in out
-    assert out.count("rule nvs_eval:") == 1 + 3 * (1 + 10)  # input baseline + 3 priors x (final + 10 snapshots)
+    assert out.count("rule nvs_eval:") == 2 + 3 * (1 + 10)  # baseline, VAE ceiling, 3 priors x (final + 10 snapshots)
     assert "rule table4:" in out or "localrule table4:" in out
+
+
+def test_paper_i2v_dry_run(tmp_path):
+    """Table 5 at paper scale: WebVid ingested by 400 jobs, UCF-101 / MSR-VTT by a few, video
+    features on GPUs, three I2V fine-tunes on 64 GPUs (H.4), I3D and DreamSim for the metrics."""
+    proc = snakemake("results/table5.csv", "--configfile", str(ROOT / "config" / "paper.yaml"), "-n", "-p", cwd=tmp_path)
+    out = proc.stdout
+    assert len(re.findall(r"lumos clips --split video_train .*--parts 400 ", out)) == 400
+    assert len(re.findall(r"lumos clips --split ucf ", out)) == 3  # 2,048 clips, 1,000 videos a unit
+    assert re.search(r"i2v-train .*--prior results/pretrain/lumos_i2i/model --prior-kind i2i", out)
+    assert '"batch_size": 4096' in out and '"lr": 2e-05' in out
+    assert "/path/to/i3d_torchscript.pt" in out and '"kind": "dreamsim"' in out
+    assert "train_component" not in out
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Component commands: train the small VAE, encoders, FID network and text encoders (tiny/smoke)."""
+"""Component commands: train the small VAE, encoders, FID and FVD networks and text encoders (tiny/smoke)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 from lumos.commands import setup, write_json
 
-COMPONENTS = ["vae", "dino", "moco", "fid_net", "t5", "clip"]
+COMPONENTS = ["vae", "dino", "moco", "fid_net", "t5", "clip", "video_net"]
 
 
 def cmd_train_component(args):
@@ -17,8 +17,13 @@ def cmd_train_component(args):
     spec = cfg[f"components.{args.component}"]
     if not spec.get("train"):
         raise SystemExit(f"error: components.{args.component} has no train block; it is loaded from '{spec['pretrained']}'")
-    images = read_images(args.data) if args.component != "t5" else None
     t, seed = spec["train"], cfg["seed"]
+    if args.component == "video_net":  # streams its clips itself
+        from lumos.components.video_net import train_video_net
+
+        write_json(Path(args.out) / "train_metrics.json", train_video_net(args.data, t, args.out, seed))
+        return
+    images = read_images(args.data) if args.component != "t5" else None
     if args.component == "vae":
         from lumos.components.vae import train_vae
 

@@ -65,8 +65,9 @@ def cmd_nvs_eval(args):
         from lumos.components.vae import load_vae
         from lumos.models import LumosDiT
 
-        model = from_pretrained(LumosDiT, args.model, "Lumos-NVS model", "nvs (run the nvs_finetune rule)")
         codec = load_vae(cfg["components.vae"], device)
+        model = "vae" if args.model == "vae" else from_pretrained(LumosDiT, args.model, "Lumos-NVS model",
+                                                                   "nvs (run the nvs_finetune rule)")
     summary = evaluate_nvs(model, codec, args.data, args.features, cfg["nvs.encoder"], args.out, cfg["sample"],
                            ev["guidance_scale"], cfg["seed"], device, objects=args.objects, lpips_metric=metric,
                            save_views=args.save_views)
@@ -141,11 +142,13 @@ def register(add):
         features=("nvs_train features folder", req), state=("resumable state folder (outside declared outputs)", req),
         stop_after=("stop after this many steps (simulates a kill; for tests)", {"type": int, "default": None}),
         **train_outputs({"out_snapshots": ("EMA snapshots folder (Figure 5's curves)", {"default": None})}))
-    add("nvs-eval", cmd_nvs_eval, model=("Lumos-NVS model folder, or 'input' (the baseline)", req),
+    add("nvs-eval", cmd_nvs_eval, model=("Lumos-NVS model folder, 'input' (the baseline returning the input view) "
+                                        "or 'vae' (the targets through the VAE: the ceiling)", req),
         data=("nvs_test split folder", req), features=("its features folder", req), out=("output folder", req),
         objects=("test objects to evaluate (default: all)", {"type": int, "default": None}),
         save_views=("keep the generated views of this many objects (Figure 7)", {"type": int, "default": 0}))
-    add("table4", cmd_table4, rows=("LABEL=SUMMARY_JSON (label `input`: the baseline)", {"nargs": "+", **req}),
+    add("table4", cmd_table4, rows=("LABEL=SUMMARY_JSON (labels `input`, `vae`: the baseline and the ceiling)",
+                                    {"nargs": "+", **req}),
         csv=("output CSV", req), md=("output Markdown", req))
     add("fig5", cmd_fig5, points=("LABEL:STEP=SUMMARY_JSON", {"nargs": "+", **req}), png=("output PNG", req),
         csv=("output CSV", req))

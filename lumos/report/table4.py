@@ -50,6 +50,8 @@ def build_table4(measured: dict[str, str], main: str, priors: dict[str, str], pr
         summary = json.loads(Path(path).read_text())
         if label == "input":
             method = "baseline: return the input view"
+        elif label == "vae":
+            method = "the target views through the VAE (ceiling)"
         elif label == main:
             method = f"Lumos-NVS ({label} prior: {priors[label]})"
         else:
