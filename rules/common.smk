@@ -606,3 +606,11 @@ def i2v_metric_inputs(wildcards):
     if wildcards.vprior == "real":
         return {}
     return {"samples": f"results/i2v/{wildcards.vprior}/samples/{wildcards.clipsplit}"}
+
+
+def view_jobs(split):
+    """Jobs of a rendered-views split: for imported renders (paper) `nvs.jobs`, at most one per
+    1,000 objects; one for the 3D Shapes world."""
+    if not config["nvs"].get("paths", {}).get(split):
+        return 1
+    return max(1, min(config["nvs"].get("jobs", 1), -(-config["nvs"]["splits"][split]["objects"] // 1000)))

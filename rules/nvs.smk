@@ -3,27 +3,47 @@
 # fine-tuned from each prior of `nvs.priors`, and its evaluation on the held-out test objects.
 
 
-ruleorder: views > gather_data
+localrules:
+    gather_views,
+
+
+ruleorder: gather_views > gather_data
+ruleorder: views_part > data_part
 
 
 NVS_CATEGORY = "Novel view synthesis (Section 4.2.2)"
 
 
-rule views:
+rule views_part:
     output:
-        directory("results/data/{vsplit}"),
+        temp(directory("results/data/{vsplit}.part{part}")),
     params:
         cfg=lambda wc: cfg_json(
             f"nvs.splits.{wc.vsplit}", "nvs.paths", "nvs.camera", "data.image_size", "data.shard_size"
         ),
+        parts=lambda wc: view_jobs(wc.vsplit),
     resources:
         **rule_resources("views"),
     log:
-        "results/logs/data/{vsplit}.log",
+        "results/logs/data/{vsplit}.part{part}.log",
     conda:
         "../envs/lumos.yaml"
     shell:
-        "lumos views --split {wildcards.vsplit} --cfg {params.cfg:q} --out {output} > {log} 2>&1"
+        "lumos views --split {wildcards.vsplit} --cfg {params.cfg:q} --part {wildcards.part} --parts {params.parts}"
+        " --out {output} > {log} 2>&1"
+
+
+rule gather_views:
+    input:
+        lambda wc: parts(f"results/data/{wc.vsplit}", view_jobs(wc.vsplit)),
+    output:
+        directory("results/data/{vsplit}"),
+    log:
+        "results/logs/data/{vsplit}.gather.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos gather-views --parts {input} --out {output} > {log} 2>&1"
 
 
 rule nvs_finetune:

@@ -279,3 +279,25 @@ def test_import_with_a_fixed_view_count_and_test_roles(tmp_path):
         (o, v, "input" if v == 0 else "target") for o in ("a", "c") for v in range(3)]
     index = json.loads((tmp_path / "out" / "index.json").read_text())
     assert index["views_per_object"] == 3 and index["kind"] == "test"
+
+
+def test_import_in_parts_then_gather(tmp_path):
+    """Two import jobs (every other object folder each), joined: every object once, in the order
+    of the parts, the counts summed, the view metadata kept."""
+    root = tmp_path / "renders"
+    cams = {v: s3.camera_to_world(45.0 * v, 10.0, s3.RADIUS) for v in range(3)}
+    for name in ("a", "b", "c", "d", "e"):
+        (root / name).mkdir(parents=True)
+        for v in range(3 if name != "d" else 1):  # d has one view: skipped
+            _write_view(root / name, f"{v:03d}", cams[v], "c2w_opencv")
+    parts = [tmp_path / f"part{k}" for k in range(2)]
+    for k, out in enumerate(parts):
+        s3.import_views_folder(root, out, 16, 4, views=3, part=k, parts=2)
+    index = s3.gather_views([str(p) for p in parts], tmp_path / "joined")
+    records = read_records(tmp_path / "joined")
+    assert [r["object_id"] for r in records[::3]] == ["a", "c", "e", "b"]  # part 0: a, c, e; part 1: b, (d)
+    assert index["n"] == 12 and index["views_per_object"] == 3
+    summary = json.loads((tmp_path / "joined" / "curation.json").read_text())
+    assert summary["objects_seen"] == 5 and summary["objects_kept"] == 4 and summary["skipped_objects"] == {
+        "too_few_views": 1}
+    assert (tmp_path / "joined" / "contact_sheet.png").exists()

@@ -13,8 +13,8 @@ VIEWS = {"train": 32, "test": 33}  # views per object (lumos.data.shapes3d): 32 
 
 
 def cmd_views(args):
-    """Build a rendered-views split: from the 3D Shapes world, or imported from a folder of renders
-    (`nvs.paths.<split>`, paper preset)."""
+    """Build job `--part` of `--parts` of a rendered-views split: from the 3D Shapes world (one job),
+    or imported from a folder of renders (`nvs.paths.<split>`, paper preset: many jobs)."""
     from lumos.data.shapes3d import build_views_split, import_views_folder
 
     cfg, _ = setup(args)
@@ -24,10 +24,21 @@ def cmd_views(args):
     split = cfg[f"nvs.splits.{args.split}"]
     if path:
         import_views_folder(path, args.out, camera=cfg["nvs.camera"], kind=kind, limit=split["objects"],
-                            views=split.get("views", VIEWS[kind]), **common)
+                            views=split.get("views", VIEWS[kind]), part=args.part, parts=args.parts, **common)
     else:
+        if args.parts != 1:
+            raise SystemExit("error: a 3D Shapes-world split is rendered by one job (--parts 1)")
         build_views_split(args.split, split["objects"], kind, seed=cfg["seed"],
                           out_dir=args.out, **common)
+
+
+def cmd_gather_views(args):
+    """Join a rendered-views split's job folders: shards, index, import counts, contact sheet."""
+    from lumos.data.shapes3d import gather_views
+    from lumos.utils import setup_logging
+
+    setup_logging()
+    gather_views(args.parts, args.out)
 
 
 def cmd_nvs_train(args):
@@ -135,7 +146,9 @@ def cmd_fig7(args):
 def register(add):
     req = {"required": True}
     add("views", cmd_views, split=("rendered-views split", {"choices": sorted(SPLIT_KINDS), "required": True}),
-        out=("split folder", req))
+        out=("output folder of this job", req), parallel=True)
+    add("gather-views", cmd_gather_views, config=False, parts=("the job folders, in order", {"nargs": "+", **req}),
+        out=("the split folder", req))
     add("nvs-train", cmd_nvs_train,
         prior=("prior model folder, or 'none' (from scratch)", {"type": optional_path, "default": None}),
         prior_kind=("what the prior is", {"choices": ["none", "i2i", "t2i"], "default": "none"}),

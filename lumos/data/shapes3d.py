@@ -673,7 +673,8 @@ def _object_views(obj_dir: Path, image_size: int, camera: str, skips: Counter) -
 
 
 def import_views_folder(root, out_dir, image_size: int, shard_size: int, camera: str = "c2w_opencv",
-                        limit: int | None = None, views: int | None = None, kind: str = "train") -> dict:
+                        limit: int | None = None, views: int | None = None, kind: str = "train", part: int = 0,
+                        parts: int = 1) -> dict:
     """Import multi-view renders laid out as `<root>/<object_id>/<view:03d>.png` plus
     `<view:03d>.npy` (one camera matrix per view, 3x4 or 4x4, in convention `camera`: "c2w_opencv"
     (ours) or "w2c_blender" (Zero123's Objaverse renders)) into PNG shards with our view records.
@@ -688,7 +689,10 @@ def import_views_folder(root, out_dir, image_size: int, shard_size: int, camera:
     order); an object with fewer is skipped and counted (`incomplete_views`), so the split has a
     fixed `views_per_object`, as Lumos-NVS training and evaluation need. `kind="test"` marks each
     object's first view as the input view (role "input") and the rest as its targets (the GSO
-    layout: view 000 the input, then the 16 azimuths at elevation 0 and the 16 at 30)."""
+    layout: view 000 the input, then the 16 azimuths at elevation 0 and the 16 at 30).
+
+    With `parts` > 1 this job imports every `parts`-th object folder of the first `limit` (sorted)
+    only; `gather_views` joins the jobs' folders. Record `object` numbers count within a job."""
     from lumos.data.shards import ShardWriter
 
     if camera not in CAMERA_CONVENTIONS:
@@ -701,7 +705,7 @@ def import_views_folder(root, out_dir, image_size: int, shard_size: int, camera:
         raise ValueError(f"kind must be one of {sorted(SPLIT_IDS_3D)}, not '{kind}'")
     writer = ShardWriter(out_dir, shard_size, "png", source=name, kind=kind, camera=camera, fov_deg=None)
     view_skips, object_skips, counts = Counter(), Counter(), Counter()
-    objects = sorted(p for p in root.iterdir() if p.is_dir())[:limit]
+    objects = sorted(p for p in root.iterdir() if p.is_dir())[:limit][part::parts]
     kept = 0
     for obj_dir in progress(objects, desc=f"import {name}"):
         counts["objects_seen"] += 1
@@ -717,7 +721,7 @@ def import_views_folder(root, out_dir, image_size: int, shard_size: int, camera:
         for v, (stem, pixels, c2w) in enumerate(good):
             role = "view" if kind == "train" else ("input" if v == 0 else "target")
             record = view_record(f"{name}/{obj_dir.name}/{stem}", kept, v, len(good), spherical_from_c2w(c2w), c2w,
-                                 role, object_id=obj_dir.name, source_view=stem)
+                                 role, object_id=obj_dir.name, source_view=stem, part=part)
             writer.write(pixels, record)
             counts["views_kept"] += 1
         counts["views_per_object_" + str(len(good))] += 1
@@ -734,3 +738,35 @@ def import_views_folder(root, out_dir, image_size: int, shard_size: int, camera:
     log.info("imported %d of %d objects (%d views) from %s to %s; skipped views %s, objects %s", kept,
              counts["objects_seen"], counts["views_kept"], root, out_dir, dict(view_skips), dict(object_skips))
     return summary
+
+
+def gather_views(parts: list[str], out_dir) -> dict:
+    """Join the folders of a rendered-views split's jobs (`build_views_split`, or the parts of
+    `import_views_folder`): shards hard-linked in part order (`lumos.data.curate`), the parts'
+    import counts summed into `curation.json`, the index's view metadata kept, a contact sheet."""
+    from collections import Counter
+
+    from lumos.data.curate import _gather_shards
+    from lumos.data.shards import split_index
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metas = [split_index(p) for p in parts]
+    per_object = {m.get("views_per_object") for m in metas if m.get("n")}
+    index, _ = _gather_shards(parts, out, sheet=False)
+    index.update({k: v for k, v in metas[0].items() if k not in index})
+    index["views_per_object"] = per_object.pop() if len(per_object) == 1 else None
+    (out / "index.json").write_text(json.dumps(index, indent=1))
+    reports = [json.loads((Path(p) / "curation.json").read_text()) for p in parts if (Path(p) / "curation.json").exists()]
+    if reports:
+        summary = {"parts": len(parts)}
+        for key in ("objects_seen", "objects_kept", "views_kept"):
+            summary[key] = sum(r[key] for r in reports)
+        for key in ("skipped_views", "skipped_objects"):
+            summary[key] = dict(sum((Counter(r[key]) for r in reports), Counter()))
+        (out / "curation.json").write_text(json.dumps(summary, indent=1))
+    if index["n"]:
+        contact_sheet_views(out)
+    log.info("gathered %d views (%s per object) from %d parts into %s", index["n"], index["views_per_object"],
+             len(parts), out)
+    return index
