@@ -80,8 +80,11 @@ def test_gpu_everything_dry_run(tmp_path):
     assert len(finetunes) == 15
     assert all(c["t2i.train"]["compile"] and c["t2i.train"]["steps"] == 4000 for c in finetunes)
     assert len(commands(out, "pretrain")) >= 7  # 4 priors + Figure 2b's 3 pool subsets (+ Figure 12's)
-    for target in ("table1", "table2", "table3", "figure"):
+    for target in ("table1", "table2", "table3", "figure", "table4", "table5", "fig2d"):
         assert f"rule {target}:" in out or f"localrule {target}:" in out, target
+    nvs, i2v = commands(out, "nvs-train"), commands(out, "i2v-train")
+    assert len(nvs) == 3 and all(c["nvs.train"]["steps"] == 8000 and c["nvs.train"]["compile"] for c in nvs)
+    assert len(i2v) == 3 and all(c["i2v.train"]["batch_size"] == 32 for c in i2v)
 
 
 CUT_DOWN = """\
