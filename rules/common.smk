@@ -99,7 +99,8 @@ wildcard_constraints:
     vprior="|".join(["real", *I2V_PRIORS]),
     stage="[0-9]+",
     component="vae|dino|moco|fid_net|t5|clip|video_net",
-    run=f"({'|'.join(RUNS)})(_pool[0-9]+)?(_drop[0-9]+)?(_cfg[0-9.]+)?|untrained",
+    run=f"({'|'.join(RUNS)})(_pool[0-9]+)?(_drop[0-9]+)?(_cfg[0-9.]+)?|untrained|released_i2i",
+    kind="i2i|t2i",
     ft=f"{FINETUNE_WILDCARD}|untrained",
     ckpt="final|step-[0-9]+",
     captions="short|long",
@@ -306,8 +307,9 @@ RUN_NAME = re.compile(r"(?P<base>[a-z0-9_]+?)(?:_pool(?P<pool>[0-9]+))?(?:_drop(
 
 
 def parse_run(run):
-    """{base, pool, drop, cfg} of a run name (absent parts None)."""
-    return RUN_NAME.fullmatch("lumos_i2i" if run == "untrained" else run).groupdict()
+    """{base, pool, drop, cfg} of a run name (absent parts None). `untrained` and `released_i2i`
+    (the authors' released I2I weights) are sampled with lumos_i2i's condition."""
+    return RUN_NAME.fullmatch("lumos_i2i" if run in ("untrained", "released_i2i") else run).groupdict()
 
 
 def trained_run(run):
@@ -435,7 +437,10 @@ def component_data(wildcards):
 
 
 def sample_model(wildcards):
-    """The trained model a sample job reads; none for the untrained ceiling."""
+    """The trained model a sample job reads; none for the untrained ceiling; the imported release
+    for `released_i2i`."""
+    if wildcards.run == "released_i2i":
+        return "results/released/i2i/model"
     return [] if wildcards.run == "untrained" else f"results/pretrain/{trained_run(wildcards.run)}/model"
 
 
@@ -614,3 +619,21 @@ def view_jobs(split):
     if not config["nvs"].get("paths", {}).get(split):
         return 1
     return max(1, min(config["nvs"].get("jobs", 1), -(-config["nvs"]["splits"][split]["objects"] // 1000)))
+
+
+# ---------------------------------------------------------------------------- released weights
+
+RELEASED = {k: v for k, v in config.get("released", {}).items() if v}
+
+
+def released_checkpoint(wildcards):
+    """The released .pth of `released.<kind>`; unset or missing stops the workflow naming both."""
+    key = f"released.{wildcards.kind}"
+    path = RELEASED.get(wildcards.kind)
+    if not path:
+        raise WorkflowError(f"config key '{key}' is not set: point it at the released checkpoint "
+                            f"(Lumos_{wildcards.kind.upper()}.pth)")
+    if not os.path.isfile(path):
+        raise WorkflowError(f"missing released checkpoint {path} (config key '{key}'): place "
+                            f"Lumos_{wildcards.kind.upper()}.pth there or change the key")
+    return path

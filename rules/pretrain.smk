@@ -27,3 +27,20 @@ rule pretrain:
         " pretrain --threads {threads} --cfg {params.cfg:q} {params.run} --features {input}"
         " --out-model {output.model} --out-raw {output.raw} --out-curve {output.curve}"
         " --out-plot {output.plot} --out-summary {output.summary} --state {params.state} > {log} 2>&1"
+
+
+# The authors' released weights (config `released.i2i` / `released.t2i`), imported into a LumosDiT
+# folder and sampled like a run of our own (`released_i2i` in Table 1).
+rule import_released:
+    input:
+        released_checkpoint,
+    output:
+        directory("results/released/{kind}/model"),
+    resources:
+        **rule_resources("import_released"),
+    log:
+        "results/logs/released/{kind}.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos import-released --checkpoint {input} --kind {wildcards.kind} --out {output} > {log} 2>&1"

@@ -17,7 +17,7 @@ rule table1:
     input:
         fid=expand(
             "results/eval/fid/{run}_{split}.json",
-            run=["lumos_i2i", "rcg", "untrained", "real"],
+            run=["lumos_i2i", "rcg", "untrained", "real", *(["released_i2i"] if "i2i" in RELEASED else [])],
             split=EVAL_SPLITS,
         ),
         grid_data=f"results/data/{EVAL_SPLITS[0]}",

@@ -91,3 +91,21 @@ def test_dpg_report_parse_and_missing_category(tmp_path):
     (tmp_path / "empty.txt").write_text("imgs/a.png, 1.0, 1.0\n")
     with pytest.raises(ValueError, match="empty.txt"):
         parse_dpg_report(str(tmp_path / "empty.txt"))
+
+
+def test_table1_released_row_only_when_evaluated(tmp_path):
+    """The 'released weights, evaluated here' row appears only when its FID files are given."""
+    import json
+
+    from lumos.report.table1 import build_table1
+
+    files = []
+    for run in ("lumos_i2i", "rcg", "untrained", "real", "released_i2i"):
+        for split, fid in (("coco", 10.0), ("imagenet", 20.0)):
+            path = tmp_path / f"{run}_{split}.json"
+            path.write_text(json.dumps({"run": run, "split": split, "fid": fid, "n_samples": 8, "extractor": "x"}))
+            files.append(str(path))
+    with_release = build_table1(files, "paper")
+    assert "Lumos-I2I (released weights, evaluated here)" in set(with_release["method"])
+    without = build_table1([f for f in files if "released" not in f], "paper")
+    assert not without["method"].str.contains("released").any()

@@ -386,6 +386,26 @@ def test_paper_i2v_dry_run(tmp_path):
     assert "train_component" not in out
 
 
+def test_paper_released_weights_rows(tmp_path):
+    """With `released.i2i` set, the paper DAG imports the authors' checkpoint and evaluates it as a
+    Table 1 row; a missing file stops the workflow naming the file and the config key."""
+    ckpt = tmp_path / "Lumos_I2I.pth"
+    ckpt.write_bytes(b"")
+    extra = tmp_path / "released.yaml"
+    extra.write_text(f"released: {{i2i: {ckpt}}}\n")
+    proc = snakemake("results/table1.csv", "--configfile", str(ROOT / "config" / "paper.yaml"), str(extra), "-n", "-p",
+                     cwd=tmp_path)
+    out = proc.stdout
+    assert f"lumos import-released --checkpoint {ckpt} --kind i2i --out results/released/i2i/model" in out
+    assert re.search(r"lumos sample .*--run-name lumos_i2i .*--model results/released/i2i/model", out)
+    assert "results/eval/fid/released_i2i_coco.json" in out
+    extra.write_text(f"released: {{i2i: {tmp_path / 'missing.pth'}}}\n")
+    proc = snakemake("results/table1.csv", "--configfile", str(ROOT / "config" / "paper.yaml"), str(extra), "-n",
+                     cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "missing.pth" in proc.stdout + proc.stderr and "released.i2i" in proc.stdout + proc.stderr
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

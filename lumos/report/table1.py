@@ -23,7 +23,9 @@ MEASURED = [  # (run name in the DAG, row label)
     ("rcg", "RCG"),
     ("untrained", "untrained DiT (ceiling)"),
     ("real", "real images, independent sample (floor)"),
+    ("released_i2i", "Lumos-I2I (released weights, evaluated here)"),  # only with config released.i2i
 ]
+OPTIONAL = {"released_i2i"}  # rows built only when their FID files are given
 
 
 def build_table1(fid_files: list[str], preset: str) -> pd.DataFrame:
@@ -34,6 +36,8 @@ def build_table1(fid_files: list[str], preset: str) -> pd.DataFrame:
         results[(r["run"], r["split"])] = r
     rows = []
     for run, label in MEASURED:
+        if run in OPTIONAL and not any(r == run for r, _ in results):
+            continue
         row = {"method": label, "source": "measured", "preset": preset}
         for split in ("coco", "imagenet"):
             r = results.get((run, split))
