@@ -81,16 +81,10 @@ def test_copy_prior_zeroes_new_channels():
     assert model.x_embedder.weight[:, 4:].abs().max() == 0
 
 
-def _camera(az, el, r=3.0):
-    az, el = np.radians(az), np.radians(el)
-    pos = r * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
-    fwd = -pos / np.linalg.norm(pos)
-    right = np.cross(fwd, [0, 0, 1.0])
-    right /= np.linalg.norm(right)
-    down = np.cross(fwd, right)
-    m = np.eye(4)
-    m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = right, down, fwd, pos
-    return m
+def _camera(az, el, r=4.0):
+    from lumos.data.shapes3d import camera_to_world
+
+    return camera_to_world(az, el, r)
 
 
 def test_relative_pose_vectors():
