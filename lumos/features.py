@@ -171,7 +171,7 @@ def _encode_captions(split_dir, out_dir, encs, encoders, batch_size, part, parts
     index, mine = my_shards(split_dir, part, parts)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    shards, sizes, widths = [], [], {}
+    shards, sizes, widths, long_from_raw = [], [], {}, {}
     for k, shard, _, count in mine:  # captions come from the records: the images are not read
         _, records = read_shard(split_dir, shard, images=False)
         where = Path(split_dir) / shard
@@ -191,6 +191,7 @@ def _encode_captions(split_dir, out_dir, encs, encoders, batch_size, part, parts
         columns = {key: np.concatenate(v) for key, v in arrays.items()}
         columns["key_hash"] = key_hashes([record_key(r, where) for r in records])
         name = feature_shard_name(k)
+        long_from_raw[name] = sum(bool(r.get("long_from_raw")) for r in records)
         write_shard(out, name, columns)
         shards.append(name)
         sizes.append(count)
@@ -198,9 +199,11 @@ def _encode_captions(split_dir, out_dir, encs, encoders, batch_size, part, parts
                         for enc in encs}
     meta = {"n": index["n"], "shards": shards, "shard_sizes": sizes, "encoders": encoders,
             "tokens": {**{enc: 0 for enc in encs}, **max_tokens(widths.values())}, "shard_tokens": widths,
-            "max_length": {name: enc.max_length for name, enc in encs.items()}}
+            "max_length": {name: enc.max_length for name, enc in encs.items()},
+            "long_from_raw": long_from_raw}  # per shard: captions whose long caption is the raw one
     (out / "index.json").write_text(json.dumps(meta, indent=1))
-    log.info("text features of %s: %d captions, tokens %s", split_dir, sum(sizes), meta["tokens"])
+    log.info("text features of %s: %d captions, tokens %s, %d without a long caption", split_dir, sum(sizes),
+             meta["tokens"], sum(long_from_raw.values()))
     return meta
 
 
@@ -238,6 +241,8 @@ def gather_parts(parts: list[str], out_dir: str) -> dict:
     meta.update(shards=shards, shard_sizes=[sizes[s] for s in shards], parts=len(parts))
     if any("tokens" in m for m in metas):
         meta.update(tokens=max_tokens(m.get("tokens", {}) for m in metas), shard_tokens=widths)
+    if any("long_from_raw" in m for m in metas):
+        meta["long_from_raw"] = {k: v for m in metas for k, v in m.get("long_from_raw", {}).items()}
     (out / "index.json").write_text(json.dumps(meta, indent=1))
     return meta
 

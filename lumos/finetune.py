@@ -70,10 +70,27 @@ def noisy_caption_index(n: int, fraction: float, seed: int) -> np.ndarray:
     return index
 
 
+def check_long_captions(text_dir, meta: dict) -> None:
+    """Stop when a split's long captions are (partly) its raw ones: curation repeats the raw caption
+    where a source has no long one (`long_from_raw` in the records, counted per shard in the text
+    features' index), and a long-caption row or a mixed fine-tune would silently use raw twice."""
+    missing = sum((meta.get("long_from_raw") or {}).values())
+    if missing:
+        raise ValueError(f"{missing} of {meta['n']} captions of {text_dir} have no long caption (their long "
+                         "caption would repeat the raw one): give the source long captions (a `.long.txt` beside "
+                         "each image; the JSON field named by data.sources.<split>.<k>.long_caption_key; for COCO, "
+                         "data.sources.<split>.<k>.long_captions), or use captions `short`")
+
+
 def load_captions(text_dir: str, text: str, captions: str, limit: int | None = None):
     """Cached caption tokens (n, L, D) and masks (n, L) of one encoder and caption kind, read lazily
-    (`lumos.loader.Column`: `tokens[a:b]` reads those captions only)."""
+    (`lumos.loader.Column`: `tokens[a:b]` reads those captions only). Long captions that are not
+    there stop this (`check_long_captions`)."""
     from lumos.loader import Column, StoreRows
+    from lumos.store import feature_index
+
+    if captions == "long":
+        check_long_captions(text_dir, feature_index(text_dir))
 
     keys = [f"{text}_{captions}", f"{text}_{captions}_mask"]
     source = StoreRows(text_dir, keys)
@@ -92,6 +109,8 @@ class PairRows:
         self.images, self.text = FeatureStore(features_dir), FeatureStore(text_dir)
         self.n, self.encoder = self.images.n, spec["text"]
         self.kinds = ["short", "long"] if spec["captions"] == "mixed" else [spec["captions"]]
+        if "long" in self.kinds:
+            check_long_captions(text_dir, self.text.meta)
         if self.text.n != self.n:
             raise ValueError(f"{text_dir} holds {self.text.n} captions but {features_dir} holds {self.n} images: "
                              "the text features belong to another split")

@@ -178,6 +178,14 @@ def test_coco_source_draws_images_and_one_caption_each_with_the_seed(tmp_path):
     for r in a:
         image = int(r["key"].split("_")[-1].split(".")[0])
         assert r["short_caption"].endswith(f"of image {image}")
+        assert r["long_from_raw"] and r["long_caption"] == r["short_caption"]  # no long captions given: flagged
+    long = {im["file_name"]: f"a long caption of image {im['id']}" for im in images}
+    (tmp_path / "long.json").write_text(json.dumps(long))
+    with_long = Source("coco", str(tmp_path / "val2014"), format="coco", annotations=str(tmp_path / "captions.json"),
+                       sample=6, long_captions=str(tmp_path / "long.json"))
+    curate_part("coco", [with_long], 100, 16, 100, str(tmp_path / "out_long"), seed=3)
+    for r in read_records(tmp_path / "out_long"):
+        assert "long_from_raw" not in r and r["long_caption"] == long[r["key"].split("/", 1)[1]]
     with pytest.raises(FileNotFoundError, match="annotations"):
         list(curate_part("coco", [Source("coco", str(tmp_path), format="coco")], 10, 16, 10, str(tmp_path / "x")))
 

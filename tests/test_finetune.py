@@ -244,3 +244,42 @@ def test_training_on_ragged_captions_equals_training_on_the_dense_layout(tmp_pat
     train_diffusion(model(), rows, None, None, cfg, str(tmp_path / "ragged"), str(tmp_path / "s2"))
     a, b = (LumosDiT.from_pretrained(tmp_path / run / "model_raw").state_dict() for run in ("dense", "ragged"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_missing_long_captions_stop_long_and_mixed_uses(tmp_path):
+    """A curated source without long captions: its records repeat the raw caption, flagged; the
+    text features count them per shard; a long-caption read and a mixed fine-tune stop, naming the
+    count and the fix, while a short-caption fine-tune trains."""
+    from PIL import Image
+
+    from lumos.components.text import train_t5
+    from lumos.data.curate import curate_part, gather_split
+    from lumos.data.shards import read_records
+    from lumos.data.sources import Source
+    from lumos.features import extract_text_features
+    from lumos.finetune import PairRows, load_captions
+    from lumos.store import write_store
+
+    src = tmp_path / "web"
+    src.mkdir()
+    for i in range(6):
+        Image.new("RGB", (40, 40), (40 * i, 0, 0)).save(src / f"{i}.png")
+        (src / f"{i}.txt").write_text(f"a red square number {i}")
+    (src / "0.long.txt").write_text("a long caption of a dark red square filling the whole image")
+    curate_part("pairs", [Source(name="web", path=str(src))], 6, 32, 4, str(tmp_path / "part0"))
+    gather_split([str(tmp_path / "part0")], str(tmp_path / "pairs"))
+    records = read_records(tmp_path / "pairs")
+    assert [bool(r.get("long_from_raw")) for r in records] == [False] + [True] * 5
+    train_t5({"d_model": 16, "num_layers": 1, "num_heads": 2, "d_kv": 8, "d_ff": 32}, str(tmp_path / "t5"), seed=0)
+    spec = {"pretrained": str(tmp_path / "t5"), "kind": "t5", "max_length": 120}
+    meta = extract_text_features(str(tmp_path / "pairs"), str(tmp_path / "text"), {"t5": spec}, ["t5"], batch_size=8)
+    assert sum(meta["long_from_raw"].values()) == 5
+    with pytest.raises(ValueError, match="5 of 6 captions .* have no long caption"):
+        load_captions(str(tmp_path / "text"), "t5", "long")
+    load_captions(str(tmp_path / "text"), "t5", "short")  # raw captions are there
+    n = len(records)
+    write_store(tmp_path / "feats", {"latents": np.zeros((n, 4, 8, 8), np.float16)})
+    spec_mixed = {"text": "t5", "captions": "mixed", "noise": 0}
+    with pytest.raises(ValueError, match="no long caption"):
+        PairRows(str(tmp_path / "feats"), str(tmp_path / "text"), spec_mixed, seed=0)
+    assert PairRows(str(tmp_path / "feats"), str(tmp_path / "text"), {**spec_mixed, "captions": "short"}, 0).n == n

@@ -181,8 +181,10 @@ def _keep(item: Item, source, split: str, image_size: int, max_pixels: int, writ
         record["label_name"] = item.label_name
     if score is not None:
         record["aesthetic"] = score
-    if item.caption:
+    if item.caption:  # a missing long caption repeats the raw one, flagged: long-caption uses refuse it
         record.update(short_caption=item.caption, long_caption=item.long_caption or item.caption)
+        if not item.long_caption:
+            record["long_from_raw"] = True
     writers.write(center_crop_resize(img, *size), record, size)
     return None
 

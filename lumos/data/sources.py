@@ -36,6 +36,7 @@ class Source:
     labels: str = "none"  # "folder": the top-level sub-folder (ImageNet synset) -> class index
     annotations: str | None = None  # format coco: captions_val2014.json
     sample: int | None = None  # format coco: how many images to draw (one caption each)
+    long_captions: str | None = None  # format coco: JSON {image file name: long caption}
 
 
 @dataclass
@@ -139,7 +140,7 @@ def _folder_item(source: Source, root: Path, path: Path, classes) -> Item:
     rel = path.relative_to(root)
     raw, long = path.with_suffix(".txt"), path.with_suffix(".long.txt")
     caption = raw.read_text().strip() if raw.exists() else None
-    long_caption = long.read_text().strip() if long.exists() else caption
+    long_caption = long.read_text().strip() if long.exists() else None
     label = label_name = None
     if classes is not None and len(rel.parts) > 1:
         label_name = rel.parts[0]
@@ -170,7 +171,7 @@ def _read_tar(source: Source, shard: Path):
             yield Skip("bad_json", f"{key}: {err}")
             continue
         caption = sample["txt"].decode("utf-8", "replace").strip() if "txt" in sample else meta.get("caption")
-        long_caption = meta.get(source.long_caption_key) or caption
+        long_caption = meta.get(source.long_caption_key) or None
         label = meta.get("label") if isinstance(meta.get("label"), int) else None
         yield Item(key, image, caption, long_caption, meta, label)
     if errors:
@@ -190,6 +191,7 @@ def _read_coco(source: Source, mine, files_per_unit: int, seed: int):
     for a in ann["annotations"]:
         captions.setdefault(a["image_id"], []).append(a["caption"].strip())
     images = sorted((im for im in ann["images"] if im["id"] in captions), key=lambda im: im["id"])
+    long = json.loads(Path(source.long_captions).read_text()) if source.long_captions else {}
     if source.sample and source.sample < len(images):
         chosen = np.random.default_rng(seed).choice(len(images), source.sample, replace=False)
         images = [images[i] for i in sorted(chosen)]
@@ -197,4 +199,5 @@ def _read_coco(source: Source, mine, files_per_unit: int, seed: int):
         if mine(i // files_per_unit):
             options = sorted(captions[im["id"]])  # drawn per image: the same whatever the job split
             caption = options[int(np.random.default_rng([seed, im["id"]]).integers(len(options)))]
-            yield Item(f"{source.name}/{im['file_name']}", Path(source.path) / im["file_name"], caption, caption)
+            yield Item(f"{source.name}/{im['file_name']}", Path(source.path) / im["file_name"], caption,
+                       long.get(im["file_name"]))
