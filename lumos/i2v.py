@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -258,9 +257,8 @@ def generate_videos(model, codec, features_dir: str, out_dir: str, sample_cfg: d
     so a killed job resumes where it stopped (finished batches are skipped); the folder is moved
     to `out_dir` at the end. With `parts` > 1 this job makes every `parts`-th batch only. Returns
     the number of videos this job made."""
-    from PIL import Image
-
     from lumos.data.shapes_video import tile_frames
+    from lumos.sample import batch_generator, write_batches
     from lumos.store import FeatureStore
 
     store = FeatureStore(features_dir)
@@ -271,28 +269,16 @@ def generate_videos(model, codec, features_dir: str, out_dir: str, sample_cfg: d
     shape = store.row_shape("latents")
     if len(shape) != 4:
         raise ValueError(f"{features_dir}: latents of shape {shape} per row, not (C, T, h, w)")
-    work = Path(work_dir) if work_dir else Path(f"{str(out_dir).rstrip('/')}.partial")
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_dir or f"{str(out_dir).rstrip('/')}.partial"
     model = model.to(device).eval()
     n = min(limit, store.n) if limit is not None else store.n
-    bs = sample_cfg["batch_size"]
-    mine = list(range(0, n, bs))[part::parts]
-    for start in progress(mine, desc=f"i2v sample (part {part + 1}/{parts})"):
-        stop = min(start + bs, n)
-        if all((work / f"{i:06d}.png").exists() for i in range(start, stop)):
-            continue
+
+    def make(start, stop):
         feats = store.get(np.arange(start, stop), keys)
         inputs = i2v_inputs(feats["latents"], feats[f"{encoder}_cls"])
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + start)
         lat = sample_videos(model, inputs["first"].to(device), inputs["cond"].to(device),
-                            inputs["cond_mask"].to(device), shape[1], sample_cfg, guidance_scale, gen, device)
-        for i, clip in zip(range(start, stop), decode_video(codec, lat)):
-            Image.fromarray(tile_frames(clip)).save(work / f"{i:06d}.png")
-    out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(work), str(out))
-    written = sum(min(start + bs, n) - start for start in mine)
-    log.info("wrote %d of %d videos to %s", written, n, out)
-    return written
+                            inputs["cond_mask"].to(device), shape[1], sample_cfg, guidance_scale,
+                            batch_generator(seed, start), device)
+        return [tile_frames(clip) for clip in decode_video(codec, lat)]
+
+    return write_batches(n, sample_cfg["batch_size"], make, out_dir, work, part, parts, what="videos")

@@ -27,6 +27,36 @@ def load_model(model_dir: str | None, fresh_from=None):
     return from_pretrained(LumosDiT, model_dir, "trained DiT", "pretrain (rerun the pretrain rule)")
 
 
+def write_batches(n: int, batch_size: int, make, out_dir: str, work_dir: str, part: int = 0, parts: int = 1,
+                  what: str = "samples") -> int:
+    """Write items 0..n-1 as PNGs named by their index, batch by batch: `make(start, stop)` returns
+    the uint8 images of one batch. Batches whose PNGs are all in `work_dir` are skipped (a killed job
+    resumes); the folder is moved to `out_dir` at the end. With `parts` > 1 this job makes every
+    `parts`-th batch only. Returns the number of items this job made."""
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    mine = list(range(0, n, batch_size))[part::parts]
+    for start in progress(mine, desc=f"{what} (part {part + 1}/{parts})"):
+        stop = min(start + batch_size, n)
+        if all((work / f"{i:06d}.png").exists() for i in range(start, stop)):
+            continue
+        for i, img in zip(range(start, stop), make(start, stop)):
+            Image.fromarray(img).save(work / f"{i:06d}.png")
+    out = Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(work), str(out))
+    written = sum(min(start + batch_size, n) - start for start in mine)
+    log.info("wrote %d of %d %s to %s", written, n, what, out)
+    return written
+
+
+def batch_generator(seed: int, start: int) -> torch.Generator:
+    """The generator of the batch starting at `start`: a batch's noise depends only on the seed and its place."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + start)
+
+
 def generate(model, codec, cond: torch.Tensor, cond_mask: torch.Tensor, latent_shape, out_dir: str, work_dir: str,
              sample_cfg: dict, seed: int, device="cpu", part: int = 0, parts: int = 1) -> int:
     """Sample `len(cond)` images (batch by batch, each batch seeded by its start index) as PNGs
@@ -35,30 +65,17 @@ def generate(model, codec, cond: torch.Tensor, cond_mask: torch.Tensor, latent_s
     parts' folders together hold exactly the images one job would have made."""
     from lumos.diffusion.sampling import sample
 
-    work = Path(work_dir)
-    work.mkdir(parents=True, exist_ok=True)
     model = model.to(device).eval()
-    n, bs = len(cond), sample_cfg["batch_size"]
-    mine = list(range(0, n, bs))[part::parts]
-    for start in progress(mine, desc=f"sample (part {part + 1}/{parts})"):
-        stop = min(start + bs, n)
-        if all((work / f"{i:06d}.png").exists() for i in range(start, stop)):
-            continue
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + start)
+
+    def make(start, stop):
         lat = sample(model, (stop - start, *latent_shape), cond[start:stop].to(device),
                      None if cond_mask is None else cond_mask[start:stop].to(device),
                      sampler=sample_cfg["sampler"], num_steps=sample_cfg["steps"],
-                     guidance_scale=sample_cfg["guidance_scale"], generator=gen, device=device)
-        for i, img in zip(range(start, stop), codec.decode(lat)):
-            Image.fromarray(img).save(work / f"{i:06d}.png")
-    out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(work), str(out))
-    written = sum(min(start + bs, n) - start for start in mine)
-    log.info("wrote %d of %d samples to %s", written, n, out)
-    return written
+                     guidance_scale=sample_cfg["guidance_scale"], generator=batch_generator(seed, start),
+                     device=device)
+        return codec.decode(lat)
+
+    return write_batches(len(cond), sample_cfg["batch_size"], make, out_dir, work_dir, part, parts)
 
 
 def gather_pngs(parts: list[str], out_dir: str) -> int:
