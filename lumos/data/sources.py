@@ -148,8 +148,11 @@ def _folder_item(source: Source, root: Path, path: Path, classes) -> Item:
     return Item(f"{source.name}/{rel.as_posix()}", path, caption, long_caption, label=label, label_name=label_name)
 
 
-def _read_tar(source: Source, shard: Path):
-    """The samples of one img2dataset shard; an unreadable member or a broken shard is a Skip."""
+def tar_items(shard: Path, payload_keys, missing: str, prefix: str = ""):
+    """The samples of one webdataset shard (img2dataset, video2dataset) as (key, payload bytes,
+    metadata dict, caption or None), key `<prefix><shard stem>/<sample key>` and payload the first
+    member among `payload_keys`; or a Skip: `bad_tar` for an unreadable member or a broken shard
+    (one per burst), `missing` for a sample without a payload, `bad_json` for bad metadata."""
     from lumos.data.shards import tar_samples
 
     errors = []
@@ -158,10 +161,10 @@ def _read_tar(source: Source, shard: Path):
         if errors:  # the library reports a broken member at each layer: one skip per burst
             yield Skip("bad_tar", f"{shard}: {errors[-1]}")
             errors.clear()
-        key = f"{source.name}/{shard.stem}/{sample['__key__'].rsplit('/', 1)[-1]}"
-        image = next((sample[k] for k in WDS_IMAGE_KEYS if k in sample), None)
-        if image is None:
-            yield Skip("no_image", key)
+        key = f"{prefix}{shard.stem}/{sample['__key__'].rsplit('/', 1)[-1]}"
+        payload = next((sample[k] for k in payload_keys if k in sample), None)
+        if payload is None:
+            yield Skip(missing, key)
             continue
         try:
             meta = json.loads(sample["json"]) if "json" in sample else {}
@@ -171,11 +174,21 @@ def _read_tar(source: Source, shard: Path):
             yield Skip("bad_json", f"{key}: {err}")
             continue
         caption = sample["txt"].decode("utf-8", "replace").strip() if "txt" in sample else meta.get("caption")
+        yield key, payload, meta, caption
+    if errors:
+        yield Skip("bad_tar", f"{shard}: {errors[-1]}")
+
+
+def _read_tar(source: Source, shard: Path):
+    """The samples of one img2dataset shard (`tar_items`) as Items."""
+    for item in tar_items(shard, WDS_IMAGE_KEYS, "no_image", prefix=f"{source.name}/"):
+        if isinstance(item, Skip):
+            yield item
+            continue
+        key, image, meta, caption = item
         long_caption = meta.get(source.long_caption_key) or None
         label = meta.get("label") if isinstance(meta.get("label"), int) else None
         yield Item(key, image, caption, long_caption, meta, label)
-    if errors:
-        yield Skip("bad_tar", f"{shard}: {errors[-1]}")
 
 
 def _read_coco(source: Source, mine, files_per_unit: int, seed: int):

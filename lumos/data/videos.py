@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lumos.data.sources import Skip
+from lumos.data.sources import Skip, tar_items
 from lumos.utils import log, progress
 
 REASONS = ("missing", "empty", "not_a_video", "corrupt", "too_short", "too_large")
@@ -333,34 +333,17 @@ def iter_unit(unit: VideoUnit):
 
 
 def _iter_tar(shard: Path):
-    """The samples of one video2dataset shard; a broken member or shard is a Skip."""
-    from lumos.data.shards import tar_samples
-
-    errors = []
-    handler = lambda exc: errors.append(exc) or True  # noqa: E731  (count and go on)
+    """The samples of one video2dataset shard (`lumos.data.sources.tar_items`) as VideoItems; a
+    shard the tar reader cannot go on with is one more `bad_tar` Skip."""
     try:
-        for sample in tar_samples(shard, handler=handler):
-            if errors:  # the library reports a broken member at each layer: one skip per burst
-                yield Skip("bad_tar", f"{shard}: {errors[-1]}")
-                errors.clear()
-            key = f"{shard.stem}/{sample['__key__'].rsplit('/', 1)[-1]}"
-            video = next((sample[k] for k in WDS_VIDEO_KEYS if k in sample), None)
-            if video is None:
-                yield Skip("no_video", key)
+        for item in tar_items(shard, WDS_VIDEO_KEYS, "no_video"):
+            if isinstance(item, Skip):
+                yield item
                 continue
-            try:
-                meta = json.loads(sample["json"]) if "json" in sample else {}
-                if not isinstance(meta, dict):
-                    raise ValueError("metadata is not a JSON object")
-            except (ValueError, UnicodeDecodeError) as err:
-                yield Skip("bad_json", f"{key}: {err}")
-                continue
-            caption = sample["txt"].decode("utf-8", "replace").strip() if "txt" in sample else meta.get("caption")
+            key, video, meta, caption = item
             yield VideoItem(key, video, caption if isinstance(caption, str) and caption else None, meta)
-    except (tarfile.TarError, OSError, ValueError) as err:  # what the handler does not cover
-        errors.append(err)
-    if errors:
-        yield Skip("bad_tar", f"{shard}: {errors[-1]}")
+    except (tarfile.TarError, OSError, ValueError) as err:  # what the member handler does not cover
+        yield Skip("bad_tar", f"{shard}: {err}")
 
 
 # -----------------------------------------------------------------------------
