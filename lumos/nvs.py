@@ -214,6 +214,29 @@ def test_objects(split_dir: str, limit: int | None = None):
                 images, records, k = [], [], k + 1
 
 
+def generate_views(model, codec, store, encoder: str, k: int, records: list[dict], sample_cfg: dict,
+                   guidance_scale: float, seed: int, device="cpu") -> np.ndarray:
+    """Test object `k`'s target views (uint8), generated from its input view's features in
+    `store` (rows k V .. k V + V - 1), `sample_cfg['batch_size']` views at a time."""
+    from lumos.diffusion.sampling import sample
+
+    v = len(records)
+    feats = store.get(np.arange(k * v, (k + 1) * v), ["latents", f"{encoder}_cls", "c2w", "object"])
+    if not np.array_equal(feats["object"], [r["object"] for r in records]):
+        raise ValueError(f"{store.folder} rows {k * v}-{(k + 1) * v - 1} are not object {k}'s views")
+    first = {key: np.repeat(feats[key][:1], v - 1, axis=0) for key in feats}
+    inputs = nvs_inputs(first, encoder, feats["c2w"][1:])
+    pred, bs = [], sample_cfg["batch_size"]
+    for start in range(0, v - 1, bs):
+        part = {key: val[start:start + bs].to(device) for key, val in inputs.items()}
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + k * 1_000 + start)
+        lat = sample(model, tuple(part["concat"].shape), part["cond"], part["cond_mask"],
+                     sampler=sample_cfg["sampler"], num_steps=sample_cfg["steps"], guidance_scale=guidance_scale,
+                     generator=gen, device=device, model_kwargs={"concat": part["concat"], "camera": part["camera"]})
+        pred.append(codec.decode(lat))
+    return np.concatenate(pred)
+
+
 def evaluate_nvs(model, codec, data_dir: str, features_dir: str, encoder: str, out_dir: str, sample_cfg: dict,
                  guidance_scale: float, seed: int, device="cpu", objects: int | None = None, lpips_metric=None,
                  save_views: int = 0) -> dict:
@@ -223,56 +246,43 @@ def evaluate_nvs(model, codec, data_dir: str, features_dir: str, encoder: str, o
     `views/object-<k>.png` strips (Figure 7). `model` None scores the baseline that returns the
     input view unchanged; `model` "vae" scores the target views passed through the VAE (`codec`),
     the ceiling of any latent model with this VAE."""
-    from lumos.diffusion.sampling import sample
+    from PIL import Image
+
+    from lumos.data.shards import split_index
     from lumos.eval.nvs import view_metrics
     from lumos.store import FeatureStore
 
-    from lumos.data.shards import split_index
+    if model is None:  # the baselines read the renders only
+        what, predict = "baseline (input view)", lambda k, images, records: np.repeat(images[:1], len(records) - 1, 0)
+    elif isinstance(model, str):
+        if model != "vae":
+            raise ValueError(f"model must be a LumosDiT, None (the input-view baseline) or 'vae', not {model!r}")
+        what, predict = "VAE ceiling", lambda k, images, records: codec.decode(codec.encode(images[1:]))
+    else:
+        model, store = model.to(device).eval(), FeatureStore(features_dir)
+        what = "model"
+
+        def predict(k, images, records):
+            return generate_views(model, codec, store, encoder, k, records, sample_cfg, guidance_scale, seed, device)
 
     out = Path(out_dir)
     (out / "views").mkdir(parents=True, exist_ok=True)
-    rows, bs = [], sample_cfg["batch_size"]
-    if model is not None and model != "vae":  # the baselines read the renders only
-        model, store = model.to(device).eval(), FeatureStore(features_dir)
     index = split_index(data_dir)
     total = min(objects or index["n"], index["n"] // (index.get("views_per_object") or 1))
+    rows = []
     for k, images, records in progress(test_objects(data_dir, objects), total=total, desc="nvs eval"):
-        v = len(records)
-        if model is None:
-            pred = np.repeat(images[:1], v - 1, axis=0)
-        elif model == "vae":
-            pred = codec.decode(codec.encode(images[1:]))
-        else:
-            feats = store.get(np.arange(k * v, (k + 1) * v), ["latents", f"{encoder}_cls", "c2w", "object"])
-            if not np.array_equal(feats["object"], [r["object"] for r in records]):
-                raise ValueError(f"{features_dir} rows {k * v}-{(k + 1) * v - 1} are not object {k}'s views")
-            first = {key: np.repeat(feats[key][:1], v - 1, axis=0) for key in feats}
-            inputs = nvs_inputs(first, encoder, feats["c2w"][1:])
-            pred = []
-            for start in range(0, v - 1, bs):
-                part = {key: val[start:start + bs].to(device) for key, val in inputs.items()}
-                gen = torch.Generator().manual_seed(seed * 1_000_003 + k * 1_000 + start)
-                lat = sample(model, tuple(part["concat"].shape), part["cond"], part["cond_mask"],
-                             sampler=sample_cfg["sampler"], num_steps=sample_cfg["steps"],
-                             guidance_scale=guidance_scale, generator=gen, device=device,
-                             model_kwargs={"concat": part["concat"], "camera": part["camera"]})
-                pred.append(codec.decode(lat))
-            pred = np.concatenate(pred)
+        pred = predict(k, images, records)
         scores = view_metrics(images[1:], pred, lpips_metric)
         for j, rec in enumerate(records[1:]):
             rows.append({"object": k, "view": rec["view"], "azimuth": round(float(rec["azimuth"]), 4),
                          "elevation": round(float(rec["elevation"]), 4),
                          **{m: float(s[j]) for m, s in scores.items()}})
         if k < save_views:
-            from PIL import Image
-
-            strip = np.concatenate([images[0], *pred], axis=1)
-            Image.fromarray(strip).save(out / "views" / f"object-{k:05d}.png")
+            Image.fromarray(np.concatenate([images[0], *pred], axis=1)).save(out / "views" / f"object-{k:05d}.png")
     summary = summarise(rows)
     write_rows(rows, out / "metrics.csv")
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    log.info("NVS %s: %s", {None: "baseline (input view)", "vae": "VAE ceiling"}.get(model, "model")
-             if not isinstance(model, torch.nn.Module) else "model", summary)
+    log.info("NVS %s: %s", what, summary)
     return summary
 
 
