@@ -327,10 +327,29 @@ def _strips(samples_dir, frames: int, limit: int | None):
             yield split_frames(np.asarray(img.convert("RGB")), frames)
 
 
-def _first_frames(data_dir, limit):
-    from lumos.data.shapes_video import read_clips
+def _one_pass(pairs, ext: VideoExtractor, sim, batch_size: int = 32):
+    """One pass over (first frame, video A, video B) triples: the features of the A and B videos
+    (batched as `video_features` batches them) and the PIC of each B video to its first frame
+    (`pic`, per video). Every clip is read once, however many measurements it feeds."""
+    feats_a, feats_b, pics, batch_a, batch_b = [], [], [], [], []
 
-    return (clip[0] for clip, _ in read_clips(data_dir, limit))
+    def flush():
+        feats_a.append(np.asarray(ext(np.stack(batch_a)), np.float32))
+        feats_b.append(np.asarray(ext(np.stack(batch_b)), np.float32))
+        batch_a.clear()
+        batch_b.clear()
+
+    for first, a, b in pairs:
+        pics.append(pic([first], [b], sim))
+        batch_a.append(a)
+        batch_b.append(b)
+        if len(batch_a) == batch_size:
+            flush()
+    if batch_a:
+        flush()
+    if not feats_a:
+        raise ValueError("no videos")
+    return np.concatenate(feats_a), np.concatenate(feats_b), np.array(pics)
 
 
 def clip_metrics(samples_dir: str, data_dir: str, video_net: dict, pic_spec: dict, components: dict,
@@ -348,12 +367,11 @@ def clip_metrics(samples_dir: str, data_dir: str, video_net: dict, pic_spec: dic
         raise ValueError(f"{samples_dir} holds {made} generated clips; the split's first {n} clips need one each")
     frames = split_index(data_dir).get("frames", 16)
     ext = extractor_from_config(video_net, device)
-    real = video_features(read_clips(data_dir, n), ext)
-    gen = video_features(_strips(samples_dir, frames, n), ext)
-    mean, std = kvd(real, gen, subsets, subset_size, seed)
     sim = pic_from_config(pic_spec, components, device)
-    return {"fvd": fvd(real, gen), "kvd": mean, "kvd_std": std,
-            "pic": pic(_first_frames(data_dir, n), _strips(samples_dir, frames, n), sim),
+    pairs = ((clip[0], clip, gen) for (clip, _), gen in zip(read_clips(data_dir, n), _strips(samples_dir, frames, n)))
+    real, gen, pics = _one_pass(pairs, ext, sim)
+    mean, std = kvd(real, gen, subsets, subset_size, seed)
+    return {"fvd": fvd(real, gen), "kvd": mean, "kvd_std": std, "pic": float(pics.mean()),
             "clips": n, "extractor": ext.name, "pic_model": sim.name}
 
 
@@ -367,23 +385,19 @@ def real_sanity_metrics(data_dir: str, video_net: dict, pic_spec: dict, componen
     from lumos.data.shapes_video import read_clips
 
     ext = extractor_from_config(video_net, device)
+    sim = pic_from_config(pic_spec, components, device)
     rng = np.random.default_rng(seed)
-    orders = []
+    real_pics = []
 
-    def shuffled():
+    def triples():
         for clip, _ in read_clips(data_dir, limit):
-            order = rng.permutation(len(clip))
-            orders.append(order)
-            yield clip[order]
+            real_pics.append(pic([clip[0]], [clip], sim))
+            yield clip[0], clip, clip[rng.permutation(len(clip))]
 
-    real = video_features(read_clips(data_dir, limit), ext)
-    mixed = video_features(shuffled(), ext)
+    real, mixed, mixed_pics = _one_pass(triples(), ext, sim)
     halves_kvd = kvd(real[0::2], real[1::2], subsets, subset_size // 2, seed)
     shuffled_kvd = kvd(real, mixed, subsets, subset_size, seed)
-    sim = pic_from_config(pic_spec, components, device)
-    shuffled_clips = (clip[order] for (clip, _), order in zip(read_clips(data_dir, limit), orders))
     return {"fvd_halves": fvd(real[0::2], real[1::2]), "kvd_halves": halves_kvd[0],
             "fvd_shuffled": fvd(real, mixed), "kvd_shuffled": shuffled_kvd[0],
-            "pic_halves": pic(_first_frames(data_dir, limit), read_clips(data_dir, limit), sim),
-            "pic_shuffled": pic(_first_frames(data_dir, limit), shuffled_clips, sim),
+            "pic_halves": float(np.mean(real_pics)), "pic_shuffled": float(mixed_pics.mean()),
             "clips": int(len(real)), "extractor": ext.name, "pic_model": sim.name}
