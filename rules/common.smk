@@ -530,9 +530,9 @@ onstart:
 # ----------------------------------------------------------------------------- novel view synthesis
 
 
-def nvs_source(label, task="nvs"):
-    """What an `nvs.priors` (or `i2v.priors`) label names: ("none", None), ("i2i", pretrain run) or
-    ("t2i", fine-tune)."""
+def prior_source(task, label):
+    """What a `<task>.priors` label names (task nvs or i2v): ("none", None), ("i2i", pretrain run)
+    or ("t2i", fine-tune)."""
     source = config[task]["priors"][label]
     if source == "none":
         return "none", None
@@ -544,14 +544,10 @@ def nvs_source(label, task="nvs"):
                         f"({sorted(config['pretrain']['runs'])}) nor a T2I fine-tune name")
 
 
-def nvs_prior(wildcards):
-    """The model folder a Lumos-NVS fine-tune starts from ([] from scratch)."""
-    kind, source = nvs_source(wildcards.prior)
+def prior_model(task, label):
+    """The model folder a `task` fine-tune from prior `label` starts from ([] from scratch)."""
+    kind, source = prior_source(task, label)
     return [] if kind == "none" else f"results/{'pretrain' if kind == 'i2i' else 't2i'}/{source}/model"
-
-
-def nvs_prior_kind(label):
-    return nvs_source(label)[0]
 
 
 def nvs_eval_inputs(wildcards):
@@ -578,16 +574,6 @@ def nvs_eval_objects(ckpt):
 
 
 # ------------------------------------------------------------------------------------ image-to-video
-
-
-def i2v_prior(wildcards):
-    """The model folder a Lumos-I2V fine-tune starts from ([] from scratch)."""
-    kind, source = nvs_source(wildcards.vprior, "i2v")
-    return [] if kind == "none" else f"results/{'pretrain' if kind == 'i2i' else 't2i'}/{source}/model"
-
-
-def i2v_prior_kind(label):
-    return nvs_source(label, "i2v")[0]
 
 
 def clip_jobs(split):

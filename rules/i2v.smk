@@ -84,7 +84,7 @@ rule gather_video_features:
 rule i2v_finetune:
     input:
         features="results/features/video_train",
-        prior=i2v_prior,
+        prior=lambda wc: prior_model("i2v", wc.vprior),
     output:
         model=directory("results/i2v/{vprior}/model"),
         raw=directory("results/i2v/{vprior}/model_raw"),
@@ -94,7 +94,7 @@ rule i2v_finetune:
     params:
         cfg=cfg_json("i2v.train", "i2v.cond_dropout", "i2v.encoder", "pretrain.model"),
         prior=lambda wc, input: input.prior or "none",
-        kind=lambda wc: i2v_prior_kind(wc.vprior),
+        kind=lambda wc: prior_source("i2v", wc.vprior)[0],
         state="results/state/i2v/{vprior}",
     threads: 1
     resources:

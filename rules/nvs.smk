@@ -49,7 +49,7 @@ rule gather_views:
 rule nvs_finetune:
     input:
         features="results/features/nvs_train",
-        prior=nvs_prior,
+        prior=lambda wc: prior_model("nvs", wc.prior),
     output:
         model=directory("results/nvs/{prior}/model"),
         raw=directory("results/nvs/{prior}/model_raw"),
@@ -60,7 +60,7 @@ rule nvs_finetune:
     params:
         cfg=cfg_json("nvs.train", "nvs.cond_dropout", "nvs.encoder", "nvs.snapshot_every", "pretrain.model"),
         prior=lambda wc, input: input.prior or "none",
-        kind=lambda wc: nvs_prior_kind(wc.prior),
+        kind=lambda wc: prior_source("nvs", wc.prior)[0],
         state="results/state/nvs/{prior}",
     threads: 1
     resources:
