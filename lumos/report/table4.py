@@ -9,6 +9,7 @@ are never mixed with measured numbers.
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +114,7 @@ def _plot_fig5(df: pd.DataFrame, png: str, lpips_note: str) -> None:
         ax.set_title(f"{m.upper()} ({arrow})")
         ax.set_xlabel("fine-tuning step")
         if not df[m].notna().any():
-            ax.text(0.5, 0.5, f"not computed:\n{lpips_note}", ha="center", va="center", wrap=True, fontsize=7,
+            ax.text(0.5, 0.5, textwrap.fill(lpips_note or "not computed", 40), ha="center", va="center", fontsize=7,
                     transform=ax.transAxes)
     axes[0].legend()
     fig.suptitle("Figure 5: novel view synthesis from each prior (measured)")

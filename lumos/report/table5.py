@@ -120,7 +120,9 @@ def _plot_fig2d(df: pd.DataFrame, png: str) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), dpi=120)
     for ax, metric in zip(np.atleast_1d(axes), panels):
         part = df[df["metric"] == metric]
-        ax.bar(part["prior"], part["value"], color=["#999999", "#4c72b0", "#dd8452"][: len(part)])
+        colours = {"none": "#999999", "t2i": "#4c72b0", "i2i": "#dd8452"}  # one colour per prior, in every panel
+        bars = ax.bar(part["prior"], part["value"], color=[colours.get(p, "#55a868") for p in part["prior"]])
+        ax.bar_label(bars, fmt="%.2f", fontsize=8)  # the differences are small next to the bars' height
         ax.set_title(f"{part['task'].iloc[0]}: {metric}\n({part['better'].iloc[0]} is better)", fontsize=9)
     fig.suptitle("Figure 2d: priors on text-irrelevant tasks (measured)")
     fig.tight_layout()
