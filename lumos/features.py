@@ -88,9 +88,10 @@ def view_columns(records: list[dict], where) -> dict[str, np.ndarray]:
 
 
 def extract_features(split_dir: str, out_dir: str, components: dict, encoders: list[str],
-                     batch_size: int, patch_tokens: bool = False, device="cpu", part: int = 0, parts: int = 1,
-                     seed: int = 0) -> dict:
-    """Encode the images of `split_dir` with the VAE and each named encoder; write shards.
+                     batch_size: int, patch_tokens: bool | list[str] = False, device="cpu", part: int = 0,
+                     parts: int = 1, seed: int = 0) -> dict:
+    """Encode the images of `split_dir` with the VAE and each named encoder; write shards: the
+    CLS token of each encoder, and its patch tokens for the encoders in `patch_tokens` (True: all).
 
     With `parts` > 1 this job encodes only its share of the data shards (see `my_shards`);
     `gather_parts` joins the parts' folders into one. A bucketed split (Table S1's aspect-ratio
@@ -102,6 +103,7 @@ def extract_features(split_dir: str, out_dir: str, components: dict, encoders: l
 
     codec = load_vae(components["vae"], device)
     encs = {name: load_encoder(components[name], name, device) for name in encoders}
+    patch_tokens = list(encoders) if patch_tokens is True else sorted(set(patch_tokens or []) & set(encoders))
     args = (codec, encs, encoders, batch_size, patch_tokens, part, parts, seed)
     return per_bucket(_encode_split, split_dir, out_dir, *args) or _encode_split(split_dir, out_dir, *args)
 
@@ -124,7 +126,7 @@ def _encode_split(split_dir, out_dir, codec, encs, encoders, batch_size, patch_t
             for name, enc in encs.items():
                 cls, patch = enc(batch)
                 arrays.setdefault(f"{name}_cls", []).append(cls.cpu().half().numpy())
-                if patch_tokens:
+                if name in patch_tokens:
                     arrays.setdefault(f"{name}_patch", []).append(patch.cpu().half().numpy())
         columns = {key: np.concatenate(v) for key, v in arrays.items()}
         labels = shard_labels(records)
@@ -328,18 +330,25 @@ def read_features(features_dir: str, keys: list[str], limit: int | None = None) 
     return {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in feats.items()}
 
 
-def condition_tokens(features: dict[str, np.ndarray], encoder: str, tokens: str, injection: str):
+def condition_tokens(features: dict[str, np.ndarray], encoder: str, tokens: str, injection: str,
+                     patch_k: int | None = None, rows=None):
     """Condition tokens (n, L, D) and mask (n, L) for a run.
 
-    cls: the encoder's CLS token; patch: its patch tokens; cls_patch: both. Cross-attention runs
-    use L2-normalised tokens (as Lumos normalises the DINO CLS); adaLN (RCG) runs pass the raw
-    global vector, which the model standardises per sample.
+    cls: the encoder's CLS token; patch: its patch tokens; cls_patch: both. Figure S2's subsets:
+    cls_top keeps the CLS and the `patch_k` patch tokens most similar to it (cosine of the final
+    tokens: the paper's "tokens with a high correlation with the class token"), cls_random the CLS
+    and `patch_k` random patch tokens, a fixed draw per image (seeded by its feature row, `rows`),
+    the same at every epoch and at sampling. Cross-attention runs use L2-normalised tokens (as
+    Lumos normalises the DINO CLS); adaLN (RCG) runs pass the raw global vector, which the model
+    standardises per sample.
     """
     parts = []
-    if tokens in ("cls", "cls_patch"):
+    if tokens != "patch":
         parts.append(features[f"{encoder}_cls"][:, None])
     if tokens in ("patch", "cls_patch"):
         parts.append(features[f"{encoder}_patch"])
+    elif tokens in ("cls_top", "cls_random"):
+        parts.append(patch_subset(features[f"{encoder}_cls"], features[f"{encoder}_patch"], tokens, patch_k, rows))
     cond = torch.from_numpy(np.concatenate(parts, axis=1))
     if injection == "cross_attn":
         cond = torch.nn.functional.normalize(cond, dim=-1)
@@ -347,7 +356,28 @@ def condition_tokens(features: dict[str, np.ndarray], encoder: str, tokens: str,
     return cond, mask
 
 
+def patch_subset(cls: np.ndarray, patch: np.ndarray, tokens: str, k: int, rows=None) -> np.ndarray:
+    """`k` of each image's patch tokens (n, k, D), in their grid order: the most similar to its CLS
+    (`cls_top`) or a random draw seeded by its row number (`cls_random`; `rows` the feature rows)."""
+    n, count = patch.shape[:2]
+    if not k or k > count:
+        raise ValueError(f"patch_k must lie in [1, {count}] (the encoder's patch tokens), got {k}")
+    if tokens == "cls_top":
+        unit = patch / np.maximum(np.linalg.norm(patch, axis=-1, keepdims=True), 1e-12)
+        sim = np.einsum("npd,nd->np", unit, cls / np.maximum(np.linalg.norm(cls, axis=-1, keepdims=True), 1e-12))
+        keep = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    else:
+        if rows is None:
+            raise ValueError("cls_random needs the feature rows (a fixed draw per image)")
+        keep = np.stack([np.random.default_rng([RANDOM_PATCH_SEED, int(r)]).choice(count, k, replace=False)
+                         for r in rows])
+    return np.take_along_axis(patch, np.sort(keep, axis=1)[..., None], axis=1)
+
+
+RANDOM_PATCH_SEED = 119  # seeds cls_random's per-image draw (with the row number)
+
+
 def feature_keys(encoder: str, tokens: str) -> list[str]:
     """The feature arrays a run with this encoder and token set needs (besides latents)."""
-    keys = [f"{encoder}_cls"] if tokens in ("cls", "cls_patch") else []
-    return keys + ([f"{encoder}_patch"] if tokens in ("patch", "cls_patch") else [])
+    keys = [f"{encoder}_cls"] if tokens != "patch" else []
+    return keys + ([f"{encoder}_patch"] if tokens != "cls" else [])

@@ -15,7 +15,7 @@ import torch
 
 from lumos.features import condition_tokens, feature_keys
 from lumos.loader import to_tensor
-from lumos.settings import ModelSettings, RunSettings, TrainSettings
+from lumos.settings import PATCH_SUBSETS, ModelSettings, RunSettings, TrainSettings
 from lumos.train import TrainOutputs
 from lumos.utils import log
 
@@ -66,7 +66,7 @@ class PoolRows:
     def __init__(self, features_dir: str, run: RunSettings):
         from lumos.store import FeatureStore, SubsetRows
 
-        self.injection, self.encoder, self.tokens = run.injection, run.encoder, run.tokens
+        self.injection, self.encoder, self.tokens, self.patch_k = run.injection, run.encoder, run.tokens, run.patch_k
         if self.injection in ("cross_attn", "adaln") and not run.encoder:
             raise KeyError(f"a {self.injection} run needs an `encoder` (config key pretrain.runs.<run>.encoder)")
         self.store = FeatureStore(features_dir)
@@ -99,16 +99,20 @@ class PoolRows:
         if self.injection in ("class", "none"):
             return 1, 1
         shapes = [self.store.row_shape(k) for k in self.keys]
+        if self.tokens in PATCH_SUBSETS:  # the CLS and patch_k of the patch tokens
+            return shapes[0][-1], 1 + self.patch_k
         return shapes[0][-1], sum(s[0] if len(s) == 2 else 1 for s in shapes)
 
     def batch(self, bucket: int, rows) -> dict[str, torch.Tensor]:
-        feats = self.store.get(self.subset.rows(np.asarray(rows)), ["latents", *self.keys])
+        store_rows = self.subset.rows(np.asarray(rows))
+        feats = self.store.get(store_rows, ["latents", *self.keys])
         out = {"x0": to_tensor(feats["latents"])}
         if self.injection == "class":
             out["cond"] = torch.from_numpy(feats["labels"]).long()
         elif self.injection != "none":
             floats = {k: feats[k].astype(np.float32) for k in self.keys}
-            out["cond"], out["cond_mask"] = condition_tokens(floats, self.encoder, self.tokens, self.injection)
+            out["cond"], out["cond_mask"] = condition_tokens(floats, self.encoder, self.tokens, self.injection,
+                                                             self.patch_k, store_rows)
         return out
 
 
@@ -133,8 +137,13 @@ def untrained_model(model_cfg: ModelSettings, run: RunSettings, latent_shape, co
 
 
 def pretrain(features_dir: str, run: RunSettings, model_cfg: ModelSettings, train_cfg: TrainSettings,
-             outputs: TrainOutputs | str, state_dir: str, seed: int, device, stop_after: int | None = None) -> dict:
-    """Train one I2I run from cached pool features; see `lumos.train.train_diffusion`."""
+             outputs: TrainOutputs | str, state_dir: str, seed: int, device, stop_after: int | None = None,
+             snapshot_every: int | None = None) -> dict:
+    """Train one I2I run from cached pool features; see `lumos.train.train_diffusion`. With
+    `snapshot_every` the EMA weights every that many steps are kept (the I2I curves of the ablation
+    figures); otherwise a declared snapshots folder is left empty."""
+    from pathlib import Path
+
     from lumos.train import train_diffusion
 
     rows = load_run_data(features_dir, run)
@@ -145,5 +154,10 @@ def pretrain(features_dir: str, run: RunSettings, model_cfg: ModelSettings, trai
              rows.store.n, features_dir, f", pool_size {run.pool_size}" if run.pool_size else "",
              run.injection if run.injection in ("class", "none") else rows.cond_shape[::-1])
     extra = {"rows": used, "pool_rows": rows.store.n, "pool_size": run.pool_size}
-    return train_diffusion(model, rows, None, None, train_cfg, outputs, state_dir, seed=seed, device=device,
-                           stop_after=stop_after, cleanup_state=True, summary_extra=extra)
+    summary = train_diffusion(model, rows, None, None, train_cfg, outputs, state_dir, seed=seed, device=device,
+                              stop_after=stop_after, cleanup_state=True, summary_extra=extra,
+                              snapshot_every=snapshot_every)
+    snapshots = getattr(outputs, "snapshots", None)
+    if snapshots and not snapshot_every and Path(outputs.model).exists():
+        Path(snapshots).mkdir(parents=True, exist_ok=True)
+    return summary

@@ -99,3 +99,11 @@ class RunSettings(_FromConfig):
     encoder: str | None = None
     data: str = "pool"
     pool_size: int | None = None
+    patch_k: int | None = None
+
+    def __post_init__(self):
+        if self.tokens in PATCH_SUBSETS and not self.patch_k:
+            raise ValueError(f"tokens {self.tokens} keeps patch_k patch tokens: set config key pretrain.runs.<run>.patch_k")
+
+
+PATCH_SUBSETS = ("cls_top", "cls_random")  # token sets of the CLS and a subset of the patch tokens (Figure S2)

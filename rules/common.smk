@@ -59,7 +59,7 @@ T2I_MAIN = config["t2i"]["main"]
 MAIN_TEXT = parse_finetune(T2I_MAIN)["text"]
 FIGURES = config["t2i"]["figures"]
 OFFICIAL = config["t2i"]["eval"].get("official", {})  # paper: the official GenEval / DPG-Bench
-TEXT_ENCODERS = sorted({MAIN_TEXT, *FIGURES.get("fig11", {}).get("text_encoders", [])})
+TEXT_ENCODERS = sorted({MAIN_TEXT, *(t for f in ("fig11", "fig11b") for t in FIGURES.get(f, {}).get("text_encoders", []))})
 _steps, _every = config["t2i"]["train"]["steps"], config["t2i"]["snapshot_every"]
 SNAPSHOTS = [f"step-{s:06d}" for s in sorted({*range(_every, _steps + 1, _every), _steps})]
 # Table S1: stage k >= 2 continues stage k-1 at a higher resolution on results/data/pairs_<px>px.
@@ -98,8 +98,8 @@ wildcard_constraints:
     clipsplit="video_train|ucf|msrvtt",
     vprior="|".join(["real", *I2V_PRIORS]),
     stage="[0-9]+",
-    component="vae|dino|moco|fid_net|t5|clip|video_net",
-    run=f"({'|'.join(RUNS)})(_pool[0-9]+)?(_drop[0-9]+)?(_cfg[0-9.]+)?|untrained|released_i2i",
+    component="vae|dino|dino_small|dino_large|moco|fid_net|t5|clip|video_net",
+    run=f"({'|'.join(RUNS)})(_pool[0-9]+)?(_drop[0-9]+)?(_cfg[0-9.]+)?(_step[0-9]+)?|untrained|released_i2i",
     kind="i2i|t2i",
     ft=f"{FINETUNE_WILDCARD}|untrained",
     ckpt="final|step-[0-9]+",
@@ -238,14 +238,25 @@ def text_jobs(split):
 
 
 def feature_encoders(split):
-    """Vision encoders whose features a split needs: the I2I condition encoders, except for the
-    pair set (T2I training reads only its latents and captions) and the rendered views (the NVS
-    condition encoder)."""
+    """Vision encoders whose features a split needs: on an evaluation split every I2I condition
+    encoder (the samples' conditions), on a training split those of the runs that train on it;
+    none on the pair set (T2I training reads only its latents and captions); the NVS condition
+    encoder on the rendered views."""
     if split_base(split)[0] == "pairs":
         return []
     if split in ("nvs_train", "nvs_test"):
         return [config["nvs"].get("encoder", "dino")]
-    return sorted({r["encoder"] for r in config["pretrain"]["runs"].values() if r.get("encoder")})
+    return sorted({r["encoder"] for r in config["pretrain"]["runs"].values()
+                   if r.get("encoder") and (split in EVAL_SPLITS or r.get("data", "pool") == split)})
+
+
+def patch_encoders(split):
+    """Encoders whose patch tokens a split caches: those of runs whose token set reads them, on the
+    split the run trains on and on the evaluation splits (its samples' conditions)."""
+    if split not in EVAL_SPLITS and split_base(split)[0] == "pairs":
+        return []
+    return sorted({r["encoder"] for r in config["pretrain"]["runs"].values()
+                   if r.get("tokens", "cls") != "cls" and (split in EVAL_SPLITS or split == r.get("data", "pool"))})
 
 
 def stage_config(stage):
@@ -303,7 +314,8 @@ def parts(folder, jobs):
 # subset of about N pool images (Figure 2b, `lumos.data.subsets`); `_drop<P>` with condition
 # dropout P % (Figure 12a); `_cfg<G>` samples the run with guidance scale G (Figure 12b). The
 # untrained ceiling uses Lumos-I2I's architecture.
-RUN_NAME = re.compile(r"(?P<base>[a-z0-9_]+?)(?:_pool(?P<pool>[0-9]+))?(?:_drop(?P<drop>[0-9]+))?(?:_cfg(?P<cfg>[0-9.]+))?")
+RUN_NAME = re.compile(r"(?P<base>[a-z0-9_]+?)(?:_pool(?P<pool>[0-9]+))?(?:_drop(?P<drop>[0-9]+))?(?:_cfg(?P<cfg>[0-9.]+))?"
+                      r"(?:_step(?P<step>[0-9]+))?")
 
 
 def parse_run(run):
@@ -313,8 +325,8 @@ def parse_run(run):
 
 
 def trained_run(run):
-    """The run whose weights a (possibly `_cfg<G>`) run name samples."""
-    return run if run == "untrained" else run.split("_cfg")[0]
+    """The run whose weights a (possibly `_cfg<G>` or `_step<N>`) run name samples."""
+    return run if run == "untrained" else run.split("_cfg")[0].split("_step")[0]
 
 
 def run_args(run, sampling=False):
@@ -405,6 +417,8 @@ def fig_runs(fig):
         return {p: f"{p}-{text}-mixed-n0" for p in f["priors"]}
     if fig == "fig11":
         return {t: f"lumos_i2i-{t}-mixed-n0" for t in f["text_encoders"]}
+    if fig == "fig11b":
+        return {t: f"{f['prior']}-{t}-mixed-n0" for t in f["text_encoders"]}
     raise ValueError(fig)
 
 
@@ -441,7 +455,23 @@ def sample_model(wildcards):
     for `released_i2i`."""
     if wildcards.run == "released_i2i":
         return "results/released/i2i/model"
-    return [] if wildcards.run == "untrained" else f"results/pretrain/{trained_run(wildcards.run)}/model"
+    if wildcards.run == "untrained":
+        return []
+    folder = "snapshots" if parse_run(wildcards.run)["step"] else "model"
+    return f"results/pretrain/{trained_run(wildcards.run)}/{folder}"
+
+
+def sample_model_path(wildcards, input):
+    """`--model` of a sample job: the model folder, a `_step<N>` run's snapshot in it, or none."""
+    step = parse_run(wildcards.run)["step"]
+    return f"{input.model}/step-{int(step):06d}" if step else (input.model or "none")
+
+
+def sample_count(wildcards):
+    """Images a sample job makes: one per eval image, or `pretrain.curve_samples` for a snapshot
+    (`_step<N>`) on an I2I curve."""
+    n = split_size(wildcards.split)
+    return min(n, config["pretrain"]["curve_samples"]) if parse_run(wildcards.run)["step"] else n
 
 
 # Why a `resources:` config block and not the profile's `set-resources`: the requests belong to
@@ -623,3 +653,45 @@ def released_checkpoint(wildcards):
         raise WorkflowError(f"missing released checkpoint {path} (config key '{key}'): place "
                             f"Lumos_{wildcards.kind.upper()}.pth there or change the key")
     return path
+
+
+# ------------------------------------------------------------------ ablation figures (section 4.3, F)
+
+ABLATIONS = config["pretrain"]["figures"]
+VARIES = {"fig9": "tokens", "fig10": "encoder", "figS2": "tokens", "figS3": "encoder"}  # what a line's label names
+for _fig, _spec in ABLATIONS.items():
+    for _run in _spec["runs"]:
+        if _run not in config["pretrain"]["runs"]:
+            raise WorkflowError(f"config key 'pretrain.figures.{_fig}.runs': {_run!r} is not a pretrain run "
+                                f"({sorted(config['pretrain']['runs'])})")
+if ABLATIONS and not config["pretrain"]["snapshot_every"]:
+    raise WorkflowError("config key 'pretrain.snapshot_every' is not set: the ablation figures "
+                        f"({', '.join(sorted(ABLATIONS))}) plot FID against pretraining steps")
+
+
+def pretrain_snapshots(run):
+    """The snapshot steps of a pretrain run (its own `train.steps` when it overrides them)."""
+    block = config["pretrain"]["runs"][parse_run(run)["base"]]
+    steps = block.get("train", {}).get("steps", config["pretrain"]["train"]["steps"])
+    every = config["pretrain"]["snapshot_every"]
+    return sorted({*range(every, steps + 1, every), steps})
+
+
+def ablation_lines(fig):
+    """{line label: pretrain run} of an ablation figure (Figure 2c: Figure 10's); each label names
+    what the figure varies (the encoder or the token set) and the run."""
+    spec = ABLATIONS["fig10" if fig == "fig2c" else fig]
+    runs = config["pretrain"]["runs"]
+    return {f"{runs[r].get(VARIES[fig if fig != 'fig2c' else 'fig10'], 'cls')} ({r})": r for r in spec["runs"]}
+
+
+def ablation_files(fig):
+    """--i2i / --t2i arguments of `lumos ablation-figure`: LABEL=STEP:FILE per point. I2I: the FID of
+    each pretraining snapshot on the first eval split; T2I: the FID of each fine-tuning snapshot of
+    the run's fine-tune <run>-<main text encoder>-mixed-n0 (Figure 2c: the T2I panel only)."""
+    split = EVAL_SPLITS[0]
+    i2i = [] if fig == "fig2c" else [f"{label}={step}:results/eval/fid/{run}_step{step}_{split}.json"
+                                     for label, run in ablation_lines(fig).items() for step in pretrain_snapshots(run)]
+    t2i = [f"{label}={int(s.split('-')[1])}:results/eval/t2i/{run}-{MAIN_TEXT}-mixed-n0/{s}/fid_coco_short.json"
+           for label, run in ablation_lines(fig).items() for s in SNAPSHOTS]
+    return {"i2i": i2i, "t2i": t2i}

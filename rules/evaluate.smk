@@ -18,10 +18,10 @@ rule sample:
     params:
         cfg=lambda wc: cfg_json(run_key(wc.run), "pretrain.model", "components.vae", "sample"),
         run=lambda wc: run_args(wc.run, sampling=True),
-        n=lambda wc: split_size(wc.split),
-        model=lambda wc, input: input.model or "none",
+        n=sample_count,
+        model=sample_model_path,
         work="results/state/samples/{run}/{split}.part{part}",
-        parts=lambda wc: sample_jobs(split_size(wc.split)),
+        parts=lambda wc: sample_jobs(sample_count(wc)),
     threads: 1
     resources:
         **rule_resources("sample"),
@@ -37,7 +37,7 @@ rule sample:
 
 rule gather_samples:
     input:
-        lambda wc: parts(f"results/samples/{wc.run}/{wc.split}", sample_jobs(split_size(wc.split))),
+        lambda wc: parts(f"results/samples/{wc.run}/{wc.split}", sample_jobs(sample_count(wc))),
     output:
         directory("results/samples/{run}/{split}"),
     log:

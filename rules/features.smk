@@ -10,7 +10,7 @@ localrules:
 rule features:
     input:
         data="results/data/{split}",
-        components=trained("vae", "dino", "moco"),
+        components=lambda wc: trained("vae", *feature_encoders(wc.split)),
     output:
         temp(directory("results/features/{split}.part{part}")),
     params:
@@ -21,6 +21,7 @@ rule features:
             "features.patch_tokens",
         ),
         encoders=lambda wc: " ".join(feature_encoders(wc.split)),
+        patch=lambda wc: " ".join(patch_encoders(wc.split)),
         parts=lambda wc: feature_jobs(wc.split),
     threads: 1
     resources:
@@ -31,7 +32,7 @@ rule features:
         "../envs/lumos.yaml"
     shell:
         "lumos features --threads {threads} --cfg {params.cfg:q} --data {input.data} --encoders {params.encoders}"
-        " --part {wildcards.part} --parts {params.parts} --out {output} > {log} 2>&1"
+        " --patch-tokens {params.patch} --part {wildcards.part} --parts {params.parts} --out {output} > {log} 2>&1"
 
 
 rule gather_features:

@@ -11,8 +11,9 @@ rule pretrain:
         curve="results/pretrain/{run}/loss.csv",
         plot="results/pretrain/{run}/loss.png",
         summary="results/pretrain/{run}/train_summary.json",
+        snapshots=directory("results/pretrain/{run}/snapshots"),
     params:
-        cfg=lambda wc: cfg_json(run_key(wc.run), "pretrain.model", "pretrain.train"),
+        cfg=lambda wc: cfg_json(run_key(wc.run), "pretrain.model", "pretrain.train", "pretrain.snapshot_every"),
         run=lambda wc: run_args(wc.run),
         state="results/state/pretrain/{run}",
     threads: 1
@@ -26,7 +27,8 @@ rule pretrain:
         "{resources.mpi} lumos launch --processes {resources.processes} --nodes {resources.nodes} --"
         " pretrain --threads {threads} --cfg {params.cfg:q} {params.run} --features {input}"
         " --out-model {output.model} --out-raw {output.raw} --out-curve {output.curve}"
-        " --out-plot {output.plot} --out-summary {output.summary} --state {params.state} > {log} 2>&1"
+        " --out-plot {output.plot} --out-summary {output.summary} --out-snapshots {output.snapshots}"
+        " --state {params.state} > {log} 2>&1"
 
 
 # The authors' released weights (config `released.i2i` / `released.t2i`), imported into a LumosDiT

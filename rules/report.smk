@@ -10,6 +10,7 @@ localrules:
     t2i_grid,
     figure,
     fig12,
+    ablation_figure,
     official_scores,
 
 
@@ -107,7 +108,7 @@ rule figure:
         csv=report("results/{fig}.csv", caption="../docs/report/figure.rst", category=FIGURE_CATEGORY,
                    subcategory="{fig}"),
     wildcard_constraints:
-        fig="fig2a|figS1|fig2b|fig8|fig11",
+        fig="fig2a|figS1|fig2b|fig8|fig11b|fig11",
     params:
         cfg=cfg_json(),
         runs=lambda wc: [f"{k}={v}" for k, v in fig_runs("fig2a" if wc.fig == "figS1" else wc.fig).items()],
@@ -167,4 +168,29 @@ rule fig12:
         "../envs/lumos.yaml"
     shell:
         "lumos fig12 --cfg {params.cfg:q} --dropout {params.dropout} --guidance {params.guidance}"
+        " --png {output.png} --csv {output.csv} > {log} 2>&1"
+
+
+# The ablation figures of section 4.3 / F (Figures 9, 10, S2, S3; 2c is 10's T2I panel): I2I FID
+# against pretraining steps (EMA snapshots sampled as `<run>_step<N>`) and the FID of each prior's
+# T2I fine-tune against fine-tuning steps.
+rule ablation_figure:
+    input:
+        lambda wc: [f.split(":", 1)[1] for f in (*ablation_files(wc.afig)["i2i"], *ablation_files(wc.afig)["t2i"])],
+    output:
+        png=report("results/{afig}.png", caption="../docs/report/ablation.rst", category="Ablations (Section 4.3, F)",
+                   subcategory="{afig}"),
+        csv=report("results/{afig}.csv", caption="../docs/report/ablation.rst", category="Ablations (Section 4.3, F)",
+                   subcategory="{afig}"),
+    wildcard_constraints:
+        afig="|".join([*ABLATIONS, *(["fig2c"] if "fig10" in ABLATIONS else [])]) or "no-ablation-figure",
+    params:
+        i2i=lambda wc: ablation_files(wc.afig)["i2i"],
+        t2i=lambda wc: ablation_files(wc.afig)["t2i"],
+    log:
+        "results/logs/report/{afig}.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos ablation-figure --figure {wildcards.afig} --i2i {params.i2i:q} --t2i {params.t2i:q}"
         " --png {output.png} --csv {output.csv} > {log} 2>&1"

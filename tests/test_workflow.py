@@ -185,6 +185,36 @@ def test_smoke_fig12_dropout_and_guidance(smoke_run):
     assert len(re.findall(r"wildcards: run=lumos_i2i\b", proc.stdout + proc.stderr)) == 0
 
 
+ABLATION_FIGURES = ["fig10", "fig2c", "fig9", "figS2", "figS3", "fig11b"]
+
+
+@pytest.mark.slow
+def test_smoke_ablation_figures(smoke_run):
+    """Figures 9, 10, 2c, S2, S3 and 11b from the smoke preset's ablation priors: I2I FID at each
+    pretraining snapshot, the T2I fine-tune's FID at each fine-tuning snapshot, no run trained twice."""
+    proc = snakemake(*(f"results/{f}.png" for f in ABLATION_FIGURES), "--configfile",
+                     str(ROOT / "config" / "smoke.yaml"), "--cores", "2", cwd=smoke_run)
+    log = proc.stdout + proc.stderr
+    assert not re.search(r"wildcards: run=lumos_i2i\n", log)  # Table 1's prior is reused, not retrained
+    assert not re.search(r"wildcards: ft=lumos_i2i-t5-mixed-n0\n", log)  # so is Table 2's fine-tune
+    res = smoke_run / "results"
+    fig10 = pd.read_csv(res / "fig10.csv")
+    i2i, t2i = fig10[fig10.panel == "a: I2I"], fig10[fig10.panel == "b: T2I"]
+    assert list(dict.fromkeys(i2i.label)) == ["clip (i2i_clip)", "dino (lumos_i2i)"]
+    assert sorted(set(i2i.step)) == [15, 30] and sorted(set(t2i.step)) == [10, 20]
+    assert (i2i.samples == 32).all() and (fig10.fid > 0).all() and set(fig10.source) == {"measured"}
+    fig2c = pd.read_csv(res / "fig2c.csv")
+    assert set(fig2c.panel) == {"b: T2I"} and fig2c.fid.tolist() == t2i.fid.tolist()
+    assert list(dict.fromkeys(pd.read_csv(res / "fig9.csv").label)) == ["cls (i2i_clip)", "cls_patch (i2i_clip_all)"]
+    assert list(dict.fromkeys(pd.read_csv(res / "figS3.csv").label)) == ["dino_small (i2i_dino_small)", "dino (lumos_i2i)"]
+    assert set(pd.read_csv(res / "fig11b.csv").finetune) == {"i2i_clip-t5-mixed-n0", "i2i_clip-clip-mixed-n0"}
+    tokens = {run: json.loads((res / "pretrain" / run / "model" / "config.json").read_text())["max_cond_tokens"]
+              for run in ("i2i_clip", "i2i_clip_all", "i2i_top", "i2i_random")}
+    assert tokens == {"i2i_clip": 1, "i2i_clip_all": 17, "i2i_top": 11, "i2i_random": 11}  # 4x4 patches, patch_k 10
+    snapshots = sorted(p.name for p in (res / "pretrain" / "i2i_top" / "snapshots").glob("step-*"))
+    assert snapshots == ["step-000015", "step-000030"]
+
+
 @pytest.mark.slow
 def test_smoke_nvs_table4_fig5_fig7(smoke_run):
     """Novel view synthesis from the smoke priors: rendered views, three NVS fine-tunes (no prior,
@@ -384,6 +414,27 @@ def test_paper_i2v_dry_run(tmp_path):
     assert '"batch_size": 4096' in out and '"lr": 2e-05' in out
     assert "/path/to/i3d_torchscript.pt" in out and '"kind": "dreamsim"' in out
     assert "train_component" not in out
+
+
+def test_paper_ablation_figures_dry_run(tmp_path):
+    """The ablation priors at paper scale train on ImageNet-1K features that carry the patch tokens
+    their token sets need; Figure S3's sizes load DINO ViT-S/16 and DINOv2 ViT-L/14 by hub id."""
+    proc = snakemake(*(f"results/{f}.png" for f in ABLATION_FIGURES), "--configfile",
+                     str(ROOT / "config" / "paper.yaml"), "-n", "-p", cwd=tmp_path)
+    out = proc.stdout
+    runs = dict(re.findall(r"-- pretrain .*?--run-name (\w+) --features (\S+)", out))
+    assert set(runs) == {"i2i_clip", "i2i_moco", "i2i_clip_patch", "i2i_clip_all", "i2i_top", "i2i_random",
+                         "i2i_dino_small", "i2i_dino_large", "lumos_i2i_in1k"}, runs
+    assert set(runs.values()) == {"results/features/imagenet1k"}
+    line = next(x for x in out.splitlines() if "lumos features" in x and "--data results/data/imagenet1k" in x)
+    assert "--patch-tokens clip dino " in line
+    cfg = json.loads(re.search(r"--cfg '(.*?)' ", line).group(1))
+    assert cfg["components.dino_large"]["pretrained"] == "facebook/dinov2-large"
+    assert cfg["components.dino_small"]["pretrained"] == "facebook/dino-vits16"
+    assert "--data results/data/pool " not in out  # the 190M pool is not encoded for the ablations
+    assert re.search(r"lumos sample .*--run-name i2i_top .*--n-samples 10000 .*--model "
+                     r"results/pretrain/i2i_top/snapshots/step-400000", out)
+    assert '"patch_k": 119' in out
 
 
 def test_paper_released_weights_rows(tmp_path):

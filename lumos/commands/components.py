@@ -6,7 +6,8 @@ from pathlib import Path
 
 from lumos.commands import setup, write_json
 
-COMPONENTS = ["vae", "dino", "moco", "fid_net", "t5", "clip", "video_net"]
+COMPONENTS = ["vae", "dino", "dino_small", "dino_large", "moco", "fid_net", "t5", "clip", "video_net"]
+TRAINED_AS = {"dino_small": "dino", "dino_large": "dino"}  # Figure S3's encoder sizes: DINO-style ViTs
 
 
 def cmd_train_component(args):
@@ -28,7 +29,7 @@ def cmd_train_component(args):
         from lumos.components.vae import train_vae
 
         metrics = train_vae(images, t, args.out, seed, device)
-    elif args.component == "dino":
+    elif TRAINED_AS.get(args.component, args.component) == "dino":
         from lumos.components.encoders import train_dino
 
         metrics = train_dino(images, t, args.out, seed)

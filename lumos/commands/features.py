@@ -12,8 +12,9 @@ def cmd_features(args):
 
     cfg, device = setup(args)
     components = {name: cfg[f"components.{name}"] for name in ["vae", *args.encoders]}
+    patch = cfg["features.patch_tokens"] or args.patch_tokens
     extract_features(args.data, args.out, components, args.encoders, cfg["features.batch_size"],
-                     cfg["features.patch_tokens"], device, args.part, args.parts, seed=cfg["seed"])
+                     patch, device, args.part, args.parts, seed=cfg["seed"])
 
 
 def cmd_text_features(args):
@@ -46,6 +47,8 @@ def register(add):
     req = {"required": True}
     add("features", cmd_features, data=("split folder", req), out=("output features folder", req),
         encoders=("vision encoders whose tokens to cache (components.<name>)", {"nargs": "*", "default": []}),
+        patch_tokens=("encoders whose patch tokens to cache too (a run's token set needs them)",
+                      {"nargs": "*", "default": []}),
         parallel=True)
     add("text-features", cmd_text_features, data=("captioned split folder", req), out=("output folder", req),
         encoders=("text encoders (components.<name>)", {"nargs": "+", "required": True}),

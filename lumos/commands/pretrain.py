@@ -26,13 +26,16 @@ def cmd_pretrain(args):
     model = ModelSettings.from_config(cfg["pretrain.model"], "pretrain.model")
     if args.cond_dropout is not None:  # a `<run>_drop<P>` run (Figure 12a)
         model = model.replace(cond_dropout=args.cond_dropout)
-    train = TrainSettings.from_config(cfg["pretrain.train"], "pretrain.train")
+    # A run's own `train` block overrides pretrain.train key by key (e.g. an ablation's budget).
+    train = TrainSettings.from_config({**cfg["pretrain.train"], **cfg[f"pretrain.runs.{args.run_name}"].get("train", {})},
+                                      "pretrain.train")
     # The state folder is keyed by the run's settings and its input features, so a retry of the same
     # job resumes while a changed config or new features start afresh.
     key = state_key({"run": vars(run), "model": vars(model), "train": train.resume_key(), "seed": cfg["seed"]},
                     Path(args.features) / "index.json")
     finish_training(pretrain(args.features, run, model, train, outputs_of(args), str(Path(args.state) / key),
-                             cfg["seed"], device, stop_after=args.stop_after))
+                             cfg["seed"], device, stop_after=args.stop_after,
+                             snapshot_every=cfg.get("pretrain.snapshot_every")))
 
 
 def cmd_sample(args):
@@ -66,7 +69,8 @@ def register(add):
         stop_after=("stop after this many steps (simulates a kill; for tests)", {"type": int, "default": None}),
         cond_dropout=("condition dropout of this run instead of pretrain.model.cond_dropout (Figure 12a)",
                       {"type": float, "default": None}),
-        **train_outputs({}))
+        **train_outputs({"out_snapshots": ("EMA snapshots folder (pretrain.snapshot_every; empty without it)",
+                                           {"default": None})}))
     add("sample", cmd_sample, run_name=run, pool_size=pool, features=("eval split features folder", req),
         model=("trained model folder, or 'none' for an untrained model", {"required": True, "type": optional_path}),
         n_samples=("images to make (default: one per eval image)", {"type": int, "default": None}),

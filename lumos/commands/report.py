@@ -6,7 +6,8 @@ from pathlib import Path
 
 from lumos.commands import setup
 
-FIGURES = ["fig2a", "figS1", "fig2b", "fig8", "fig11"]
+FIGURES = ["fig2a", "figS1", "fig2b", "fig8", "fig11", "fig11b"]
+ABLATION_FIGURES = ["fig9", "fig10", "fig2c", "figS2", "figS3"]
 
 
 def _write_table(df, csv: str, md: str, markdown: str) -> None:
@@ -74,6 +75,23 @@ def cmd_fig12(args):
     print(build_fig12(dropout, guidance, args.png, args.csv).to_string(index=False))
 
 
+def cmd_ablation_figure(args):
+    """An ablation figure (9, 10, 2c, S2, S3; PNG + CSV) from FID files given as LABEL=STEP:FILE."""
+    from lumos.report.figures import build_ablation_figure
+
+    setup(args)
+
+    def points(items):
+        out = []
+        for item in items:
+            label, rest = item.rsplit("=", 1)
+            step, path = rest.split(":", 1)
+            out.append((label, int(step), path))
+        return out
+
+    print(build_ablation_figure(args.figure, points(args.i2i), points(args.t2i), args.png, args.csv).to_string(index=False))
+
+
 def cmd_interpolate(args):
     """Figure S7: interpolation strips between pairs of evaluation images (PNG + CSV)."""
     import pandas as pd
@@ -125,6 +143,11 @@ def register(add):
     add("fig12", cmd_fig12, dropout=("PERCENT=FID_JSON points of panel a", {"nargs": "+", "required": True}),
         guidance=("SCALE=FID_JSON points of panel b", {"nargs": "+", "required": True}), png=("output PNG", req),
         csv=("output CSV", req))
+    add("ablation-figure", cmd_ablation_figure,
+        figure=("which figure", {"required": True, "choices": ABLATION_FIGURES}),
+        i2i=("LABEL=STEP:FID_JSON points of panel a (I2I FID per pretraining snapshot)", {"nargs": "*", "default": []}),
+        t2i=("LABEL=STEP:FID_JSON points of panel b (T2I FID per fine-tuning snapshot)", {"nargs": "+", "required": True}),
+        png=("output PNG", req), csv=("output CSV", req))
     add("interpolate", cmd_interpolate, model=("the I2I prior's model folder", req),
         data=("evaluation split folder", req), features=("its features folder", req), png=("output PNG", req),
         csv=("output CSV", req))

@@ -50,6 +50,8 @@ class VisionEncoder:
         """All output tokens (B, 1 + N, D) after the final norm."""
         if self.kind == "transformers":
             return self.model(pixel_values=x).last_hidden_state
+        if self.kind == "clip_vision":  # CLIP's final norm applies to the pooled CLS only; here to every token
+            return self.model.post_layernorm(self.model(pixel_values=x).last_hidden_state)
         return self.model.forward_features(x)
 
 
@@ -205,16 +207,28 @@ def _load_moco_v3_checkpoint(spec: dict):
 
 def load_encoder(spec: dict, name: str, device="cpu") -> VisionEncoder:
     """Load the vision encoder of config block `components.<name>` (missing keys take the schema's
-    defaults: `format`, `input_size`)."""
+    defaults: `format`, `input_size`). A CLIP block (`kind: clip`, Figures 9-10) gives its image
+    tower; a transformers folder or hub id its ViT (DINO) or, for other model types (DINOv2,
+    Figure S3), the model `AutoModel` builds."""
     from lumos.config import schema_defaults
 
+    key = f"components.{name}.pretrained"
+    if spec.get("kind") == "clip":
+        from transformers import CLIPVisionModel
+
+        model = from_pretrained(CLIPVisionModel, spec["pretrained"], f"{name} image tower", key)
+        return VisionEncoder(model, "clip_vision", spec.get("input_size", model.config.image_size),
+                             spec.get("mean", [0.5] * 3), spec.get("std", [0.5] * 3), device)
     spec = {**schema_defaults("components.dino"), **spec}  # every vision encoder block has this schema
     fmt = spec["format"]
-    key = f"components.{name}.pretrained"
     if fmt == "transformers":
-        from transformers import ViTModel
+        from transformers import AutoConfig, AutoModel, ViTModel
 
-        model = from_pretrained(ViTModel, spec["pretrained"], f"{name} vision encoder", key, add_pooling_layer=False)
+        config = from_pretrained(AutoConfig, spec["pretrained"], f"{name} vision encoder", key)
+        if config.model_type == "vit":
+            model = from_pretrained(ViTModel, spec["pretrained"], f"{name} vision encoder", key, add_pooling_layer=False)
+        else:  # e.g. dinov2: its last_hidden_state is also after the final norm
+            model = from_pretrained(AutoModel, spec["pretrained"], f"{name} vision encoder", key)
         kind = "transformers"
     elif fmt == "moco_v3":
         model, kind = _load_moco_v3_checkpoint(spec), "timm"

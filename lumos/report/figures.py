@@ -4,7 +4,10 @@
 - figS1: the same runs' FID against the noise ratio (paper Fig. S1, the motivation experiment's FID).
 - fig2b: FID against fine-tuning steps, one line per I2I pool size (paper Fig. 2b).
 - fig8:  FID against fine-tuning steps, one line per prior (none, Lumos-I2I, RCG, class, uncond).
-- fig11: FID against fine-tuning steps, T5 vs CLIP text encoder on the Lumos-I2I prior.
+- fig11: FID against fine-tuning steps, T5 vs CLIP text encoder on the Lumos-I2I prior (11b: on
+  a CLIP-image prior).
+- the ablations (fig9, fig10, fig2c, figS2, figS3, `build_ablation_figure`): I2I FID against
+  pretraining steps and the T2I fine-tune's FID against fine-tuning steps, one line per prior.
 
 Metric files live at results/eval/t2i/<fine-tune>/<final|step-N>/<fid|clip>_<split>_<captions>.json.
 """
@@ -22,6 +25,14 @@ TITLES = {
     "fig2b": ("fine-tuning step", "FID (measured)", "Fig. 2b: I2I pool size"),
     "fig8": ("fine-tuning step", "FID (measured)", "Fig. 8: priors for T2I"),
     "fig11": ("fine-tuning step", "FID (measured)", "Fig. 11: T5 vs CLIP text encoder"),
+    "fig11b": ("fine-tuning step", "FID (measured)", "Fig. 11b: T5 vs CLIP text encoder, CLIP-image prior"),
+}
+ABLATION_TITLES = {
+    "fig9": "Fig. 9: condition tokens",
+    "fig10": "Fig. 10: vision encoders",
+    "fig2c": "Fig. 2c: vision encoders, T2I transfer",
+    "figS2": "Fig. S2: CLS + patch-token subsets",
+    "figS3": "Fig. S3: encoder scale",
 }
 
 
@@ -108,3 +119,37 @@ def build_fig12(dropout: dict[int, str], guidance: dict[float, str], png: str, c
         ax.set_ylabel("FID (measured)")
         ax.set_title(f"Fig. 12{panel[0]}", fontsize=9)
     return _save(fig, png, df, csv)
+
+
+def build_ablation_figure(fig: str, i2i: list[tuple[str, int, str]], t2i: list[tuple[str, int, str]],
+                          png: str, csv: str) -> pd.DataFrame:
+    """An ablation figure: panel a, I2I FID against pretraining steps; panel b, the FID of each
+    prior's T2I fine-tune against fine-tuning steps (Figure 2c: panel b alone). `i2i` / `t2i` are
+    (line label, step, FID json) points, lines in the order given. Writes the CSV (every plotted
+    number) and the PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(name, points) for name, points in (("a: I2I", i2i), ("b: T2I", t2i)) if points]
+    rows = []
+    for panel, points in panels:
+        for label, step, path in points:
+            data = json.loads(Path(path).read_text())
+            rows.append({"panel": panel, "label": label, "step": int(step), "fid": data["fid"],
+                         "samples": data.get("n_samples", data.get("n")), "source": "measured"})
+    df = pd.DataFrame(rows)
+    order = list(dict.fromkeys(label for _, points in panels for label, _, _ in points))
+    df = df.assign(order=df.label.map(order.index)).sort_values(["panel", "order", "step"]).drop(columns="order")
+    fig_, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.4), dpi=120, squeeze=False)
+    for ax, (panel, _) in zip(axes[0], panels):
+        for label, part in df[df.panel == panel].groupby("label", sort=False):
+            ax.plot(part.step, part.fid, marker="o", label=label)
+        kind = panel.split(": ")[1]
+        ax.set_xlabel("pretraining step" if kind == "I2I" else "fine-tuning step")
+        ax.set_ylabel(f"{kind} FID (measured)")
+        ax.set_title(f"({panel[0]}) {kind}" if len(panels) > 1 else kind, fontsize=9)
+        ax.legend(fontsize=7)
+    fig_.suptitle(ABLATION_TITLES[fig], fontsize=10)
+    return _save(fig_, png, df, csv)
