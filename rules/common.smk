@@ -384,6 +384,19 @@ def t2i_text(wildcards):
     return MAIN_TEXT if wildcards.ft == "untrained" else parse_finetune(wildcards.ft)["text"]
 
 
+def official_repo_key(bench):
+    """Config key of the cloned repository holding a benchmark's prompts and scripts."""
+    return f"t2i.eval.official.{'geneval' if bench == 'geneval' else 'dpg'}_repo"
+
+
+def official_launch_flags():
+    """`accelerate launch` flags of dpg_official, as DPG-Bench's dist_eval.sh passes them (fp16;
+    one process per GPU of the official_eval job)."""
+    processes = rule_resources("official_eval")["processes"]
+    multi = " --multi_gpu" if processes > 1 else ""
+    return f"--num_machines 1 --num_processes {processes}{multi} --mixed_precision fp16"
+
+
 def table3_inputs():
     """What Table 3 reads: the official evaluators' scores for Lumos-T2I when configured (paper),
     otherwise the Shapes-world analogues' folders for Lumos-T2I, the untrained model and the

@@ -247,19 +247,17 @@ rule bench_ground_truth:
 
 # Paper preset: the official GenEval and DPG-Bench evaluators, each in its own conda env
 # (envs/geneval.yaml, envs/dpg_bench.yaml; created by `--sdm conda`, not installed by default).
+# They score results/t2i/<ft>/pipeline, the stage-1 (256 px) model that Table 2 also reports.
 
 
 rule official_images:
     input:
         "results/t2i/{ft}/pipeline",
     output:
-        directory("results/eval/t2i/{ft}/{bench}_official/images"),
+        images=directory("results/eval/t2i/{ft}/{bench}_official/images"),
+        resolution="results/eval/t2i/{ft}/{bench}_official/resolution.txt",
     params:
-        cfg=lambda wc: cfg_json(
-            "sample",
-            f"t2i.eval.official.{'geneval' if wc.bench == 'geneval' else 'dpg'}_repo",
-            "t2i.eval.geneval.images_per_prompt",
-        ),
+        cfg=lambda wc: cfg_json("sample", official_repo_key(wc.bench), "t2i.eval.geneval.images_per_prompt"),
     threads: 1
     resources:
         **rule_resources("t2i_bench"),
@@ -269,7 +267,7 @@ rule official_images:
         "../envs/lumos.yaml"
     shell:
         "lumos official-images --threads {threads} --cfg {params.cfg:q} --bench {wildcards.bench}"
-        " --pipeline {input} --out {output} > {log} 2>&1"
+        " --pipeline {input} --out {output.images} --out-resolution {output.resolution} > {log} 2>&1"
 
 
 rule geneval_official:
@@ -280,6 +278,9 @@ rule geneval_official:
     params:
         repo=OFFICIAL.get("geneval_repo", ""),
         detector=OFFICIAL.get("geneval_detector", ""),
+        # the PyPI mmdet wheel keeps the Mask2Former config in mmdet/.mim/configs, where
+        # evaluate_images.py does not look: found here, with the weights checked, and passed explicitly
+        find_config=os.path.join(workflow.basedir, "lumos", "eval", "mmdet_config.py"),
     resources:
         **rule_resources("official_eval"),
     log:
@@ -287,18 +288,21 @@ rule geneval_official:
     conda:
         "../envs/geneval.yaml"
     shell:
-        "python {params.repo}/evaluation/evaluate_images.py {input} --outfile {output}"
-        " --model-path {params.detector} > {log} 2>&1"
+        "(config=$(python {params.find_config:q} --weights {params.detector:q})"
+        " && python {params.repo}/evaluation/evaluate_images.py {input} --outfile {output}"
+        " --model-config \"$config\" --model-path {params.detector:q}) > {log} 2>&1"
 
 
 rule dpg_official:
     input:
-        "results/eval/t2i/{ft}/dpg_official/images",
+        images="results/eval/t2i/{ft}/dpg_official/images",
+        resolution="results/eval/t2i/{ft}/dpg_official/resolution.txt",
     output:
-        "results/eval/t2i/{ft}/dpg_official/report.txt",
+        report="results/eval/t2i/{ft}/dpg_official/report.txt",
+        detail="results/eval/t2i/{ft}/dpg_official/report_detail.txt",  # the script's question-level log
     params:
         repo=OFFICIAL.get("dpg_repo", ""),
-        resolution=config["data"]["image_size"],
+        launch=official_launch_flags(),
     resources:
         **rule_resources("official_eval"),
     log:
@@ -306,10 +310,10 @@ rule dpg_official:
     conda:
         "../envs/dpg_bench.yaml"
     shell:
-        "accelerate launch --num_processes {resources.processes} {params.repo}/dpg_bench/compute_dpg_bench.py"
-        " --image-root-path {input} --resolution {params.resolution} --pic-num 4 --res-path {output}"
-        " --csv {params.repo}/dpg_bench/dpg_bench.csv"
-        " --vqa-model mplug > {log} 2>&1"
+        # --resolution: the side of one grid tile, as official_images measured it on the written images
+        "accelerate launch {params.launch} {params.repo}/dpg_bench/compute_dpg_bench.py"
+        " --image-root-path {input.images} --resolution $(cat {input.resolution}) --pic-num 4"
+        " --res-path {output.report} --csv {params.repo}/dpg_bench/dpg_bench.csv --vqa-model mplug > {log} 2>&1"
 
 
 rule official_scores:
@@ -318,9 +322,13 @@ rule official_scores:
         + ("results.jsonl" if wc.bench == "geneval" else "report.txt"),
     output:
         "results/eval/t2i/{ft}/{bench}_official/scores.json",
+    params:
+        repo=lambda wc: OFFICIAL.get("geneval_repo" if wc.bench == "geneval" else "dpg_repo", ""),
+        per_prompt=config["t2i"]["eval"]["geneval"]["images_per_prompt"],
     log:
         "results/logs/eval/{bench}_official_scores_{ft}.log",
     conda:
         "../envs/lumos.yaml"
     shell:
-        "lumos official-scores --bench {wildcards.bench} --results {input} --out {output} > {log} 2>&1"
+        "lumos official-scores --bench {wildcards.bench} --repo {params.repo:q} --images-per-prompt {params.per_prompt}"
+        " --results {input} --out {output} > {log} 2>&1"

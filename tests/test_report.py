@@ -1,10 +1,9 @@
 """Report assembly: the figures' CSVs carry exactly the metric files' numbers; the tables keep
-reported and measured rows apart; the official evaluators' outputs parse."""
+reported and measured rows apart. (The official evaluators' outputs: tests/test_official.py.)"""
 
 import json
 
 import pandas as pd
-import pytest
 
 from lumos.report.figures import build_figure
 
@@ -53,44 +52,6 @@ def test_curve_lines_keep_the_configured_order(tmp_path):
     csv = pd.read_csv(tmp_path / "b.csv")
     assert list(csv["label"]) == ["pool 2000"] * 2 + ["pool 6000"] * 2 + ["pool 20000"] * 2
     assert list(csv["step"]) == [500, 1000] * 3
-
-
-def test_geneval_results_parse_like_its_summary(tmp_path):
-    from lumos.eval.official import parse_geneval_results
-
-    rows = [("single_object", True), ("single_object", False), ("counting", True), ("position", False)]
-    (tmp_path / "r.jsonl").write_text("".join(json.dumps({"tag": t, "correct": c}) + "\n" for t, c in rows))
-    scores = parse_geneval_results(str(tmp_path / "r.jsonl"))
-    assert scores == {"single_object": 0.5, "counting": 1.0, "position": 0.0, "overall": 0.5}
-
-
-def test_dpg_report_parse_and_missing_category(tmp_path):
-    """The layout compute_dpg_bench.py writes: per-image lines, then the summary block."""
-    from lumos.eval.official import parse_dpg_report
-
-    report = (
-        "imgs/countbench3.png, 1.0, 0.5, 0.75, 1.0, 0.8125\n"
-        "imgs/partiprompts7.png, 0.0, 0.0, 0.5, 0.25, 0.1875\n"
-        "Model: images\n"
-        "L1 category scores:\n"
-        "\tentity: 86.5\n\tglobal: 87.4\n\tattribute: 87.2\n\trelation: 88.1\n\tother: 79.9\n"
-        "L2 category scores:\n"
-        "\tattribute - color: 90.0\n\tentity - whole: 12.0\n\tglobal: 87.4\n\tother - count: 70.0\n"
-        "Image path: imgs\n"
-        "Save results to: report.txt\n"
-        "DPG-Bench score: 50.0\n"
-    )
-    (tmp_path / "ok.txt").write_text(report)
-    scores = parse_dpg_report(str(tmp_path / "ok.txt"))
-    assert scores == {"entity": 86.5, "global": 87.4, "attribute": 87.2, "relation": 88.1, "other": 79.9,
-                      "average": 50.0}
-    # A level-1 category absent from the block (no image had one) is an error, named.
-    (tmp_path / "bad.txt").write_text(report.replace("\tother: 79.9\n", ""))
-    with pytest.raises(ValueError, match=r"\['other'\].*bad.txt"):
-        parse_dpg_report(str(tmp_path / "bad.txt"))
-    (tmp_path / "empty.txt").write_text("imgs/a.png, 1.0, 1.0\n")
-    with pytest.raises(ValueError, match="empty.txt"):
-        parse_dpg_report(str(tmp_path / "empty.txt"))
 
 
 def test_table1_released_row_only_when_evaluated(tmp_path):

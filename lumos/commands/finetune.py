@@ -121,8 +121,9 @@ def cmd_t2i_grid(args):
 
 
 def cmd_official_images(args):
-    """Generate images for the official GenEval / DPG-Bench evaluator, in its folder layout."""
-    from lumos.eval.official import write_dpg_images, write_geneval_images
+    """Generate images for the official GenEval / DPG-Bench evaluator, in its folder layout, and
+    write the side in pixels of one sample as written (DPG-Bench's `--resolution`)."""
+    from lumos.eval.official import write_dpg_images, write_geneval_images, written_resolution
     from lumos.pipelines import pipeline_sampler
 
     cfg, device = setup(args)
@@ -132,15 +133,22 @@ def cmd_official_images(args):
                              cfg["t2i.eval.geneval.images_per_prompt"])
     else:
         write_dpg_images(generate, cfg["t2i.eval.official.dpg_repo"], args.out)
+    resolution = written_resolution(args.bench, args.out)
+    Path(args.out_resolution).write_text(f"{resolution}\n")
+    print(f"{args.bench}: samples of {resolution}x{resolution} px in {args.out}")
 
 
 def cmd_official_scores(args):
-    """Parse the official evaluator's output into scores.json (the analogue's format)."""
-    from lumos.eval.official import parse_dpg_report, parse_geneval_results
+    """Parse the official evaluator's output into scores.json (the analogue's format), after
+    checking that it scored every image of the prompt files in the benchmark's repository."""
+    from lumos.eval.official import dpg_prompts, geneval_prompts, parse_dpg_report, parse_geneval_results
     from lumos.utils import setup_logging
 
     setup_logging()
-    scores = parse_geneval_results(args.results) if args.bench == "geneval" else parse_dpg_report(args.results)
+    if args.bench == "geneval":
+        scores = parse_geneval_results(args.results, geneval_prompts(args.repo), args.images_per_prompt)
+    else:
+        scores = parse_dpg_report(args.results, dpg_prompts(args.repo))
     scores.update(benchmark=args.bench, source="official evaluator")
     write_json(args.out, scores)
     print(json.dumps(scores))
@@ -180,6 +188,9 @@ def register(add):
     add("t2i-grid", cmd_t2i_grid, pipeline=("exported pipeline folder", req), out=("output PNG", req),
         images_per_prompt=("samples per prompt", {"type": int, "default": 4}))
     add("official-images", cmd_official_images, bench=bench, pipeline=("exported T2I pipeline folder", req),
-        out=("image folder in the evaluator's layout", req))
+        out=("image folder in the evaluator's layout", req),
+        out_resolution=("text file: the side in pixels of one sample as written", req))
     add("official-scores", cmd_official_scores, config=False, bench=bench,
+        repo=("the benchmark's repository (GenEval / ELLA clone): its prompt files say what must be scored", req),
+        images_per_prompt=("GenEval images per prompt", {"type": int, "default": 4}),
         results=("evaluator output file", req), out=("output scores.json", req))
