@@ -75,11 +75,15 @@ def test_gpu_table1_dry_run_shows_the_preset(tmp_path):
 def test_gpu_everything_dry_run(tmp_path):
     """`snakemake -n all` and the figure targets build on the gpu preset; the T2I fine-tunes train
     with the switches on."""
-    out = snakemake("-n", "-p", "all", "results/fig12.png", "--configfile", GPU, cwd=tmp_path)
+    ablations = [f"results/{f}.png" for f in ("fig9", "fig10", "fig2c", "figS2", "figS3", "fig11b")]
+    out = snakemake("-n", "-p", "all", "results/fig12.png", *ablations, "--configfile", GPU, cwd=tmp_path)
     finetunes = commands(out, "finetune")
-    assert len(finetunes) == 15
+    assert len(finetunes) == 24  # 15 + the 8 ablation priors' + Figure 11b's CLIP-text one
     assert all(c["t2i.train"]["compile"] and c["t2i.train"]["steps"] == 4000 for c in finetunes)
-    assert len(commands(out, "pretrain")) >= 7  # 4 priors + Figure 2b's 3 pool subsets (+ Figure 12's)
+    pretrain = commands(out, "pretrain")
+    assert len(pretrain) >= 15  # 4 priors + Figure 2b's 3 pool subsets + the 8 ablation priors (+ Figure 12's)
+    assert all(c["pretrain.snapshot_every"] == 4000 for c in pretrain)
+    assert "rule ablation_figure:" in out or "localrule ablation_figure:" in out
     for target in ("table1", "table2", "table3", "figure", "table4", "table5", "fig2d"):
         assert f"rule {target}:" in out or f"localrule {target}:" in out, target
     nvs, i2v = commands(out, "nvs-train"), commands(out, "i2v-train")
@@ -99,6 +103,9 @@ components:
   vae: {train: {steps: 20, batch_size: 32}}
   dino: {train: {steps: 10, batch_size: 32, hidden_size: 32, layers: 1, heads: 2, patch_size: 8, out_dim: 64}}
   moco: {train: {steps: 10, batch_size: 32, hidden_size: 32, layers: 1, heads: 2, patch_size: 8, out_dim: 32}}
+  dino_small: {train: {steps: 4, batch_size: 32, hidden_size: 16, layers: 1, heads: 2, patch_size: 8, out_dim: 32}}
+  dino_large: {train: {steps: 4, batch_size: 32, hidden_size: 48, layers: 1, heads: 2, patch_size: 8, out_dim: 32}}
+  clip: {train: {steps: 4, batch_size: 32, hidden_size: 32, layers: 1, heads: 2, patch_size: 8, projection_dim: 32}}
   fid_net: {train: {steps: 20, batch_size: 64, width: 8, feature_dim: 16}}
 features: {batch_size: 128}
 pretrain:
