@@ -102,7 +102,8 @@ def check_long_captions(text_dir, meta: dict) -> None:
         raise ValueError(f"{missing} of {meta['n']} captions of {text_dir} have no long caption (their long "
                          "caption would repeat the raw one): give the source long captions (a `.long.txt` beside "
                          "each image; the JSON field named by data.sources.<split>.<k>.long_caption_key; for COCO, "
-                         "data.sources.<split>.<k>.long_captions), or use captions `short`")
+                         "data.sources.<split>.<k>.long_captions, or data.captioner to have the DAG write them "
+                         "with a VLM), or use captions `short`")
 
 
 def load_captions(text_dir: str, text: str, captions: str, limit: int | None = None):
