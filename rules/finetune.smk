@@ -59,7 +59,9 @@ rule finetune:
         plot="results/t2i/{ft}/loss.png",
         summary="results/t2i/{ft}/train_summary.json",
     params:
-        cfg=cfg_json("t2i.train", "t2i.cond_dropout", "t2i.snapshot_every", "t2i.long_caption_fraction", "pretrain.model"),
+        cfg=cfg_json(
+            "t2i.train", "t2i.cond_dropout", "t2i.snapshot_every", "t2i.long_caption_fraction", "pretrain.model"
+        ),
         prior=lambda wc, input: input.prior or "none",
         state="results/state/t2i/{ft}",
     threads: 1

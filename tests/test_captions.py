@@ -23,8 +23,8 @@ def build_tiny_vlm(folder):
     processor (byte-level BPE tokenizer with InternVL's image tokens, a chat template) to `folder`."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import (GotOcr2ImageProcessor, InternVLConfig, InternVLForConditionalGeneration, InternVLProcessor,
-                              PreTrainedTokenizerFast)
+    from transformers import (GotOcr2ImageProcessor, InternVLConfig, InternVLForConditionalGeneration,
+                              InternVLProcessor, PreTrainedTokenizerFast)
     from transformers.models.internvl.video_processing_internvl import InternVLVideoProcessor
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
@@ -93,13 +93,14 @@ def test_captions_of_a_coco_source_are_the_json_it_reads(tmp_path, tiny_vlm):
     assert all(isinstance(c, str) and c for c in captions.values())
     assert summary["skipped"] == {"missing": 1, "not_an_image": 1} and summary["captioned"] == 5
     assert json.loads((tmp_path / "captions" / "coco.summary.json").read_text())["captioned"] == 5
-    read = [i for i in read_source(Source(**{**vars(source), "long_captions": str(out)}), 0, 1, 100) if isinstance(i, Item)]
+    curated = Source(**{**vars(source), "long_captions": str(out)})
+    read = [i for i in read_source(curated, 0, 1, 100) if isinstance(i, Item)]
     assert {i.key.split("/", 1)[1]: i.long_caption for i in read if i.long_caption} == captions
 
 
 class Scripted:
-    """A stand-in captioner: 'caption <n>' for the n-th image it sees, '' for those in `empty`,
-    and a crash once `crash_after` images were captioned."""
+    """A stand-in captioner: 'grey <level>' for each image (its top-left red value), '' for the
+    n-th image it sees when n is in `empty`, and a crash once `crash_after` images were captioned."""
 
     def __init__(self, empty=(), crash_after=None):
         self.seen, self.empty, self.crash_after = 0, set(empty), crash_after
@@ -107,7 +108,8 @@ class Scripted:
     def __call__(self, images):
         if self.crash_after is not None and self.seen + len(images) > self.crash_after:
             raise RuntimeError("killed")
-        out = ["" if self.seen + k in self.empty else f"caption {self.seen + k}" for k in range(len(images))]
+        out = ["" if self.seen + k in self.empty else f"grey {image.getpixel((0, 0))[0]}"
+               for k, image in enumerate(images)]
         self.seen += len(images)
         return out
 
@@ -137,7 +139,8 @@ def test_a_killed_job_resumes_where_its_progress_file_ends(tmp_path):
     again = caption_source(source, settings, str(tmp_path / "out.json"), str(tmp_path / "w2"), captioner=second)
     assert again["resumed_after"] == 5 and second.seen == 4
     assert again["captioned"] == whole["captioned"] == 8 and again["skipped"] == whole["skipped"] == {"empty": 1}
-    assert sorted(json.loads((tmp_path / "out.json").read_text())) == sorted(json.loads((tmp_path / "whole.json").read_text()))
+    resumed, uninterrupted = (json.loads((tmp_path / name).read_text()) for name in ("out.json", "whole.json"))
+    assert resumed == uninterrupted and resumed["08.png"] == "grey 80"
 
 
 def test_empty_captions_are_skipped_and_counted(tmp_path):

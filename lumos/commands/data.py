@@ -67,7 +67,8 @@ def cmd_caption(args):
             raise ConfigError("give --images, or --split and --source (a source name of data.sources.<split>)")
         sources = {s.name: s for s in split_sources(cfg, args.split)}
         if args.source not in sources:
-            raise ConfigError(f"data.sources.{args.split} has no source named '{args.source}' (it has {sorted(sources)})")
+            raise ConfigError(f"data.sources.{args.split} has no source named '{args.source}' "
+                              f"(it has {sorted(sources)})")
         source = sources[args.source]
     curation = {**schema_defaults("data.curation"), **cfg.get("data.curation", {})}
     caption_source(source, settings, args.out, args.work, device=device, seed=cfg["seed"],

@@ -255,5 +255,5 @@ def load_encoder(spec: dict, name: str, device="cpu") -> VisionEncoder:
             spec["timm_name"], pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": spec["pretrained"]}
         )
         kind = "timm"
-    return VisionEncoder(model, kind, spec["input_size"], spec.get("mean", [0.5] * 3), spec.get("std", [0.5] * 3), device,
-                         resize=spec["resize"])
+    mean, std = spec.get("mean", [0.5] * 3), spec.get("std", [0.5] * 3)
+    return VisionEncoder(model, kind, spec["input_size"], mean, std, device, resize=spec["resize"])
