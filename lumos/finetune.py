@@ -9,14 +9,16 @@ A fine-tune is named ``<prior>-<text encoder>-<captions>-n<noise %>``:
 - prior: a pretrain run (``lumos_i2i``, ``rcg``, ``class_i2i``, ``uncond``), optionally
   ``<run>_pool<N>`` (pretrained on a nested subset of N pool images, Figure 2b), or ``none`` (from scratch);
 - text encoder: ``t5`` or ``clip`` (Figure 11);
-- captions: ``short`` (raw), ``long`` (detailed) or ``mixed`` (both, one pass each per epoch,
-  as the paper mixes raw and long captions following DALL-E 3);
+- captions: ``short`` (raw), ``long`` (detailed) or ``mixed`` (both, as the paper mixes raw and
+  long captions following DALL-E 3; the share of long ones is ``t2i.long_caption_fraction``, see
+  `caption_passes`);
 - noise: the percentage of pairs whose caption is swapped for another image's (Figure 2a).
 """
 
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,7 @@ FINETUNE_PATTERN = re.compile(r"(?P<prior>[a-z0-9_]+)-(?P<text>t5|clip)-(?P<capt
 # the same pattern without group names: Snakemake's `ft` wildcard constraint (rules/common.smk)
 FINETUNE_WILDCARD = re.sub(r"\(\?P<\w+>", "(?:", FINETUNE_PATTERN.pattern)
 CONDITION_PATH = ("y_embedder.", "null_cond", "fake_latent")  # replaced by the fresh caption path
+MAX_CAPTION_PASSES = 100  # a mixed fine-tune's long-caption share is realised to within 1/200
 
 
 def parse_finetune(name: str) -> dict:
@@ -70,6 +73,26 @@ def noisy_caption_index(n: int, fraction: float, seed: int) -> np.ndarray:
     return index
 
 
+def caption_passes(captions: str, long_fraction: float = 0.5) -> list[int]:
+    """The caption kind of each pass over the images in one epoch of a fine-tune's rows (0 short,
+    1 long; `PairRows` indexes them as ["short", "long"] for ``mixed``, and as its one kind else).
+
+    ``short`` and ``long`` make one pass. ``mixed`` makes P passes, K of them with the long caption,
+    where K / P is the fraction nearest `long_fraction` with P <= MAX_CAPTION_PASSES (0.5 -> one
+    short then one long pass; 0.95 -> 1 short and 19 long). Each image is drawn with its long
+    caption K times out of P, so every image keeps both captions, and the long share of an epoch
+    is K / P, within 1 / (2 * MAX_CAPTION_PASSES) of `long_fraction`.
+    """
+    if captions != "mixed":
+        return [0]
+    low, high = 1 / MAX_CAPTION_PASSES, 1 - 1 / MAX_CAPTION_PASSES
+    if not low <= long_fraction <= high:
+        raise ValueError(f"t2i.long_caption_fraction must lie in [{low}, {high}] for a mixed fine-tune, got "
+                         f"{long_fraction} (captions `short` or `long` train on one kind only)")
+    share = Fraction(long_fraction).limit_denominator(MAX_CAPTION_PASSES)
+    return [0] * (share.denominator - share.numerator) + [1] * share.numerator
+
+
 def check_long_captions(text_dir, meta: dict) -> None:
     """Stop when a split's long captions are (partly) its raw ones: curation repeats the raw caption
     where a source has no long one (`long_from_raw` in the records, counted per shard in the text
@@ -79,7 +102,8 @@ def check_long_captions(text_dir, meta: dict) -> None:
         raise ValueError(f"{missing} of {meta['n']} captions of {text_dir} have no long caption (their long "
                          "caption would repeat the raw one): give the source long captions (a `.long.txt` beside "
                          "each image; the JSON field named by data.sources.<split>.<k>.long_caption_key; for COCO, "
-                         "data.sources.<split>.<k>.long_captions), or use captions `short`")
+                         "data.sources.<split>.<k>.long_captions, or data.captioner to have the DAG write them "
+                         "with a VLM), or use captions `short`")
 
 
 def load_captions(text_dir: str, text: str, captions: str, limit: int | None = None):
@@ -98,17 +122,19 @@ def load_captions(text_dir: str, text: str, captions: str, limit: int | None = N
 
 
 class PairRows:
-    """A fine-tune's training rows (a row source, `lumos.loader`): virtual row r is image r % n
-    with caption kind r // n (short, long; "mixed" has both, so 2n rows, one pass of each per
-    epoch), whose caption is that of image `noisy_index[r % n]` (Figure 2a's noise). Latents come
-    from the pair set's features store, caption tokens from its text store, batch by batch."""
+    """A fine-tune's training rows (a row source, `lumos.loader`): virtual row r is image r % n in
+    pass r // n, whose caption kind is `caption_passes(...)[r // n]` ("mixed" with the default
+    fraction 0.5: 2n rows, one short and one long pass), with the caption of image
+    `noisy_index[r % n]` (Figure 2a's noise). Latents come from the pair set's features store,
+    caption tokens from its text store, batch by batch."""
 
-    def __init__(self, features_dir: str, text_dir: str, spec: dict, seed: int):
+    def __init__(self, features_dir: str, text_dir: str, spec: dict, seed: int, long_fraction: float = 0.5):
         from lumos.store import FeatureStore
 
         self.images, self.text = FeatureStore(features_dir), FeatureStore(text_dir)
         self.n, self.encoder = self.images.n, spec["text"]
         self.kinds = ["short", "long"] if spec["captions"] == "mixed" else [spec["captions"]]
+        self.passes = np.asarray(caption_passes(spec["captions"], long_fraction), dtype=np.int64)
         if "long" in self.kinds:
             check_long_captions(text_dir, self.text.meta)
         if self.text.n != self.n:
@@ -123,14 +149,14 @@ class PairRows:
         self.n_swapped = int(swapped.sum())
         # the caption row of each image; none kept when no caption is swapped (identity)
         self.index = index.astype(np.int32 if self.n < 2**31 else np.int64) if self.n_swapped else None
-        self.sizes = [len(self.kinds) * self.n]
+        self.sizes = [len(self.passes) * self.n]
         self.width = max(self.text.width(k) for k in self.keys)  # every kind padded alike (masked)
         self.latent_shape = self.images.row_shape("latents")
         self.text_dim = self.text.row_shape(self.keys[0])[-1]
 
     def batch(self, bucket: int, rows) -> dict[str, torch.Tensor]:
         rows = np.asarray(rows, dtype=np.int64)
-        image, kind = rows % self.n, rows // self.n
+        image, kind = rows % self.n, self.passes[rows // self.n]
         caption = self.index[image].astype(np.int64) if self.index is not None else image
         tokens = np.zeros((len(rows), self.width, self.text_dim), np.float32)
         mask = np.zeros((len(rows), self.width), bool)
@@ -144,12 +170,19 @@ class PairRows:
         return {"x0": to_tensor(latents), "cond": torch.from_numpy(tokens), "cond_mask": torch.from_numpy(mask)}
 
 
-def t2i_training_data(features_dir: str, text_dir: str, spec: dict, seed: int) -> PairRows:
+def t2i_training_data(features_dir: str, text_dir: str, spec: dict, seed: int,
+                      long_fraction: float = 0.5) -> PairRows:
     """The row source of a fine-tune (noise applied, captions mixed): `PairRows`."""
-    rows = PairRows(features_dir, text_dir, spec, seed)
-    log.info("pairs: %d images, captions %s, %d (%.1f%%) with a wrong caption", rows.n, rows.kinds, rows.n_swapped,
-             100 * rows.n_swapped / max(rows.n, 1))
+    rows = PairRows(features_dir, text_dir, spec, seed, long_fraction)
+    log.info("pairs: %d images, captions %s (%.1f%% long), %d (%.1f%%) with a wrong caption", rows.n, rows.kinds,
+             100 * realised_long_fraction(rows), rows.n_swapped, 100 * rows.n_swapped / max(rows.n, 1))
     return rows
+
+
+def realised_long_fraction(rows: PairRows) -> float:
+    """The share of an epoch's rows that carry a long caption (0 or 1 unless mixed)."""
+    long = rows.kinds.index("long") if "long" in rows.kinds else None
+    return 0.0 if long is None else float(np.mean(rows.passes == long))
 
 
 def build_t2i_model(base_config: dict, text_dim: int, n_tokens: int, cond_dropout: float):
@@ -228,11 +261,12 @@ def untrained_t2i_model(model_cfg: ModelSettings, latent_shape, text_dim: int, n
 def finetune(features_dir: str, text_dir: str, name: str, prior_dir: str | None, model_cfg: ModelSettings,
              train_cfg: TrainSettings, cond_dropout: float, outputs: TrainOutputs | str, state_dir: str, seed: int,
              device, stop_after: int | None = None, snapshot_every: int | None = None,
-             init_dir: str | None = None) -> dict:
+             init_dir: str | None = None, long_fraction: float = 0.5) -> dict:
     """Fine-tune `name` (see module docstring) on the pair set; resumable like pretraining.
 
     `init_dir` continues an earlier stage's T2I model instead (Table S1: the same fine-tune at a
-    higher resolution); the prior is then not read."""
+    higher resolution); the prior is then not read. `long_fraction` is the share of long captions
+    of a ``mixed`` fine-tune (`caption_passes`)."""
     from lumos.data.buckets import bucket_dirs
     from lumos.train import train_diffusion
 
@@ -241,13 +275,13 @@ def finetune(features_dir: str, text_dir: str, name: str, prior_dir: str | None,
     if buckets:  # Table S1's multi-scale stage: one (latents, captions) set per aspect-ratio bucket
         if not init_dir:
             raise ValueError(f"{features_dir} is bucketed by aspect ratio: only a later stage (init_dir) trains on it")
-        sets = [t2i_training_data(str(b), str(Path(text_dir) / b.name), spec, seed) for b in buckets]
+        sets = [t2i_training_data(str(b), str(Path(text_dir) / b.name), spec, seed, long_fraction) for b in buckets]
         rows = BucketRows(sets)
         shape = min((s.latent_shape for s in sets), key=lambda x: abs(x[1] - x[2]))  # sizes the position table
         n_tokens = max(s.width for s in sets)
         first = sets[0]
     else:
-        first = rows = t2i_training_data(features_dir, text_dir, spec, seed)
+        first = rows = t2i_training_data(features_dir, text_dir, spec, seed, long_fraction)
         shape, n_tokens = rows.latent_shape, rows.width
     if init_dir:
         model, origin = continue_t2i_model(init_dir, shape, first.text_dim)
@@ -255,8 +289,9 @@ def finetune(features_dir: str, text_dir: str, name: str, prior_dir: str | None,
         model, origin = make_t2i_model(prior_dir, model_cfg, shape, first.text_dim, n_tokens, cond_dropout, seed)
     if buckets:
         origin["buckets"] = {b.name: list(s.latent_shape) for b, s in zip(buckets, sets)}
-    origin.update(pairs=int(sum(rows.sizes) // len(first.kinds)), caption_noise_percent=spec["noise"],
-                  text_encoder=spec["text"], captions=spec["captions"])
+    origin.update(pairs=int(sum(s.n for s in (sets if buckets else [rows]))), caption_noise_percent=spec["noise"],
+                  text_encoder=spec["text"], captions=spec["captions"],
+                  long_caption_fraction=realised_long_fraction(first))
     return train_diffusion(model, rows, None, None, train_cfg, outputs, state_dir, seed=seed, device=device,
                            stop_after=stop_after, cleanup_state=True, snapshot_every=snapshot_every,
                            summary_extra=origin)

@@ -143,15 +143,16 @@ class LumosI2IPipeline(_LumosPipeline):
 
     Components: `transformer` (LumosDiT, injection ``"cross_attn"`` or ``"adaln"``), `vae`,
     `scheduler` and `image_encoder` (a transformers ViTModel). The encoder's preprocessing
-    (`input_size`, `mean`, `std`: shorter side resized bicubically, centre crop, normalise, as
-    `VisionEncoder.preprocess`) is stored in the pipeline config.
+    (`input_size`, `mean`, `std`, `resize`: shorter side resized with the `resize` filter, centre
+    crop, normalise, as `VisionEncoder.preprocess`) is stored in the pipeline config.
     """
 
     model_cpu_offload_seq = "image_encoder->transformer->vae"
 
     def __init__(self, transformer: LumosDiT, vae: AutoencoderKL,
                  scheduler: DPMSolverMultistepScheduler | DDPMScheduler, image_encoder: ViTModel,
-                 input_size: int = 224, mean: list[float] | None = None, std: list[float] | None = None):
+                 input_size: int = 224, mean: list[float] | None = None, std: list[float] | None = None,
+                 resize: str = "bicubic"):
         """Register the four components and the preprocessing settings (mean/std default to 0.5)."""
         super().__init__()
         if transformer.config.injection not in ("cross_attn", "adaln"):
@@ -160,7 +161,7 @@ class LumosI2IPipeline(_LumosPipeline):
             image_encoder.pooler = None  # unused (CLS = first token); from_pretrained adds a random one
         self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler, image_encoder=image_encoder)
         self.register_to_config(input_size=int(input_size), mean=[float(m) for m in (mean or [0.5] * 3)],
-                                std=[float(s) for s in (std or [0.5] * 3)])
+                                std=[float(s) for s in (std or [0.5] * 3)], resize=str(resize))
         self._eval()
 
     @classmethod
@@ -193,7 +194,8 @@ class LumosI2IPipeline(_LumosPipeline):
         """Condition (B, 1, D) and mask (B, 1): the CLS token, L2-normalised for cross-attention and
         raw for adaLN (`lumos.features.condition_tokens`, as in training)."""
         c = self.config
-        enc = VisionEncoder(self.image_encoder, "transformers", c.input_size, c.mean, c.std, self.image_encoder.device)
+        enc = VisionEncoder(self.image_encoder, "transformers", c.input_size, c.mean, c.std, self.image_encoder.device,
+                            resize=c.get("resize", "bicubic"))
         cls = torch.cat([enc(img[None])[0] for img in self._as_uint8_list(image)])
         return condition_tokens({"image_cls": cls.float().cpu().numpy()}, "image", "cls",
                                 self.transformer.config.injection)
@@ -240,12 +242,13 @@ def assemble_t2i_pipeline(transformer_dir: str, vae_dir: str, text_encoder_dir: 
 
 
 def assemble_i2i_pipeline(transformer_dir: str, vae_dir: str, encoder_dir: str, input_size: int, mean, std,
-                          sampler: str = "dpm++", scaling_factor: float | None = None) -> LumosI2IPipeline:
+                          sampler: str = "dpm++", scaling_factor: float | None = None,
+                          resize: str = "bicubic") -> LumosI2IPipeline:
     """Build a `LumosI2IPipeline` from saved parts: a transformers ViTModel encoder (no pooler)
-    and its preprocessing (`input_size`, `mean`, `std` of the `components.<encoder>` block)."""
+    and its preprocessing (`input_size`, `mean`, `std`, `resize` of the `components.<encoder>` block)."""
     transformer, vae, scheduler = _load_parts(transformer_dir, vae_dir, sampler, scaling_factor)
     encoder = ViTModel.from_pretrained(str(encoder_dir), add_pooling_layer=False)
-    return LumosI2IPipeline(transformer, vae, scheduler, encoder, input_size, list(mean), list(std))
+    return LumosI2IPipeline(transformer, vae, scheduler, encoder, input_size, list(mean), list(std), resize)
 
 
 def pipeline_sampler(pipeline_dir: str, sample_cfg: dict, device):

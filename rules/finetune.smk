@@ -59,7 +59,9 @@ rule finetune:
         plot="results/t2i/{ft}/loss.png",
         summary="results/t2i/{ft}/train_summary.json",
     params:
-        cfg=cfg_json("t2i.train", "t2i.cond_dropout", "t2i.snapshot_every", "pretrain.model"),
+        cfg=cfg_json(
+            "t2i.train", "t2i.cond_dropout", "t2i.snapshot_every", "t2i.long_caption_fraction", "pretrain.model"
+        ),
         prior=lambda wc, input: input.prior or "none",
         state="results/state/t2i/{ft}",
     threads: 1
@@ -88,7 +90,9 @@ rule finetune_stage:
         plot="results/t2i/{ft}/stage{stage}/loss.png",
         summary="results/t2i/{ft}/stage{stage}/train_summary.json",
     params:
-        cfg=lambda wc: cfg_json(f"t2i.stages.{int(wc.stage) - 2}.train", "t2i.cond_dropout", "pretrain.model"),
+        cfg=lambda wc: cfg_json(
+            f"t2i.stages.{int(wc.stage) - 2}.train", "t2i.cond_dropout", "t2i.long_caption_fraction", "pretrain.model"
+        ),
         state="results/state/t2i/{ft}/stage{stage}",
     threads: 1
     resources:

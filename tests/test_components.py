@@ -55,6 +55,39 @@ def test_encoder_preprocess_resizes_and_center_crops():
     assert torch.allclose(x, torch.ones_like(x), atol=1e-4)  # white -> +1 after normalisation
 
 
+@pytest.mark.parametrize("size", [(256, 256), (480, 640), (333, 500), (640, 427), (150, 200)])
+def test_bilinear_preprocess_is_the_released_models_pil_pipeline(size):
+    """`resize: bilinear` reproduces the released Lumos T2I model's DINO preprocessing, torchvision's
+    Resize(224) (PIL bilinear) + CenterCrop(224) + ToTensor + Normalize on a PIL image, within 1.5
+    grey levels (of 255) per pixel and 0.5 on average (PIL rounds its output to uint8; measured:
+    at most 1.0 and 0.3). The default bicubic filter is 15+ levels off on the same images."""
+    from torchvision import transforms as T
+
+    from lumos.components.encoders import VisionEncoder
+
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    released = T.Compose([T.Resize(224, interpolation=T.InterpolationMode.BILINEAR), T.CenterCrop(224), T.ToTensor(),
+                          T.Normalize(mean, std)])
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    waves = 127 + 60 * (np.sin(xx / 7.0) * np.cos(yy / 11.0))[..., None]
+    image = (waves + np.random.default_rng(0).normal(0, 25, (h, w, 3))).clip(0, 255).astype(np.uint8)
+    expected = released(Image.fromarray(image))
+    scale = torch.tensor(std).view(3, 1, 1) * 255  # normalised units -> grey levels
+    for resize, ok in (("bilinear", True), ("bicubic", False)):
+        got = VisionEncoder(torch.nn.Identity(), "timm", 224, mean, std, resize=resize).preprocess(image[None])[0]
+        assert got.shape == expected.shape == (3, 224, 224)
+        diff = ((got - expected) * scale).abs()
+        assert (diff.max() <= 1.5 and diff.mean() <= 0.5) == ok, (resize, diff.max(), diff.mean())
+
+
+def test_unknown_resize_filter_is_refused():
+    from lumos.components.encoders import VisionEncoder
+
+    with pytest.raises(ValueError, match="resize filter 'nearest'"):
+        VisionEncoder(torch.nn.Identity(), "timm", 16, [0.5] * 3, [0.5] * 3, resize="nearest")
+
+
 def test_random_views_are_crops_of_the_input():
     from lumos.components.encoders import random_views
 

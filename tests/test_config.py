@@ -19,6 +19,8 @@ def test_paper_preset_is_the_paper_setting():
     assert cfg["data"]["splits"]["imagenet"]["n"] == 50000
     assert cfg["components"]["vae"]["pretrained"] == "stabilityai/sd-vae-ft-mse"
     assert cfg["eval"]["fid_extractor"] == "inception"
+    assert cfg["components"]["dino"]["resize"] == "bilinear"  # the released T2I model's DINO preprocessing
+    assert load_config("tiny")["components"]["dino"]["resize"] == "bicubic"  # the schema default
 
 
 @pytest.mark.parametrize(

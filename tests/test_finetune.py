@@ -133,6 +133,41 @@ def test_training_data_mixes_captions_and_applies_noise(tmp_path):
     assert torch.equal(some["cond"], tokens[[33, 2, 33, 19]]) and torch.equal(some["x0"], latents[[33, 2, 33, 19]])
 
 
+@pytest.mark.parametrize("fraction", [0.5, 0.95, 0.3, 0.123])
+def test_mixed_captions_follow_the_long_caption_fraction(tmp_path, fraction):
+    """t2i.long_caption_fraction: over one epoch of a mixed fine-tune's rows the share of long
+    captions is the configured one within 0.005 (at most 100 passes), every image has both
+    captions, and the training sampler's draws realise it within 4 binomial standard deviations."""
+    from lumos.train import BatchSampler
+
+    n = 20
+    _pairs(tmp_path, n)  # a long caption has 5 unmasked tokens, a short one 3
+    rows = t2i_training_data(str(tmp_path / "f"), str(tmp_path / "t"), parse_finetune("none-t5-mixed-n0"), seed=0,
+                             long_fraction=fraction)
+    epoch = rows.batch(0, np.arange(rows.sizes[0]))
+    is_long = epoch["cond_mask"].sum(1) == 5
+    assert abs(is_long.double().mean().item() - fraction) <= 0.005
+    image = epoch["x0"][:, 0, 0, 0].long()
+    per_image = torch.zeros(n, dtype=torch.float64).index_add_(0, image, is_long.double())
+    assert torch.all(per_image == per_image[0]) and 0 < per_image[0] < rows.sizes[0] // n  # both kinds, alike
+    sampler, draws = BatchSampler(rows.sizes, 512, seed=0), []
+    for step in range(40):
+        drawn = rows.batch(0, sampler.next(step)[0])
+        draws.append(drawn["cond_mask"].sum(1) == 5)
+    drawn_long = torch.cat(draws).double()
+    assert abs(drawn_long.mean().item() - fraction) <= 4 * (fraction * (1 - fraction) / len(drawn_long)) ** 0.5
+
+
+def test_the_default_fraction_keeps_one_short_and_one_long_pass():
+    """0.5 is the layout mixed fine-tunes always had: pass 0 short, pass 1 long (2n rows)."""
+    from lumos.finetune import caption_passes
+
+    assert caption_passes("mixed") == [0, 1] and caption_passes("short", 0.95) == caption_passes("long") == [0]
+    assert caption_passes("mixed", 0.95) == [0] + [1] * 19
+    with pytest.raises(ValueError, match="t2i.long_caption_fraction"):
+        caption_passes("mixed", 1.0)
+
+
 def test_finetune_trains_on_the_stores_and_reports_the_pairs(tmp_path):
     from lumos.finetune import finetune
     from lumos.settings import ModelSettings, TrainSettings
@@ -144,6 +179,7 @@ def test_finetune_trains_on_the_stores_and_reports_the_pairs(tmp_path):
                        ModelSettings(size="DiT-N/2", learn_sigma=True, cond_dropout=0.1), cfg, 0.1,
                        str(tmp_path / "out"), str(tmp_path / "state"), seed=0, device="cpu")
     assert summary["pairs"] == 20 and summary["captions"] == "mixed" and summary["steps"] == 3
+    assert summary["long_caption_fraction"] == 0.5
     assert json.loads((tmp_path / "out" / "model" / "config.json").read_text())["max_cond_tokens"] == 5
 
 

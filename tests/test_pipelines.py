@@ -125,10 +125,11 @@ def test_t2i_latents_equal_workflow_sample(t2i, sampler):
 @pytest.mark.parametrize("injection", ["cross_attn", "adaln"])
 def test_i2i_round_trip(tmp_path, injection):
     pipe = LumosI2IPipeline(tiny_dit(injection, VIT_DIM, 1), tiny_vae(), make_scheduler("dpm++"), tiny_vit(),
-                            input_size=16, mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.3])
+                            input_size=16, mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.3], resize="bilinear")
     pipe.save_pretrained(tmp_path)
     loaded = LumosI2IPipeline.from_pretrained(tmp_path)
     assert loaded.config.input_size == 16 and list(loaded.config.std) == [0.2, 0.25, 0.3]
+    assert loaded.config.resize == "bilinear"
     assert loaded.image_encoder.pooler is None
     image = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)  # resized + cropped to 16
     out = run(loaded, image, output_type="np")

@@ -332,6 +332,24 @@ def test_paper_t2i_dag_dry_run_without_weights(tmp_path):
         assert f"rule {rule}:" in out or f"localrule {rule}:" in out, rule
     assert "evaluation/evaluate_images.py" in out and "dpg_bench/compute_dpg_bench.py" in out
     assert "--ft lumos_i2i-t5-mixed-n0 --prior results/pretrain/lumos_i2i/model" in out
+    assert '"t2i.long_caption_fraction": 0.5' in out  # the fine-tune reruns when the mixing ratio changes
+    assert "rule caption:" not in out  # data.captioner is unset: COCO long captions are the user's to give
+
+
+def test_paper_dry_run_captions_coco_first_when_a_captioner_is_set(tmp_path):
+    """With data.captioner set and no COCO long_captions, Table 2's DAG captions the COCO source
+    with the VLM (its own env) and curates the COCO split with the JSON it writes."""
+    proc = snakemake("results/table2.csv", "--configfile", str(ROOT / "config" / "paper.yaml"), "--config",
+                     'data={"captioner": {"model": "OpenGVLab/InternVL3-8B-hf"}}', "-n", "-p", cwd=tmp_path)
+    out = proc.stdout
+    assert out.count("rule caption:") == 1
+    assert "python -m lumos caption" in out and "--split coco --source coco --out results/captions/coco/coco.json" in out
+    assert "OpenGVLab/InternVL3-8B-hf" in out
+    coco_jobs = [line for line in out.splitlines() if "lumos data --split coco " in line]
+    assert coco_jobs
+    for line in coco_jobs:
+        source = json.loads(re.search(r"--cfg '(.*?)' ", line).group(1))["data.sources.coco"][0]
+        assert source["long_captions"] == "results/captions/coco/coco.json"
 
 
 def test_paper_interpolation_figure_dry_run(tmp_path):

@@ -1,6 +1,6 @@
 """Data commands: generate a Shapes-world split, score the aesthetics of sources that ship no
-score (GPU jobs), curate a split's sources (many jobs), gather the jobs' parts, export the Shapes
-world as img2dataset webdataset shards."""
+score (GPU jobs), caption a source with a VLM (long captions), curate a split's sources (many
+jobs), gather the jobs' parts, export the Shapes world as img2dataset webdataset shards."""
 
 from __future__ import annotations
 
@@ -47,6 +47,35 @@ def cmd_aesthetic_scores(args):
                max_pixels=curation["max_pixels"], device=device)
 
 
+def cmd_caption(args):
+    """Long captions by an open VLM (data.captioner) for one source of a split, or a folder of
+    images (--images): the JSON {image file name: caption} a COCO source reads as long_captions.
+    Resumable; unreadable images and empty captions are counted in the summary."""
+    from lumos.config import ConfigError, schema_defaults
+    from lumos.data.captions import CaptionerSettings, caption_source
+    from lumos.data.sources import Source, split_sources
+
+    cfg, device = setup(args)
+    if not cfg.get("data.captioner"):
+        raise ConfigError("config key 'data.captioner' is not set: give at least {model: <hub id or folder of a "
+                          "transformers VLM>}, e.g. OpenGVLab/InternVL3-8B-hf")
+    settings = CaptionerSettings(**cfg["data.captioner"])
+    if args.images:
+        source = Source(name="images", path=args.images)
+    else:
+        if not (args.split and args.source):
+            raise ConfigError("give --images, or --split and --source (a source name of data.sources.<split>)")
+        sources = {s.name: s for s in split_sources(cfg, args.split)}
+        if args.source not in sources:
+            raise ConfigError(f"data.sources.{args.split} has no source named '{args.source}' "
+                              f"(it has {sorted(sources)})")
+        source = sources[args.source]
+    curation = {**schema_defaults("data.curation"), **cfg.get("data.curation", {})}
+    caption_source(source, settings, args.out, args.work, device=device, seed=cfg["seed"],
+                   files_per_unit=curation["files_per_unit"], max_pixels=curation["max_pixels"],
+                   summary_path=args.summary)
+
+
 def cmd_gather_data(args):
     """Join a split's job folders into the split: shards, index, curation counts, contact sheet."""
     from lumos.data.curate import gather_split
@@ -74,6 +103,12 @@ def register(add):
                 {"default": None}), parallel=True)
     add("aesthetic-scores", cmd_aesthetic_scores, split=("curated split name, e.g. pool", req),
         out=("JSON lines file of {key, score}", req), parallel=True)
+    add("caption", cmd_caption, out=("the JSON {image file name: long caption}", req),
+        split=("the split whose source to caption, e.g. coco", {"default": None}),
+        source=("the source's name in data.sources.<split>, e.g. coco", {"default": None}),
+        images=("instead: a folder of images (keys: paths under it)", {"default": None}),
+        summary=("counts file (default: <out stem>.summary.json)", {"default": None}),
+        work=("resumable progress, one folder per settings", {"default": "results/state/captions"}))
     add("gather-data", cmd_gather_data, config=False, parts=("the job folders, in order", {"nargs": "+", **req}),
         out=("the split folder", req), limit=("keep the first N images (the split's n)", {"type": int, "default": None}))
     add("export-shapes", cmd_export_shapes, split=("split name", req), out=("output folder of tar shards", req),

@@ -10,22 +10,27 @@ from lumos.commands import finish_training, optional_path, outputs_of, setup, tr
 
 def cmd_finetune(args):
     """Fine-tune a T2I model from an I2I prior (or from scratch) on the pair set; resumable."""
-    from lumos.finetune import finetune
+    from lumos.finetune import finetune, parse_finetune
     from lumos.settings import ModelSettings, TrainSettings
     from lumos.train import state_key
 
-    cfg, device = setup(args)
+    cfg, device = setup(args, preset_keys=("t2i.long_caption_fraction",))
     # stage 1 trains with t2i.train; Table S1's stage k >= 2 with t2i.stages.<k-2>.train
     train_key = "t2i.train" if args.stage == 1 else f"t2i.stages.{args.stage - 2}.train"
     train = TrainSettings.from_config(cfg[train_key], train_key)
     model = ModelSettings.from_config(cfg["pretrain.model"], "pretrain.model")
     snapshot_every = cfg.get("t2i.snapshot_every") if args.out_snapshots else None
-    key = state_key({"train": train.resume_key(), "model": vars(model), "seed": cfg["seed"], "name": args.ft,
-                     "prior": args.prior, "init": args.init, "cond_dropout": cfg["t2i.cond_dropout"],
-                     "snapshot_every": snapshot_every}, Path(args.features) / "index.json")
+    long_fraction = cfg["t2i.long_caption_fraction"]
+    settings = {"train": train.resume_key(), "model": vars(model), "seed": cfg["seed"], "name": args.ft,
+                "prior": args.prior, "init": args.init, "cond_dropout": cfg["t2i.cond_dropout"],
+                "snapshot_every": snapshot_every}
+    if parse_finetune(args.ft)["captions"] == "mixed":  # the rows a mixed run draws depend on it
+        settings["long_caption_fraction"] = long_fraction
+    key = state_key(settings, Path(args.features) / "index.json")
     finish_training(finetune(args.features, args.text, args.ft, args.prior, model, train, cfg["t2i.cond_dropout"],
                              outputs_of(args), str(Path(args.state) / key), cfg["seed"], device,
-                             stop_after=args.stop_after, snapshot_every=snapshot_every, init_dir=args.init))
+                             stop_after=args.stop_after, snapshot_every=snapshot_every, init_dir=args.init,
+                             long_fraction=long_fraction))
 
 
 def _t2i_model(model_dir, cfg, text_dim: int, n_tokens: int, latent_shape):

@@ -18,26 +18,35 @@ from lumos.components.loading import MissingWeightsError, from_pretrained, looks
 from lumos.utils import log, progress
 
 
-class VisionEncoder:
-    """Wraps a ViT: uint8 images in, (CLS (B, D), patch tokens (B, N, D)) out."""
+RESIZE_FILTERS = ("bicubic", "bilinear")  # `components.<encoder>.resize`
 
-    def __init__(self, model: nn.Module, kind: str, input_size: int, mean, std, device="cpu"):
+
+class VisionEncoder:
+    """Wraps a ViT: uint8 images in, (CLS (B, D), patch tokens (B, N, D)) out.
+
+    `resize` is how `preprocess` brings the shorter side to `input_size` before the centre crop:
+    ``bicubic`` (antialiased; this workflow's own encoders train and run so), or ``bilinear``, the
+    released Lumos T2I model's torchvision preprocessing of PIL images (Resize(input_size) with
+    PIL's bilinear filter + CenterCrop(input_size))."""
+
+    def __init__(self, model: nn.Module, kind: str, input_size: int, mean, std, device="cpu", resize: str = "bicubic"):
+        if resize not in RESIZE_FILTERS:
+            raise ValueError(f"resize filter {resize!r}: expected one of {RESIZE_FILTERS}")
         self.model = model.to(device).eval()
         self.kind = kind
         self.input_size = input_size
+        self.resize = resize
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
         self.device = device
 
     def preprocess(self, images) -> torch.Tensor:
-        """Resize the shorter side to `input_size` (bicubic), center-crop, normalise."""
+        """Resize the shorter side to `input_size` (`resize` filter), centre-crop, normalise."""
         x = torch.as_tensor(np.asarray(images)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
-        h, w = x.shape[-2:]
-        if min(h, w) != self.input_size:
-            s = self.input_size / min(h, w)
-            x = F.interpolate(x, size=(round(h * s), round(w * s)), mode="bicubic", antialias=True)
-            h, w = x.shape[-2:]
-        top, left = (h - self.input_size) // 2, (w - self.input_size) // 2
+        h, w = resized_size(*x.shape[-2:], self.input_size, self.resize)
+        if (h, w) != tuple(x.shape[-2:]):
+            x = F.interpolate(x, size=(h, w), mode=self.resize, antialias=True)
+        top, left = crop_offsets(h, w, self.input_size, self.resize)
         x = x[..., top : top + self.input_size, left : left + self.input_size]
         return (x - self.mean) / self.std
 
@@ -53,6 +62,27 @@ class VisionEncoder:
         if self.kind == "clip_vision":  # CLIP's final norm applies to the pooled CLS only; here to every token
             return self.model.post_layernorm(self.model(pixel_values=x).last_hidden_state)
         return self.model.forward_features(x)
+
+
+def resized_size(h: int, w: int, size: int, resize: str = "bicubic") -> tuple[int, int]:
+    """(height, width) with the shorter side `size`. The long side is rounded for ``bicubic``, and
+    truncated for ``bilinear`` as torchvision's Resize(size) does (the released model's)."""
+    short = min(h, w)
+    if short == size:
+        return h, w
+    if resize == "bilinear":
+        side = lambda v: int(size * v / short)  # noqa: E731  (torchvision's arithmetic)
+    else:
+        side = lambda v: round(v * (size / short))  # noqa: E731
+    return (size, side(w)) if h <= w else (side(h), size)
+
+
+def crop_offsets(h: int, w: int, size: int, resize: str = "bicubic") -> tuple[int, int]:
+    """(top, left) of the centred `size` crop: floored for ``bicubic``, rounded half to even for
+    ``bilinear`` as torchvision's CenterCrop does."""
+    if resize == "bilinear":
+        return int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return (h - size) // 2, (w - size) // 2
 
 
 def build_tiny_vit(image_size: int, cfg: dict):
@@ -207,8 +237,8 @@ def _load_moco_v3_checkpoint(spec: dict):
 
 def load_encoder(spec: dict, name: str, device="cpu") -> VisionEncoder:
     """Load the vision encoder of config block `components.<name>` (missing keys take the schema's
-    defaults: `format`, `input_size`). A CLIP block (`kind: clip`, Figures 9-10) gives its image
-    tower; a transformers folder or hub id its ViT (DINO) or, for other model types (DINOv2,
+    defaults: `format`, `input_size`, `resize`). A CLIP block (`kind: clip`, Figures 9-10) gives its
+    image tower; a transformers folder or hub id its ViT (DINO) or, for other model types (DINOv2,
     Figure S3), the model `AutoModel` builds."""
     from lumos.config import schema_defaults
 
@@ -218,7 +248,8 @@ def load_encoder(spec: dict, name: str, device="cpu") -> VisionEncoder:
 
         model = from_pretrained(CLIPVisionModel, spec["pretrained"], f"{name} image tower", key)
         return VisionEncoder(model, "clip_vision", spec.get("input_size", model.config.image_size),
-                             spec.get("mean", [0.5] * 3), spec.get("std", [0.5] * 3), device)
+                             spec.get("mean", [0.5] * 3), spec.get("std", [0.5] * 3), device,
+                             resize=spec.get("resize", "bicubic"))
     spec = {**schema_defaults("components.dino"), **spec}  # every vision encoder block has this schema
     fmt = spec["format"]
     if fmt == "transformers":
@@ -239,4 +270,5 @@ def load_encoder(spec: dict, name: str, device="cpu") -> VisionEncoder:
             spec["timm_name"], pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": spec["pretrained"]}
         )
         kind = "timm"
-    return VisionEncoder(model, kind, spec["input_size"], spec.get("mean", [0.5] * 3), spec.get("std", [0.5] * 3), device)
+    mean, std = spec.get("mean", [0.5] * 3), spec.get("std", [0.5] * 3)
+    return VisionEncoder(model, kind, spec["input_size"], mean, std, device, resize=spec["resize"])
