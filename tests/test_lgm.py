@@ -1,7 +1,12 @@
 """LGM reconstruction's input (lumos/lgm.py): our cameras in LGM's convention, the four views it
-takes, the prepared folder (no LGM, GPU or weights needed)."""
+takes, the prepared folder; and lumos/lgm_run.py against a stand-in of LGM's interface (no LGM,
+GPU or weights needed)."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +15,8 @@ from PIL import Image
 from lumos.data.shapes3d import (FOV_DEG, RADIUS, TEST_AZIMUTHS, camera_to_world, project, test_views, view_record)
 from lumos.lgm import (_WORLD_TO_LGM, LGM_RADIUS, lgm_cameras, lgm_orbit_camera, lgm_view_indices, normalise_to_first,
                        prepare_lgm_inputs, split_strip, to_lgm_camera)
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _records(cameras, obj=0):
@@ -149,3 +156,119 @@ def test_prepare_lgm_inputs(test_split, tmp_path):
     assert Image.open(tmp_path / "in" / "inputs.png").size == (4 * 32, 2 * 32)
     with pytest.raises(FileNotFoundError, match="nvs.lgm.objects"):
         prepare_lgm_inputs(root / "views", root / "data", tmp_path / "more", objects=3, size=32)
+
+
+# A stand-in of the LGM interface lgm_run.py calls, from reading 3DTopia/LGM: core.options
+# (Options, config_defaults), core.utils.get_rays, core.models.LGM (prepare_default_rays,
+# forward_gaussians, gs.render, gs.save_ply, gs.proj_matrix).
+STAND_IN = {
+    "core/__init__.py": "",
+    "core/options.py": '''
+from dataclasses import dataclass
+
+@dataclass
+class Options:
+    input_size: int = 16
+    fovy: float = 49.1
+    cam_radius: float = 1.5
+    output_size: int = 24
+    lambda_lpips: float = 1.0
+
+config_defaults = {"big": Options()}
+''',
+    "core/utils.py": '''
+import numpy as np
+import torch
+
+def get_rays(pose, h, w, fovy):
+    """Rays (origins, unit directions), (h, w, 3) each, through pixel centres, OpenGL camera axes."""
+    f = h * 0.5 / np.tan(0.5 * np.deg2rad(fovy))
+    v, u = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    d = torch.stack([(u - w * 0.5 + 0.5) / f, -(v - h * 0.5 + 0.5) / f, -torch.ones(h, w)], -1).float()
+    d = d @ pose[:3, :3].T
+    d = d / d.norm(dim=-1, keepdim=True)
+    return pose[:3, 3].expand_as(d), d
+''',
+    "core/models.py": '''
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.utils import get_rays
+
+
+class Renderer:
+    def __init__(self, opt):
+        self.opt, self.proj_matrix = opt, torch.eye(4)
+
+    def render(self, gaussians, cam_view, cam_view_proj, cam_pos, bg_color=None, scale_modifier=1):
+        assert cam_view.shape[:2] == (1, 1) and cam_view_proj.shape == (1, 1, 4, 4) and cam_pos.shape == (1, 1, 3)
+        return {"image": torch.full((1, 1, 3, self.opt.output_size, self.opt.output_size), 0.5)}
+
+    def save_ply(self, gaussians, path):
+        Path(path).write_text(f"ply {gaussians.shape[1]}\\n")
+
+
+class LGM(torch.nn.Module):
+    def __init__(self, opt):
+        super().__init__()
+        assert opt.lambda_lpips == 0, "LPIPS would download VGG weights"
+        self.opt, self.gs = opt, Renderer(opt)
+        self.conv = torch.nn.Conv2d(9, 14, 1)
+
+    def prepare_default_rays(self, device, elevation=0):
+        from lumos.lgm import lgm_orbit_camera  # kiui's orbit_camera, as lumos/lgm.py states it
+        rays = []
+        for az in (0, 90, 180, 270):
+            o, d = get_rays(torch.tensor(lgm_orbit_camera(elevation, az, self.opt.cam_radius)).float(),
+                            self.opt.input_size, self.opt.input_size, self.opt.fovy)
+            rays.append(torch.cat([torch.cross(o, d, dim=-1), d], -1))
+        return torch.stack(rays).permute(0, 3, 1, 2).to(device)
+
+    def forward_gaussians(self, images):
+        b, v, c, h, w = images.shape
+        assert (v, c) == (4, 9) and h == w == self.opt.input_size
+        return self.conv(images.view(b * v, c, h, w)).permute(0, 2, 3, 1).reshape(b, -1, 14)
+''',
+}
+
+
+def _run(args):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(ROOT / "lumos" / "lgm_run.py"), *args], capture_output=True, text=True,
+                          env=env)
+
+
+def test_lgm_run_against_a_stand_in(test_split, tmp_path):
+    """lgm_run.py end to end on the CPU with the stand-in: a .ply and a preview per object, the
+    input cameras checked against LGM's default ones (a wrong one stops the run)."""
+    import torch
+    from safetensors.torch import save_file
+
+    root, _ = test_split
+    repo = tmp_path / "LGM"
+    for name, text in STAND_IN.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    save_file({"conv.weight": torch.zeros(14, 9, 1, 1), "conv.bias": torch.zeros(14)}, str(tmp_path / "w.safetensors"))
+    prepare_lgm_inputs(root / "views", root / "data", tmp_path / "in", objects=2, size=16)
+    args = ["--repo", str(repo), "--weights", str(tmp_path / "w.safetensors"), "--inputs", str(tmp_path / "in"),
+            "--device", "cpu"]
+    proc = _run([*args, "--out", str(tmp_path / "out")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [o["object"] for o in summary["objects"]] == ["object-00000", "object-00001"]
+    assert summary["objects"][0]["gaussians"] == 4 * 16 * 16
+    assert (tmp_path / "out" / "object-00001.ply").read_text() == "ply 1024\n"
+    assert Image.open(tmp_path / "out" / "object-00000.png").size == (8 * 256, 3 * 256)
+    # a camera that is not LGM's stops the run
+    cams_file = tmp_path / "in" / "object-00000" / "cameras.json"
+    cams = json.loads(cams_file.read_text())
+    cams["c2w"][1] = lgm_orbit_camera(0, 80).tolist()
+    cams_file.write_text(json.dumps(cams))
+    proc = _run([*args, "--out", str(tmp_path / "bad")])
+    assert proc.returncode != 0 and "not LGM's four default cameras" in proc.stderr
+    # missing weights name the flag
+    proc = _run([*args[:2], "--weights", str(tmp_path / "none.safetensors"), *args[4:], "--out", str(tmp_path / "x")])
+    assert proc.returncode != 0 and "--weights" in proc.stderr
