@@ -38,4 +38,5 @@ rule all:
         "results/table5.csv",
         "results/fig2d.png",
         "results/figS8.png",
+        LGM_TARGETS,  # nvs.lgm set (paper preset only): LGM's Gaussians from the generated views
         expand("results/t2i/{ft}/stage{stage}/model", ft=T2I_MAIN, stage=sorted(STAGES)),

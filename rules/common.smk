@@ -616,6 +616,38 @@ def nvs_eval_objects(ckpt):
     return f" --objects {n}" if n else ""
 
 
+# LGM reconstruction (rules/nvs.smk: lgm_inputs, lgm_reconstruct): optional, paper preset only,
+# built for Table 4's Lumos-NVS prior when `nvs.lgm` is set.
+LGM = config["nvs"].get("lgm") or {}
+LGM_TARGETS = [f"results/nvs/{NVS_MAIN}/lgm"] if LGM else []
+if LGM and config["preset"] != "paper":
+    raise WorkflowError(f"config key 'nvs.lgm' is for the paper preset only, not {config['preset']!r}: "
+                        "LGM needs CUDA and its released weights")
+
+
+def lgm_weights(wildcards):
+    """LGM's weights file (`nvs.lgm.weights`), once the weights and the repository (`nvs.lgm.repo`)
+    are checked: a missing one stops the workflow naming its config key."""
+    if not LGM:
+        raise WorkflowError("config key 'nvs.lgm' is not set: the LGM reconstruction needs its repo and weights")
+    repo, weights = LGM["repo"], LGM["weights"]
+    if not os.path.isfile(os.path.join(repo, "core", "models.py")):
+        raise WorkflowError(f"config key 'nvs.lgm.repo': {repo} is not a clone of 3DTopia/LGM (no core/models.py)")
+    if not os.path.isfile(weights):
+        raise WorkflowError(f"config key 'nvs.lgm.weights': missing {weights} (LGM's weights, hub repository "
+                            "ashawkey/LGM, e.g. model_fp16_fixrot.safetensors)")
+    return weights
+
+
+def nvs_saved_views(wildcards):
+    """`--save-views` of an evaluation: the final model's first objects, as many as Figure 7 shows
+    and, for the prior LGM reconstructs, at least `nvs.lgm.objects`; none for snapshots."""
+    if wildcards.ckpt != "final":
+        return 0
+    n = config["nvs"]["eval"].get("figure_objects", 3)
+    return max(n, LGM["objects"]) if LGM and wildcards.prior == NVS_MAIN else n
+
+
 # ------------------------------------------------------------------------------------ image-to-video
 
 

@@ -475,6 +475,33 @@ def test_paper_released_weights_rows(tmp_path):
     assert "missing.pth" in proc.stdout + proc.stderr and "released.i2i" in proc.stdout + proc.stderr
 
 
+def test_paper_lgm_reconstruction_dry_run(tmp_path):
+    """With `nvs.lgm` set, the paper DAG keeps the generated views of LGM's objects, prepares LGM's
+    input from them and runs LGM in its own env; a missing repo or weights file stops the workflow
+    naming its key; the other presets refuse the key."""
+    repo, weights = tmp_path / "LGM", tmp_path / "model_fp16_fixrot.safetensors"
+    (repo / "core").mkdir(parents=True)
+    (repo / "core" / "models.py").write_text("")
+    weights.write_bytes(b"")
+    extra = tmp_path / "lgm.yaml"
+    extra.write_text(f"nvs: {{lgm: {{repo: {repo}, weights: {weights}, objects: 6}}}}\n")
+    paper = str(ROOT / "config" / "paper.yaml")
+    out = snakemake("results/nvs/i2i/lgm", "--configfile", paper, str(extra), "-n", "-p", cwd=tmp_path).stdout
+    assert re.search(r"nvs-eval .*--model results/nvs/i2i/model .*--save-views 6 ", out)  # 6 > Figure 7's 4
+    assert ("lumos lgm-inputs --views results/nvs/i2i/eval/final/views --data results/data/nvs_test --objects 6"
+            " --out results/nvs/i2i/lgm_inputs") in out
+    assert (f"lumos/lgm_run.py --repo {repo} --weights {weights} --variant big --inputs results/nvs/i2i/lgm_inputs"
+            " --out results/nvs/i2i/lgm") in out
+    for where, key in (((repo, tmp_path / "missing.safetensors"), "nvs.lgm.weights"),
+                       ((tmp_path / "no-repo", weights), "nvs.lgm.repo")):
+        extra.write_text(f"nvs: {{lgm: {{repo: {where[0]}, weights: {where[1]}}}}}\n")
+        proc = snakemake("results/nvs/i2i/lgm", "--configfile", paper, str(extra), "-n", cwd=tmp_path, check=False)
+        assert proc.returncode != 0 and key in proc.stdout + proc.stderr, proc.stdout[-2000:] + proc.stderr[-2000:]
+    extra.write_text(f"nvs: {{lgm: {{repo: {repo}, weights: {weights}}}}}\n")
+    proc = snakemake("results/table4.csv", "--configfile", str(extra), "-n", cwd=tmp_path, check=False)  # tiny
+    assert proc.returncode != 0 and "'nvs.lgm' is for the paper preset only" in proc.stdout + proc.stderr
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -143,6 +143,18 @@ def cmd_fig7(args):
     print(f"wrote {args.png} ({len(strips)} objects)")
 
 
+def cmd_lgm_inputs(args):
+    """LGM's input from the generated views of the first test objects: for each, the four views at
+    elevation 0 and azimuths 0 / 90 / 180 / 270 degrees from the input view, resized to LGM's input
+    size, with their cameras in LGM's convention (`lumos.lgm`)."""
+    from lumos.lgm import prepare_lgm_inputs
+    from lumos.utils import setup_logging
+
+    setup_logging()
+    summary = prepare_lgm_inputs(args.views, args.data, args.out, args.objects)
+    print(json.dumps(summary))
+
+
 def register(add):
     req = {"required": True}
     add("views", cmd_views, split=("rendered-views split", {"choices": sorted(SPLIT_KINDS), "required": True}),
@@ -167,3 +179,7 @@ def register(add):
         csv=("output CSV", req))
     add("fig7", cmd_fig7, views=("folder of object-<k>.png strips (nvs-eval --save-views)", req),
         data=("nvs_test split folder", req), png=("output PNG", req))
+    add("lgm-inputs", cmd_lgm_inputs, config=False,
+        views=("folder of object-<k>.png strips (nvs-eval --save-views)", req),
+        data=("nvs_test split folder", req), out=("output folder (object-<k>/ view PNGs + cameras.json)", req),
+        objects=("the first this many test objects (nvs.lgm.objects)", {"type": int, **req}))
