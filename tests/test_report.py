@@ -94,7 +94,7 @@ def test_table2_table3_released_t2i_row_only_when_evaluated(tmp_path):
     row = df.set_index("method").loc[label]
     assert (row["fid"], row["captions"], row["source"]) == (11.0, "short (raw)", "measured")
     note = table2.to_markdown(df, sampling)
-    assert "dpm++ 20 steps, guidance 4.5" in note and "1024 x 1024 px" in note and "T5 v1.1 XXL" in note
+    assert "DPM-Solver++ 20 steps, guidance 4.5" in note and "1024 x 1024 px" in note and "T5 v1.1 XXL" in note
 
     geneval = write("geneval.json", {"overall": 0.5, "single_object": 0.9})
     dpg = write("dpg.json", {"average": 80.0})
