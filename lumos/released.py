@@ -32,6 +32,9 @@ micro-conditions (``micro_conditions=True``, chosen when the file has the embedd
 
 The conversion is strict: a missing or unexpected key, a shape that does not fit and a
 stored ``pos_embed`` that differs from our table each fail with a message naming them.
+
+Sampling the imported T2I model (`lumos released-t2i-sample`) uses `t2i_latent_shape` and
+`check_text_width` below; its micro-conditions are `lumos.models.dit.micro_condition_inputs`.
 """
 
 from __future__ import annotations
