@@ -21,6 +21,7 @@ include: "rules/finetune.smk"
 include: "rules/nvs.smk"
 include: "rules/i2v.smk"
 include: "rules/evaluate.smk"
+include: "rules/released.smk"
 include: "rules/report.smk"
 
 

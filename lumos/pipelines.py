@@ -27,10 +27,10 @@ from transformers import CLIPTextModel, PreTrainedTokenizerBase, T5EncoderModel,
 
 from lumos.components.encoders import VisionEncoder
 from lumos.components.text import TextEncoder
-from lumos.components.vae import LatentCodec
+from lumos.components.vae import LatentCodec, vae_factor
 from lumos.diffusion.sampling import make_scheduler, sample
 from lumos.features import condition_tokens
-from lumos.models.dit import LumosDiT  # also puts lumos.models.dit in sys.modules for from_pretrained
+from lumos.models.dit import LumosDiT, micro_condition_inputs  # also puts lumos.models.dit in sys.modules
 
 OUTPUT_TYPES = ("pil", "np", "latent")
 
@@ -48,7 +48,7 @@ class _LumosPipeline(DiffusionPipeline):
         """Latent (h, w) for an image of `height` x `width` pixels (default: the model's square
         sample size); sides must be multiples of the VAE factor times the patch size."""
         cfg = self.transformer.config
-        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        factor = vae_factor(self.vae)
         h, w = (height or cfg.sample_size * factor), (width or cfg.sample_size * factor)
         step = factor * cfg.patch_size
         if h % step or w % step:
@@ -59,6 +59,8 @@ class _LumosPipeline(DiffusionPipeline):
     def _generate(self, cond, cond_mask, num_inference_steps, guidance_scale, generator, output_type,
                   return_dict, progress, height=None, width=None):
         """Sample latents for a condition batch with `sample` and this pipeline's scheduler, then decode.
+        A micro-conditioned transformer (the released T2I model) is given the image's size in
+        pixels and its height / width ratio.
 
         Returns an `ImagePipelineOutput` whose `images` are PIL images (``"pil"``), a uint8
         (B, H, W, 3) array (``"np"``, the workflow's PNG pixels) or the (B, C, h, w) latents.
@@ -69,10 +71,12 @@ class _LumosPipeline(DiffusionPipeline):
         if cfg.extra_in_channels:
             raise ValueError("this pipeline does not supply extra input channels (extra_in_channels > 0)")
         shape = (cond.shape[0], cfg.in_channels, *self._latent_size(height, width))
+        factor = vae_factor(self.vae)
+        micro = micro_condition_inputs(shape[2] * factor, shape[3] * factor) if cfg.micro_conditions else None
         device = self._execution_device
         latents = sample(self.transformer, shape, cond, cond_mask, num_steps=num_inference_steps,
                          guidance_scale=guidance_scale, generator=generator, progress=progress,
-                         device=device, scheduler=self.scheduler)
+                         device=device, scheduler=self.scheduler, model_kwargs=micro)
         if output_type == "latent":
             images = latents
         else:
@@ -253,11 +257,13 @@ def assemble_i2i_pipeline(transformer_dir: str, vae_dir: str, encoder_dir: str, 
 
 def pipeline_sampler(pipeline_dir: str, sample_cfg: dict, device):
     """`generate(prompts, seed) -> uint8 (n, H, W, 3)` from an exported T2I pipeline, with the
-    configured sampler steps and guidance."""
+    configured sampler steps and guidance, at `sample_cfg["image_size"]` pixels square when the
+    settings give one (the released T2I model's 1024), else at the model's training size."""
     pipe = LumosT2IPipeline.from_pretrained(pipeline_dir).to(device)
+    size = sample_cfg.get("image_size")
 
     def generate(prompts: list[str], seed: int):
         return pipe(prompts, num_inference_steps=sample_cfg["steps"], guidance_scale=sample_cfg["guidance_scale"],
-                    generator=torch.Generator().manual_seed(seed), output_type="np").images
+                    generator=torch.Generator().manual_seed(seed), output_type="np", height=size, width=size).images
 
     return generate

@@ -32,6 +32,9 @@ micro-conditions (``micro_conditions=True``, chosen when the file has the embedd
 
 The conversion is strict: a missing or unexpected key, a shape that does not fit and a
 stored ``pos_embed`` that differs from our table each fail with a message naming them.
+
+Sampling the imported T2I model (`lumos released-t2i-sample`) uses `t2i_latent_shape` and
+`check_text_width` below; its micro-conditions are `lumos.models.dit.micro_condition_inputs`.
 """
 
 from __future__ import annotations
@@ -295,3 +298,24 @@ def convert_released(path, kind: str, **options) -> LumosDiT:
     as a :class:`LumosDiT`; ``options`` override the inferred config (e.g. ``num_heads``,
     ``pos_interpolation_scale``). Strict: see :func:`map_released`."""
     return convert_state_dict(load_released(path, kind), kind, str(path), **options)
+
+
+# ------------------------------------------------------------------- sampling the T2I model
+
+
+def t2i_latent_shape(model: LumosDiT, factor: int, size: int) -> tuple[int, int, int]:
+    """The (channels, h, w) latent of a `size` x `size` pixel image for `model`, with a VAE of
+    `factor` pixels per latent cell; `size` must be a multiple of factor x patch size."""
+    step = factor * model.config.patch_size
+    if size % step:
+        raise ValueError(f"image size {size} is not a multiple of {step} (VAE factor {factor} x patch size "
+                         f"{model.config.patch_size})")
+    return model.config.in_channels, size // factor, size // factor
+
+
+def check_text_width(model: LumosDiT, tokens, encoder: str) -> None:
+    """Stop when cached caption tokens do not have the width the model's caption projection reads."""
+    width = tokens.shape[-1]
+    if width != model.config.cond_dim:
+        raise ValueError(f"the {encoder} caption tokens are {width} wide but the model reads {model.config.cond_dim}: "
+                         "the released T2I model reads T5 v1.1 XXL tokens (components.t5_released)")

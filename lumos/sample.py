@@ -58,11 +58,14 @@ def batch_generator(seed: int, start: int) -> torch.Generator:
 
 
 def generate(model, codec, cond: torch.Tensor, cond_mask: torch.Tensor, latent_shape, out_dir: str, work_dir: str,
-             sample_cfg: dict, seed: int, device="cpu", part: int = 0, parts: int = 1) -> int:
+             sample_cfg: dict, seed: int, device="cpu", part: int = 0, parts: int = 1,
+             model_kwargs: dict | None = None) -> int:
     """Sample `len(cond)` images (batch by batch, each batch seeded by its start index) as PNGs
     named by their index. `cond` and `cond_mask` are tensors or anything read by slices
     (`lumos.loader.Column`: an evaluation split read batch by batch). With `parts` > 1 this job makes every `parts`-th batch only; the
-    parts' folders together hold exactly the images one job would have made."""
+    parts' folders together hold exactly the images one job would have made. `model_kwargs` are
+    further inputs of every model call, the same for every batch (the released T2I model's
+    micro-conditions: `lumos.models.dit.micro_condition_inputs`)."""
     from lumos.diffusion.sampling import sample
 
     model = model.to(device).eval()
@@ -72,7 +75,7 @@ def generate(model, codec, cond: torch.Tensor, cond_mask: torch.Tensor, latent_s
                      None if cond_mask is None else cond_mask[start:stop].to(device),
                      sampler=sample_cfg["sampler"], num_steps=sample_cfg["steps"],
                      guidance_scale=sample_cfg["guidance_scale"], generator=batch_generator(seed, start),
-                     device=device)
+                     device=device, model_kwargs=model_kwargs)
         return codec.decode(lat)
 
     return write_batches(len(cond), sample_cfg["batch_size"], make, out_dir, work_dir, part, parts)

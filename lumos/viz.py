@@ -67,6 +67,16 @@ def image_grid(images, ncols: int = 8, scale: int = 4, labels=None, pad: int = 2
     return grid
 
 
+def shrink(images, width: int) -> np.ndarray:
+    """uint8 (H, W, 3) images resized to `width` pixels wide, aspect ratio kept (PIL bicubic), as one
+    array (all images must share one size): large samples in a grid of readable size."""
+    out = []
+    for img in images:
+        h, w = img.shape[:2]
+        out.append(np.asarray(Image.fromarray(img).resize((width, max(1, round(h * width / w))), Image.BICUBIC)))
+    return np.stack(out)
+
+
 def save_grid(path, images, **kwargs) -> Image.Image:
     """Build :func:`image_grid` of ``images`` (keyword arguments passed on) and save it to ``path``."""
     grid = image_grid(images, **kwargs)

@@ -12,7 +12,9 @@ sys.path.insert(0, workflow.basedir)
 from lumos.config import ConfigError, config_slice, validate_config  # noqa: E402
 from lumos.data.buckets import aspect_buckets  # noqa: E402
 from lumos.data.sources import check_aesthetic  # noqa: E402
+from lumos.eval.fid import INCEPTION_SIZE  # noqa: E402
 from lumos.finetune import FINETUNE_PATTERN, FINETUNE_WILDCARD, parse_finetune  # noqa: E402
+from lumos.report.released import RELEASED_T2I_LABEL  # noqa: E402
 
 
 envvars:
@@ -92,7 +94,7 @@ if "real" in I2V_PRIORS:
 
 
 wildcard_constraints:
-    split="pool|coco|imagenet|coco_ref|imagenet_ref|classifier|imagenet1k|nvs_train|nvs_test|pairs(_[0-9]+px(_ar[0-9]+)?)?",
+    split="pool|coco(_[0-9]+px)?|imagenet|coco_ref|imagenet_ref|classifier|imagenet1k|nvs_train|nvs_test|pairs(_[0-9]+px(_ar[0-9]+)?)?",
     vsplit="nvs_train|nvs_test",
     prior="|".join(["input", "vae", *NVS_PRIORS]),
     clipsplit="video_train|ucf|msrvtt",
@@ -398,11 +400,13 @@ def official_launch_flags():
 
 
 def table3_inputs():
-    """What Table 3 reads: the official evaluators' scores for Lumos-T2I when configured (paper),
-    otherwise the Shapes-world analogues' folders for Lumos-T2I, the untrained model and the
-    ground-truth renders (the detector's own accuracy)."""
+    """What Table 3 reads: the official evaluators' scores for Lumos-T2I (and the released T2I
+    model, `released_t2i`, with config released.t2i) when configured (paper), otherwise the
+    Shapes-world analogues' folders for Lumos-T2I, the untrained model and the ground-truth renders
+    (the detector's own accuracy)."""
     if OFFICIAL:
-        return [f"results/eval/t2i/{T2I_MAIN}/{b}_official/scores.json" for b in ("geneval", "dpg")]
+        fts = [T2I_MAIN, *(["released_t2i"] if "t2i" in RELEASED else [])]
+        return [f"results/eval/t2i/{ft}/{b}_official/scores.json" for ft in fts for b in ("geneval", "dpg")]
     return [f"results/eval/t2i/{ft}/{b}" for ft in (T2I_MAIN, "untrained", "ground_truth") for b in ("geneval", "dpg")]
 
 
@@ -411,7 +415,10 @@ def table3_rows():
     model = f"results/t2i/{T2I_MAIN}/model"
     if OFFICIAL:
         files = table3_inputs()
-        return [f"Lumos-T2I={files[0]},{files[1]},{model}"]
+        rows = [f"Lumos-T2I={files[0]},{files[1]},{model}"]
+        if "t2i" in RELEASED:
+            rows.append(f"{RELEASED_T2I_LABEL}={files[2]},{files[3]},results/released/t2i/model")
+        return rows
     rows = []
     for label, ft in (("Lumos-T2I", T2I_MAIN), ("untrained DiT", "untrained"), ("ground-truth renders", "ground_truth")):
         files = ",".join(f"results/eval/t2i/{ft}/{b}/scores.json" for b in ("geneval", "dpg"))
@@ -684,7 +691,53 @@ def view_jobs(split):
 
 # ---------------------------------------------------------------------------- released weights
 
-RELEASED = {k: v for k, v in config.get("released", {}).items() if v}
+RELEASED = {k: config["released"][k] for k in ("i2i", "t2i") if config["released"].get(k)}  # kind -> .pth
+# `{ft}` of the official evaluators' rules: our fine-tunes and the released T2I model.
+OFFICIAL_FT = f"{FINETUNE_WILDCARD}|released_t2i"
+RELEASED_T2I_SAMPLE = config["released"]["t2i_sample"]  # how the released T2I model is sampled
+
+
+def official_pipeline(wildcards):
+    """The exported pipeline whose images the official evaluators score: a fine-tune's, or the
+    imported released T2I model's (`released_t2i`)."""
+    if wildcards.ft == "released_t2i":
+        return "results/released/t2i/pipeline"
+    return f"results/t2i/{wildcards.ft}/pipeline"
+
+
+def sample_key(ft):
+    """The config block of a T2I model's sampling settings: `released.t2i_sample` for the released
+    model (its official sampler, at 1024 px), `sample` for ours."""
+    return "released.t2i_sample" if ft == "released_t2i" else "sample"
+
+
+def check_released_t2i():
+    """The released T2I rows are built on the paper preset only; stop naming what is missing."""
+    needs = {
+        "components.t5_released (T5 v1.1 XXL, the model's text encoder)": "t5_released" in config["components"],
+        "eval.fid_extractor: inception": config["eval"]["fid_extractor"] == "inception",
+        "t2i.eval.official (the official GenEval / DPG-Bench evaluators)": bool(OFFICIAL),
+    }
+    missing = [key for key, ok in needs.items() if not ok]
+    if missing:
+        raise WorkflowError(f"config key 'released.t2i' is set, but the released T2I rows are built on the paper "
+                            f"preset only (--configfile config/paper.yaml): missing {'; '.join(missing)}")
+
+
+if "t2i" in RELEASED:
+    check_released_t2i()
+
+
+def released_sample_jobs(split):
+    """Parallel sampling jobs for a split's captions: `sample.jobs`, at most one per batch of
+    `released.t2i_sample.batch_size`."""
+    return min(config["sample"]["jobs"], -(-split_size(split) // RELEASED_T2I_SAMPLE["batch_size"]))
+
+
+def released_fid_reference(split):
+    """FID reference statistics for 1024 px samples: the split's images curated at Inception's
+    input size, so that clean-fid only scales the samples down (`lumos.eval.fid.check_comparable`)."""
+    return f"results/eval/fid/reference_{split}_{INCEPTION_SIZE}px.npz"
 
 
 def released_checkpoint(wildcards):

@@ -247,17 +247,22 @@ rule bench_ground_truth:
 
 # Paper preset: the official GenEval and DPG-Bench evaluators, each in its own conda env
 # (envs/geneval.yaml, envs/dpg_bench.yaml; created by `--sdm conda`, not installed by default).
-# They score results/t2i/<ft>/pipeline, the stage-1 (256 px) model that Table 2 also reports.
+# They score results/t2i/<ft>/pipeline, the stage-1 (256 px) model that Table 2 also reports, and
+# with config released.t2i the released T2I model (`released_t2i`, sampled with its own settings,
+# released.t2i_sample: rules/released.smk).
 
 
 rule official_images:
     input:
-        "results/t2i/{ft}/pipeline",
+        official_pipeline,
     output:
         images=directory("results/eval/t2i/{ft}/{bench}_official/images"),
         resolution="results/eval/t2i/{ft}/{bench}_official/resolution.txt",
+    wildcard_constraints:
+        ft=OFFICIAL_FT,
     params:
-        cfg=lambda wc: cfg_json("sample", official_repo_key(wc.bench), "t2i.eval.geneval.images_per_prompt"),
+        cfg=lambda wc: cfg_json(sample_key(wc.ft), official_repo_key(wc.bench), "t2i.eval.geneval.images_per_prompt"),
+        sample_key=lambda wc: sample_key(wc.ft),
     threads: 1
     resources:
         **rule_resources("t2i_bench"),
@@ -267,7 +272,8 @@ rule official_images:
         "../envs/lumos.yaml"
     shell:
         "lumos official-images --threads {threads} --cfg {params.cfg:q} --bench {wildcards.bench}"
-        " --pipeline {input} --out {output.images} --out-resolution {output.resolution} > {log} 2>&1"
+        " --sample-key {params.sample_key} --pipeline {input} --out {output.images}"
+        " --out-resolution {output.resolution} > {log} 2>&1"
 
 
 rule geneval_official:
@@ -275,6 +281,8 @@ rule geneval_official:
         "results/eval/t2i/{ft}/geneval_official/images",
     output:
         "results/eval/t2i/{ft}/geneval_official/results.jsonl",
+    wildcard_constraints:
+        ft=OFFICIAL_FT,
     params:
         repo=OFFICIAL.get("geneval_repo", ""),
         detector=OFFICIAL.get("geneval_detector", ""),
@@ -300,6 +308,8 @@ rule dpg_official:
     output:
         report="results/eval/t2i/{ft}/dpg_official/report.txt",
         detail="results/eval/t2i/{ft}/dpg_official/report_detail.txt",  # the script's question-level log
+    wildcard_constraints:
+        ft=OFFICIAL_FT,
     params:
         repo=OFFICIAL.get("dpg_repo", ""),
         launch=official_launch_flags(),
@@ -322,6 +332,8 @@ rule official_scores:
         + ("results.jsonl" if wc.bench == "geneval" else "report.txt"),
     output:
         "results/eval/t2i/{ft}/{bench}_official/scores.json",
+    wildcard_constraints:
+        ft=OFFICIAL_FT,
     params:
         repo=lambda wc: OFFICIAL.get("geneval_repo" if wc.bench == "geneval" else "dpg_repo", ""),
         per_prompt=config["t2i"]["eval"]["geneval"]["images_per_prompt"],

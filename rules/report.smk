@@ -41,6 +41,11 @@ rule table1:
         " --grid-samples Lumos-I2I={input.lumos} RCG={input.rcg} > {log} 2>&1"
 
 
+# With config released.t2i, Tables 2 and 3 gain the row "Lumos-T2I (released weights, evaluated
+# here)" and results/released_t2i_samples.png is made with Table 2 (rules/released.smk).
+RELEASED_T2I = "t2i" in RELEASED
+
+
 rule table2:
     input:
         short=f"results/eval/t2i/{T2I_MAIN}/final/fid_coco_short.json",
@@ -49,18 +54,21 @@ rule table2:
         real="results/eval/fid/real_coco.json",
         summary=f"results/t2i/{T2I_MAIN}/train_summary.json",
         grid="results/t2i_samples.png",
+        released=["results/eval/t2i/released_t2i/fid_coco_short.json"] if RELEASED_T2I else [],
+        released_grid=["results/released_t2i_samples.png"] if RELEASED_T2I else [],
     output:
         csv=report("results/table2.csv", caption="../docs/report/table2.rst", category="T2I (Section 4.2.1)"),
         md="results/table2.md",
     params:
-        cfg=cfg_json(),
+        cfg=cfg_json(*(["released.t2i_sample"] if RELEASED_T2I else [])),
+        released=lambda wc, input: f"--released {input.released}" if input.released else "",
     log:
         "results/logs/report/table2.log",
     conda:
         "../envs/lumos.yaml"
     shell:
         "lumos table2 --cfg {params.cfg:q} --short {input.short} --long {input.long}"
-        " --untrained {input.untrained} --real {input.real} --summary {input.summary}"
+        " --untrained {input.untrained} --real {input.real} --summary {input.summary} {params.released}"
         " --csv {output.csv} --md {output.md} > {log} 2>&1"
 
 
@@ -68,11 +76,12 @@ rule table3:
     input:
         scores=table3_inputs(),
         model=f"results/t2i/{T2I_MAIN}/model",
+        released=["results/released/t2i/model"] if RELEASED_T2I else [],
     output:
         csv=report("results/table3.csv", caption="../docs/report/table3.rst", category="T2I (Section 4.2.1)"),
         md="results/table3.md",
     params:
-        cfg=cfg_json(),
+        cfg=cfg_json(*(["released.t2i_sample"] if RELEASED_T2I else [])),
         official="--official" if OFFICIAL else "",
         rows=table3_rows(),
     log:

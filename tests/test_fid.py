@@ -56,3 +56,64 @@ def test_inception_missing_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(fid.tempfile, "gettempdir", lambda: str(tmp_path))
     with pytest.raises(FileNotFoundError, match="inception-2015-12-05.pt"):
         fid.load_extractor("inception", None)
+
+
+@pytest.mark.parametrize("a, b, input_size, ok", [
+    ((32, 32), (32, 32), None, True),
+    ((64, 64), (32, 32), None, False),  # a native-size network needs equal sizes
+    ((256, 256), (256, 256), 299, True),
+    ((1024, 1024), (299, 299), 299, True),  # both only scaled down to 299
+    ((1024, 1024), (512, 512), 299, True),
+    ((1024, 1024), (256, 256), 299, False),  # the reference would be upscaled, the samples downscaled
+    ((768, 1024), (512, 512), 299, False),  # another aspect ratio: squashed differently
+])
+def test_comparable_sizes(a, b, input_size, ok):
+    assert fid.comparable(a, b, input_size) is ok
+    assert fid.comparable(b, a, input_size) is ok
+
+
+def _fid_args(cfg, samples, reference, out):
+    return ["fid", "--cfg", cfg, "--threads", "1", "--run", "r", "--split", "pool", "--samples", str(samples),
+            "--reference", str(reference), "--out", str(out)]
+
+
+def test_fid_command_checks_sample_size_against_the_reference(small_split, tmp_path, capsys):
+    """`lumos fid-reference` records the reference images' size; `lumos fid` stops on samples of
+    another size, naming both, and records the sizes it compared."""
+    import json
+
+    from lumos.cli import main
+
+    data, images, _ = small_split
+    torch.manual_seed(0)
+    net = tmp_path / "net"
+    ShapesClassifier(width=8, feature_dim=16).save_pretrained(net)
+    cfg = json.dumps({"eval.fid_extractor": "fid_net", "eval.batch_size": 50, "components.fid_net": {"pretrained": str(net)}})
+    ref = tmp_path / "ref.npz"
+    main(["fid-reference", "--cfg", cfg, "--threads", "1", "--data", str(data), "--out", str(ref)])
+    assert fid.load_statistics(ref)["image_size"].tolist() == [32, 32]
+    for size in (32, 48):
+        (tmp_path / f"samples{size}").mkdir()
+        for i, img in enumerate(images[:20]):
+            Image.fromarray(img).resize((size, size)).save(tmp_path / f"samples{size}" / f"{i:06d}.png")
+    main(_fid_args(cfg, tmp_path / "samples32", ref, tmp_path / "fid.json"))
+    result = json.loads((tmp_path / "fid.json").read_text())
+    assert result["image_sizes"] == [[32, 32]] and result["reference_image_size"] == [32, 32]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(_fid_args(cfg, tmp_path / "samples48", ref, tmp_path / "fid48.json"))
+    err = capsys.readouterr().err
+    assert "48x48" in err and "32x32" in err and "same size" in err
+    assert not (tmp_path / "fid48.json").exists()
+
+
+def test_inception_sizes_1024_samples_need_a_reference_of_at_least_299():
+    """The released T2I row's case: 1024 px samples against a 256 px reference stop (clean-fid
+    would upscale one side and downscale the other); against 299 px they pass. Statistics that do
+    not record a size (older files) are not checked."""
+    inception = fid.Extractor(None, None, "inception-v3 (clean-fid, clean mode)", "cpu", fid.INCEPTION_SIZE)
+    samples = {(1024, 1024): "000000.png"}
+    with pytest.raises(ValueError, match=r"1024x1024 px .* 256x256 px: .* at least 299 px"):
+        fid.check_comparable(samples, {"image_size": np.array([256, 256])}, inception, "reference_coco.npz")
+    fid.check_comparable(samples, {"image_size": np.array([299, 299])}, inception)
+    fid.check_comparable(samples, {"mu": np.zeros(2)}, inception)

@@ -370,3 +370,123 @@ def test_cli_import_released_roundtrip(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["import-released", "--checkpoint", str(tmp_path / "none.pth"), "--kind", "i2i", "--out", str(out)])
     assert "released.i2i" in capsys.readouterr().err
+
+
+# ------------------------------------------------------- sampling the imported T2I model
+
+
+TEXT_DIM = 24  # the tiny T5's width, standing in for T5 v1.1 XXL's 4096
+
+
+@pytest.fixture(scope="module")
+def released_t2i(tmp_path_factory, small_split):
+    """A tiny released-layout T2I checkpoint imported with `lumos import-released`, a tiny VAE
+    (4 pixels per latent cell), a tiny random T5 as `components.t5_released` and the T5 caption
+    tokens of a small captioned split: {model, vae, t5, text}."""
+    from diffusers import AutoencoderKL
+
+    from lumos.components.text import train_t5
+    from lumos.features import extract_text_features
+
+    root = tmp_path_factory.mktemp("released_t2i")
+    torch.save(released_sd("t2i", seed=11, tokens=6, cond_dim=TEXT_DIM, base=4, scale=2.0), root / "Lumos_T2I.pth")
+    main(["import-released", "--checkpoint", str(root / "Lumos_T2I.pth"), "--kind", "t2i", "--out",
+          str(root / "model"), "--num-heads", str(HEADS), "--threads", "1"])
+    torch.manual_seed(0)
+    AutoencoderKL(latent_channels=C, block_out_channels=[8, 8, 8], down_block_types=("DownEncoderBlock2D",) * 3,
+                  up_block_types=("UpDecoderBlock2D",) * 3, layers_per_block=1, norm_num_groups=8,
+                  mid_block_add_attention=False).save_pretrained(root / "vae")
+    train_t5({"d_model": TEXT_DIM, "num_layers": 1, "num_heads": 2, "d_kv": 12, "d_ff": 48}, str(root / "t5"))
+    t5 = {"pretrained": str(root / "t5"), "kind": "t5", "max_length": 12}
+    extract_text_features(str(small_split[0]), str(root / "text"), {"t5_released": t5}, ["t5_released"], 32)
+    return {"model": root / "model", "vae": root / "vae", "t5": t5, "text": root / "text"}
+
+
+@pytest.fixture()
+def model_calls(monkeypatch):
+    """Every `LumosDiT.forward_with_cfg` call's keyword arguments, recorded (the call still runs)."""
+    calls = []
+    original = LumosDiT.forward_with_cfg
+
+    def recording(self, *args, **kwargs):
+        calls.append({k: (v.tolist() if torch.is_tensor(v) else v) for k, v in kwargs.items()})
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(LumosDiT, "forward_with_cfg", recording)
+    return calls
+
+
+def test_released_t2i_sample_sets_micro_conditions(released_t2i, model_calls, tmp_path):
+    """`lumos released-t2i-sample` draws from the split's T5 tokens at `released.t2i_sample`'s size,
+    sampler, steps and guidance, with (size, size) and aspect ratio 1 as micro-conditions: the
+    images equal `sample` called with them, and differ from the model's own default (8 x latent)."""
+    import json
+
+    from lumos.components.vae import load_vae
+    from lumos.diffusion.sampling import sample
+    from lumos.finetune import load_captions
+    from lumos.sample import batch_generator, read_pngs
+
+    settings = {"sampler": "dpm++", "steps": 2, "guidance_scale": 4.5, "image_size": 16, "batch_size": 3}
+    cfg = {"released.t2i_sample": settings, "components.vae": {"pretrained": str(released_t2i["vae"])}, "seed": 5}
+    main(["released-t2i-sample", "--cfg", json.dumps(cfg), "--threads", "1", "--model", str(released_t2i["model"]),
+          "--text", str(released_t2i["text"]), "--n-samples", "3", "--out", str(tmp_path / "out"),
+          "--work", str(tmp_path / "work")])
+    images = read_pngs(tmp_path / "out")
+    assert images.shape == (3, 16, 16, 3)
+    assert len(model_calls) == 2 and all(c["guidance_scale"] == 4.5 for c in model_calls)
+    assert all(c["resolution"] == [[16.0, 16.0]] and c["aspect_ratio"] == [[1.0]] for c in model_calls)
+
+    model = LumosDiT.from_pretrained(released_t2i["model"]).eval()
+    codec = load_vae({"pretrained": str(released_t2i["vae"])})
+    tokens, mask = load_captions(str(released_t2i["text"]), "t5_released", "short", 3)
+
+    def draw(**micro):
+        return codec.decode(sample(model, (3, C, 4, 4), tokens[0:3], mask[0:3], num_steps=2, guidance_scale=4.5,
+                                   generator=batch_generator(5, 0), model_kwargs=micro or None))
+
+    np.testing.assert_array_equal(images, draw(resolution=torch.tensor([[16.0, 16.0]]),
+                                               aspect_ratio=torch.tensor([[1.0]])))
+    assert np.abs(images.astype(int) - draw().astype(int)).max() > 0  # the default reads 8 x 4 = 32 px
+
+
+def test_released_t2i_through_the_pipeline(released_t2i, model_calls, tmp_path):
+    """The exported pipeline path (official images, the paper-prompt grid): the settings' square
+    size, and on any other size the pixel size and height / width as micro-conditions."""
+    from lumos.pipelines import assemble_t2i_pipeline, pipeline_sampler
+
+    pipe = assemble_t2i_pipeline(str(released_t2i["model"]), str(released_t2i["vae"]), released_t2i["t5"]["pretrained"])
+    pipe.save_pretrained(tmp_path / "pipeline")
+    generate = pipeline_sampler(str(tmp_path / "pipeline"), {"steps": 2, "guidance_scale": 4.5, "image_size": 16}, "cpu")
+    assert generate(["a red circle"], 0).shape == (1, 16, 16, 3)
+    assert model_calls[-1]["resolution"] == [[16.0, 16.0]] and model_calls[-1]["aspect_ratio"] == [[1.0]]
+    out = pipe(["a red circle"], num_inference_steps=2, height=16, width=24, output_type="np").images
+    assert out.shape == (1, 16, 24, 3)
+    assert model_calls[-1]["resolution"] == [[16.0, 24.0]] and model_calls[-1]["aspect_ratio"] == [[pytest.approx(2 / 3)]]
+
+    # the qualitative figure: the paper's 23 prompts (Figures 1a, S4, S5), one sample each, 6 a row
+    import json
+
+    from PIL import Image
+
+    from lumos.eval.t2i import grid_prompts
+
+    cfg = {"released.t2i_sample": {"steps": 2, "image_size": 16}}
+    main(["t2i-grid", "--cfg", json.dumps(cfg), "--threads", "1", "--pipeline", str(tmp_path / "pipeline"),
+          "--out", str(tmp_path / "grid.png"), "--prompts", "paper", "--images-per-prompt", "1", "--columns", "6",
+          "--tile-size", "32", "--sample-key", "released.t2i_sample"])
+    labels = [label for label, _ in grid_prompts("paper")]
+    assert len(labels) == 23 and labels[0].startswith("Fig. 1a: golden sunset") and labels[-1].startswith("Fig. S5")
+    assert Image.open(tmp_path / "grid.png").width == 6 * (32 + 2) + 2
+    assert model_calls[-1]["resolution"] == [[16.0, 16.0]] and model_calls[-1]["guidance_scale"] == 4.5
+
+
+def test_released_t2i_sample_refuses_tokens_of_another_width(released_t2i):
+    from lumos.released import check_text_width, t2i_latent_shape
+
+    model = LumosDiT.from_pretrained(released_t2i["model"])
+    with pytest.raises(ValueError, match=r"24 wide but the model reads 16: .*components\.t5_released"):
+        check_text_width(LumosDiT(**{**model.config, "cond_dim": 16}), torch.zeros(1, 3, 24), "t5_released")
+    with pytest.raises(ValueError, match="not a multiple of 8"):
+        t2i_latent_shape(model, 4, 20)
+    assert t2i_latent_shape(model, 8, 1024) == (C, 128, 128)

@@ -70,3 +70,37 @@ def test_table1_released_row_only_when_evaluated(tmp_path):
     assert "Lumos-I2I (released weights, evaluated here)" in set(with_release["method"])
     without = build_table1([f for f in files if "released" not in f], "paper")
     assert not without["method"].str.contains("released").any()
+
+
+def test_table2_table3_released_t2i_row_only_when_evaluated(tmp_path):
+    """Tables 2 and 3 gain 'Lumos-T2I (released weights, evaluated here)' only when its files are
+    given; the note then states how it was sampled (config released.t2i_sample)."""
+    from lumos.report import table2, table3
+
+    def write(name, obj):
+        path = tmp_path / name
+        path.write_text(json.dumps(obj))
+        return str(path)
+
+    fid = {name: write(f"{name}.json", {"fid": value, "n_samples": 30000, "extractor": "inception-v3"})
+           for name, value in (("short", 12.0), ("long", 7.0), ("untrained", 200.0), ("real", 2.0), ("released", 11.0))}
+    summary = write("summary.json", {"pairs": 30000000, "steps": 65000})
+    sampling = {"sampler": "dpm++", "steps": 20, "guidance_scale": 4.5, "image_size": 1024, "batch_size": 8}
+    label = "Lumos-T2I (released weights, evaluated here)"
+
+    without = table2.build_table2(fid["short"], fid["long"], fid["untrained"], fid["real"], summary, "paper")
+    assert label not in set(without["method"]) and "released" not in table2.to_markdown(without, sampling)
+    df = table2.build_table2(fid["short"], fid["long"], fid["untrained"], fid["real"], summary, "paper", fid["released"])
+    row = df.set_index("method").loc[label]
+    assert (row["fid"], row["captions"], row["source"]) == (11.0, "short (raw)", "measured")
+    note = table2.to_markdown(df, sampling)
+    assert "DPM-Solver++ 20 steps, guidance 4.5" in note and "1024 x 1024 px" in note and "T5 v1.1 XXL" in note
+
+    geneval = write("geneval.json", {"overall": 0.5, "single_object": 0.9})
+    dpg = write("dpg.json", {"average": 80.0})
+    rows = {"Lumos-T2I": (geneval, dpg, None), label: (geneval, dpg, None)}
+    df3 = table3.build_table3(rows, "paper")
+    assert df3.set_index("method").loc[label, "geneval_overall"] == 0.5
+    assert "guidance 4.5" in table3.to_markdown(df3, "official GenEval", "official DPG-Bench", sampling)
+    only_ours = table3.build_table3({"Lumos-T2I": rows["Lumos-T2I"]}, "paper")
+    assert "released" not in table3.to_markdown(only_ours, "official GenEval", "official DPG-Bench", sampling)

@@ -334,6 +334,7 @@ def test_paper_t2i_dag_dry_run_without_weights(tmp_path):
     assert "--ft lumos_i2i-t5-mixed-n0 --prior results/pretrain/lumos_i2i/model" in out
     assert '"t2i.long_caption_fraction": 0.5' in out  # the fine-tune reruns when the mixing ratio changes
     assert "rule caption:" not in out  # data.captioner is unset: COCO long captions are the user's to give
+    assert "DeepFloyd" not in out and "results/released" not in out  # T5 v1.1 only with config released.t2i
 
 
 def test_paper_dry_run_captions_coco_first_when_a_captioner_is_set(tmp_path):
@@ -500,6 +501,64 @@ def test_paper_lgm_reconstruction_dry_run(tmp_path):
     extra.write_text(f"nvs: {{lgm: {{repo: {repo}, weights: {weights}}}}}\n")
     proc = snakemake("results/table4.csv", "--configfile", str(extra), "-n", cwd=tmp_path, check=False)  # tiny
     assert proc.returncode != 0 and "'nvs.lgm' is for the paper preset only" in proc.stdout + proc.stderr
+
+
+def _shell_line(out, start):
+    """The one dry-run shell command starting with `start` (several: the first)."""
+    return next(line for line in out.splitlines() if line.startswith(f"Shell command: {start}"))
+
+
+def _cfg_of(line):
+    return json.loads(re.search(r"--cfg '(.*?)' ", line).group(1))
+
+
+def test_paper_released_t2i_rows(tmp_path):
+    """With `released.t2i` set, the paper DAG imports the authors' T2I checkpoint, encodes the COCO
+    captions with T5 v1.1 XXL, samples the release at 1024 px with DPM-Solver++ 20 steps at guidance
+    4.5, scores it against COCO curated at 299 px, runs the official evaluators on it, and adds its
+    rows to Tables 2 and 3 and the paper-prompt figure; a missing file names the file and the key;
+    outside the paper preset the key stops the workflow."""
+    ckpt = tmp_path / "Lumos_T2I.pth"
+    ckpt.write_bytes(b"")
+    extra = tmp_path / "released.yaml"
+    extra.write_text(f"released: {{t2i: {ckpt}}}\n")
+    proc = snakemake("results/table2.csv", "results/table3.csv", "--configfile", str(ROOT / "config" / "paper.yaml"),
+                     str(extra), "-n", "-p", cwd=tmp_path)
+    out = proc.stdout
+    assert f"lumos import-released --checkpoint {ckpt} --kind t2i --out results/released/t2i/model" in out
+    text = _shell_line(out, "lumos text-features --threads 1 --cfg '{\"components.t5_released\"")
+    assert _cfg_of(text)["components.t5_released"]["pretrained"] == "DeepFloyd/t5-v1_1-xxl"
+    assert "--data results/data/coco --encoders t5_released" in text and "flan" not in text
+    sample = _shell_line(out, "lumos released-t2i-sample")
+    assert _cfg_of(sample)["released.t2i_sample"] == {"sampler": "dpm++", "steps": 20, "guidance_scale": 4.5,
+                                                      "image_size": 1024, "batch_size": 8}
+    assert "--model results/released/t2i/model --text results/released/t2i/text/coco --encoder t5_released" in sample
+    assert "--n-samples 30000" in sample and out.count("Shell command: lumos released-t2i-sample") == 8
+    assert "lumos data --split coco --image-size 299 " in out
+    assert ("--run released_t2i --split coco --samples results/released/t2i/samples/coco"
+            " --reference results/eval/fid/reference_coco_299px.npz") in out
+    table2 = _shell_line(out, "lumos table2")
+    assert "--released results/eval/t2i/released_t2i/fid_coco_short.json" in table2
+    assert _cfg_of(table2)["released.t2i_sample"]["guidance_scale"] == 4.5
+    for bench in ("geneval", "dpg"):
+        assert (f"--bench {bench} --sample-key released.t2i_sample --pipeline results/released/t2i/pipeline"
+                f" --out results/eval/t2i/released_t2i/{bench}_official/images") in out
+    assert "evaluate_images.py results/eval/t2i/released_t2i/geneval_official/images" in out
+    assert "--image-root-path results/eval/t2i/released_t2i/dpg_official/images" in out
+    assert ("'Lumos-T2I (released weights, evaluated here)=results/eval/t2i/released_t2i/geneval_official/scores.json,"
+            "results/eval/t2i/released_t2i/dpg_official/scores.json,results/released/t2i/model'") in _shell_line(out, "lumos table3")
+    assert "--encoder t5_released --sample-key released.t2i_sample --model results/released/t2i/model" in out
+    assert "--prompts paper --images-per-prompt 1 --columns 6 --tile-size 512 --out results/released_t2i_samples.png" in out
+
+    extra.write_text(f"released: {{t2i: {tmp_path / 'missing.pth'}}}\n")
+    proc = snakemake("results/table2.csv", "--configfile", str(ROOT / "config" / "paper.yaml"), str(extra), "-n",
+                     cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "missing.pth" in proc.stdout + proc.stderr and "released.t2i" in proc.stdout + proc.stderr
+    extra.write_text(f"released: {{t2i: {ckpt}}}\n")
+    proc = snakemake("results/table2.csv", "--configfile", str(extra), "-n", cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and "paper preset only" in proc.stdout + proc.stderr
+    assert "components.t5_released" in proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize(

@@ -97,32 +97,36 @@ def cmd_clip_score(args):
 
 
 def cmd_export_pipeline(args):
-    """Save a fine-tuned T2I model as a diffusers pipeline (`LumosT2IPipeline.from_pretrained(folder)`)."""
+    """Save a fine-tuned (or imported released) T2I model as a diffusers pipeline
+    (`LumosT2IPipeline.from_pretrained(folder)`), its scheduler the sampler of `--sample-key`."""
     from lumos.pipelines import assemble_t2i_pipeline
 
     cfg, _ = setup(args)
     vae = cfg["components.vae"]
     # The VAE's own config holds the scaling factor unless the config overrides it (as load_vae reads it).
     pipe = assemble_t2i_pipeline(args.model, vae["pretrained"], cfg[f"components.{args.encoder}"]["pretrained"],
-                                 sampler=cfg["sample.sampler"], scaling_factor=vae.get("scaling_factor"))
+                                 sampler=cfg[f"{args.sample_key}.sampler"], scaling_factor=vae.get("scaling_factor"))
     pipe.save_pretrained(args.out)
     print(f"saved {type(pipe).__name__} to {args.out}")
 
 
 def cmd_t2i_grid(args):
-    """Samples for a fixed prompt list from an exported pipeline, prompts under the images."""
-    from lumos.eval.t2i import GRID_PROMPTS
+    """Samples for a fixed prompt list (`--prompts`: the Shapes-world prompts or the paper's own)
+    from an exported pipeline, labels under the images; `--tile-size` shrinks large samples."""
+    from lumos.eval.t2i import grid_prompts
     from lumos.pipelines import pipeline_sampler
-    from lumos.viz import save_grid
+    from lumos.viz import save_grid, shrink
 
     cfg, device = setup(args)
-    generate = pipeline_sampler(args.pipeline, cfg["sample"], device)
+    generate = pipeline_sampler(args.pipeline, cfg[args.sample_key], device)
     per = args.images_per_prompt
     images, labels = [], []
-    for i, prompt in enumerate(GRID_PROMPTS):
+    for i, (label, prompt) in enumerate(grid_prompts(args.prompts)):
         images += list(generate([prompt] * per, i))
-        labels += [prompt] + [""] * (per - 1)
-    save_grid(args.out, images, ncols=per * 2, scale=4, labels=labels)
+        labels += [label] + [""] * (per - 1)
+    if args.tile_size:
+        images = shrink(images, args.tile_size)
+    save_grid(args.out, images, ncols=args.columns or per * 2, scale=1 if args.tile_size else 4, labels=labels)
 
 
 def cmd_official_images(args):
@@ -132,7 +136,7 @@ def cmd_official_images(args):
     from lumos.pipelines import pipeline_sampler
 
     cfg, device = setup(args)
-    generate = pipeline_sampler(args.pipeline, cfg["sample"], device)
+    generate = pipeline_sampler(args.pipeline, cfg[args.sample_key], device)
     if args.bench == "geneval":
         write_geneval_images(generate, cfg["t2i.eval.official.geneval_repo"], args.out,
                              cfg["t2i.eval.geneval.images_per_prompt"])
@@ -164,6 +168,8 @@ def register(add):
     model = ("fine-tuned model folder, or 'none' (untrained)", {"required": True, "type": optional_path})
     encoder = ("text encoder (components.<name>)", {"choices": ["t5", "clip"], "required": True})
     bench = ("which benchmark", {"choices": ["geneval", "dpg"], "required": True})
+    sample_key = ("config block of the sampling settings: sample, or released.t2i_sample for the released T2I "
+                  "model", {"default": "sample"})
     add("finetune", cmd_finetune, ft=("fine-tune name <prior>-<t5|clip>-<short|long|mixed>-n<noise %>", req),
         prior=("prior model folder, or 'none' (from scratch)", {"type": optional_path, "default": None}),
         init=("continue this earlier-stage T2I model folder (Table S1 stages) instead of the prior",
@@ -188,13 +194,20 @@ def register(add):
         data=("the split whose captions the samples were generated from", req), out=("output .json", req),
         captions=("which captions", {"choices": ["short", "long"], "required": True}),
         scorer=("the CLIP component that scores (components.<name>)", {"default": "clip"}))
-    add("export-pipeline", cmd_export_pipeline, model=("fine-tuned model folder", req), encoder=encoder,
-        out=("pipeline folder", req))
+    add("export-pipeline", cmd_export_pipeline, model=("fine-tuned (or imported released) model folder", req),
+        encoder=("text encoder (components.<name>)", {"choices": ["t5", "clip", "t5_released"], "required": True}),
+        out=("pipeline folder", req), sample_key=sample_key)
     add("t2i-grid", cmd_t2i_grid, pipeline=("exported pipeline folder", req), out=("output PNG", req),
-        images_per_prompt=("samples per prompt", {"type": int, "default": 4}))
+        images_per_prompt=("samples per prompt", {"type": int, "default": 4}),
+        prompts=("prompt set: shapes (the Shapes world's) or paper (Figures 1a, S4, S5)",
+                 {"choices": ["shapes", "paper"], "default": "shapes"}),
+        columns=("tiles per grid row (default: 2 prompts' worth)", {"type": int, "default": None}),
+        tile_size=("shrink each sample to this width in pixels (default: enlarge 4x, for tiny samples)",
+                   {"type": int, "default": None}),
+        sample_key=sample_key)
     add("official-images", cmd_official_images, bench=bench, pipeline=("exported T2I pipeline folder", req),
         out=("image folder in the evaluator's layout", req),
-        out_resolution=("text file: the side in pixels of one sample as written", req))
+        out_resolution=("text file: the side in pixels of one sample as written", req), sample_key=sample_key)
     add("official-scores", cmd_official_scores, config=False, bench=bench,
         repo=("the benchmark's repository (GenEval / ELLA clone): its prompt files say what must be scored", req),
         images_per_prompt=("GenEval images per prompt", {"type": int, "default": 4}),

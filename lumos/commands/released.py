@@ -1,8 +1,11 @@
-"""Released-checkpoint commands (issue 17): import the authors' Lumos_I2I.pth / Lumos_T2I.pth."""
+"""Released-checkpoint commands (issue 17): import the authors' Lumos_I2I.pth / Lumos_T2I.pth, and
+sample the imported T2I model from an evaluation split's captions."""
 
 from __future__ import annotations
 
 import json
+
+from lumos.commands import setup
 
 
 def cmd_import_released(args):
@@ -20,6 +23,28 @@ def cmd_import_released(args):
                       "tensors": len(model.state_dict()), "config": dict(model.config)}))
 
 
+def cmd_released_t2i_sample(args):
+    """One image per caption of an evaluation split from the imported released T2I model: its
+    split's T5 v1.1 XXL caption tokens (`--encoder`, short captions), at the square size it was
+    trained for with that size and aspect ratio 1 as its micro-conditions, and the official
+    sampler's settings (config block `released.t2i_sample`)."""
+    from lumos.components.vae import load_vae, vae_factor
+    from lumos.finetune import load_captions
+    from lumos.models.dit import micro_condition_inputs
+    from lumos.released import check_text_width, t2i_latent_shape
+    from lumos.sample import generate, load_model
+
+    cfg, device = setup(args)
+    settings = cfg["released.t2i_sample"]
+    size = settings["image_size"]
+    tokens, mask = load_captions(args.text, args.encoder, "short", args.n_samples)
+    model = load_model(args.model)
+    check_text_width(model, tokens, args.encoder)
+    codec = load_vae(cfg["components.vae"], device)
+    generate(model, codec, tokens, mask, t2i_latent_shape(model, vae_factor(codec.vae), size), args.out, args.work,
+             settings, cfg["seed"], device, args.part, args.parts, model_kwargs=micro_condition_inputs(size, size))
+
+
 def register(add):
     req = {"required": True}
     add("import-released", cmd_import_released, config=False,
@@ -29,3 +54,8 @@ def register(add):
         num_heads=("attention heads, when the depth / width is not a DiT size (DiT-XL/2: 16)",
                    {"type": int, "default": None}),
         threads=("torch CPU threads (default: all)", {"type": int, "default": None}))
+    add("released-t2i-sample", cmd_released_t2i_sample, model=("the imported released T2I model folder", req),
+        text=("the evaluation split's text features holding --encoder's tokens", req),
+        encoder=("the text encoder whose tokens to read (components.<name>)", {"default": "t5_released"}),
+        n_samples=("images to make (default: one per caption)", {"type": int, "default": None}),
+        out=("output PNG folder", req), work=("resumable work folder", req), parallel=True)

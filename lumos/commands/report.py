@@ -37,8 +37,8 @@ def cmd_table2(args):
     from lumos.report.table2 import build_table2, to_markdown
 
     cfg, _ = setup(args)
-    df = build_table2(args.short, args.long, args.untrained, args.real, args.summary, cfg["preset"])
-    _write_table(df, args.csv, args.md, to_markdown(df))
+    df = build_table2(args.short, args.long, args.untrained, args.real, args.summary, cfg["preset"], args.released)
+    _write_table(df, args.csv, args.md, to_markdown(df, cfg.get("released.t2i_sample")))
 
 
 def cmd_table3(args):
@@ -53,7 +53,7 @@ def cmd_table3(args):
         measured[label] = (parts[0], parts[1], parts[2] if len(parts) > 2 else None)
     df = build_table3(measured, cfg["preset"])
     source = ("official GenEval", "official DPG-Bench") if args.official else ("Shapes-world analogue",) * 2
-    _write_table(df, args.csv, args.md, to_markdown(df, *source))
+    _write_table(df, args.csv, args.md, to_markdown(df, *source, cfg.get("released.t2i_sample")))
 
 
 def cmd_figure(args):
@@ -132,7 +132,8 @@ def register(add):
         grid_samples=("NAME=FOLDER sample folders", {"nargs": "+", "required": True}))
     add("table2", cmd_table2, short=("FID json, short captions", req), long=("FID json, long captions", req),
         untrained=("FID json of the untrained model", req), real=("FID json of the real floor", req),
-        summary=("train_summary.json of the fine-tune", req), csv=("output CSV", req), md=("output Markdown", req))
+        summary=("train_summary.json of the fine-tune", req), csv=("output CSV", req), md=("output Markdown", req),
+        released=("FID json of the released T2I model (config released.t2i; adds its row)", {"default": None}))
     add("table3", cmd_table3, row=("LABEL=GENEVAL_JSON,DPG_JSON[,MODEL_DIR]", {"nargs": "+", "required": True}),
         official=("the scores come from the official evaluators (paper preset)", {"action": "store_true"}),
         csv=("output CSV", req), md=("output Markdown", req))

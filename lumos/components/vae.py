@@ -81,6 +81,11 @@ def train_vae(images: np.ndarray, cfg: dict, out_dir: str, seed: int = 0, device
     return {"final_mse": history[-1], "psnr_db": psnr, "scaling_factor": scale, "latent_shape": list(lat.shape[1:])}
 
 
+def vae_factor(vae: AutoencoderKL) -> int:
+    """Pixels per latent cell along each side of an AutoencoderKL (8 for the SD VAE)."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
 class LatentCodec:
     """Encode uint8 images to scaled latents and decode them back, for any AutoencoderKL."""
 

@@ -2,8 +2,15 @@
 
 Small scale: the Shapes-world classifier (`components.fid_net`) is clean-fid's custom feature
 extractor, on images at their native size (no resize). Paper scale: clean-fid's Inception
-("clean" mode, resize to 299 with PIL bicubic). Reference statistics (mean, covariance) are
-written by the DAG into results/, never into clean-fid's install folder.
+("clean" mode, resize to 299 with PIL bicubic). Reference statistics (mean, covariance, and the
+pixel size of the reference images) are written by the DAG into results/, never into clean-fid's
+install folder.
+
+Samples and reference must reach the network the same way. A network at native size needs the
+same image size on both sides; Inception resizes everything to 299 x 299, so either both sides
+have the same size, or both are at least 299 px with the same aspect ratio (both only scaled
+down). Anything else (1024 px samples against a 256 px reference: one side downscaled, the other
+upscaled and blurred) biases FID, and `check_comparable` stops it naming the sizes.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import numpy as np
 import torch
 
 INCEPTION_FILE = "inception-2015-12-05.pt"
+INCEPTION_SIZE = 299  # clean-fid resizes every image to 299 x 299 before Inception
 
 
 def _identity(img: np.ndarray) -> np.ndarray:
@@ -23,10 +31,12 @@ def _identity(img: np.ndarray) -> np.ndarray:
 
 
 class Extractor:
-    """A feature network plus the per-image resize clean-fid applies before it."""
+    """A feature network plus the per-image resize clean-fid applies before it; `input_size` is
+    the side every image is resized to (None: images enter at their native size)."""
 
-    def __init__(self, model, resize, name: str, device):
+    def __init__(self, model, resize, name: str, device, input_size: int | None = None):
         self.model, self.resize, self.name, self.device = model, resize, name, device
+        self.input_size = input_size
 
 
 def load_extractor(kind: str, fid_net_spec: dict | None, device="cpu") -> Extractor:
@@ -47,7 +57,7 @@ def load_extractor(kind: str, fid_net_spec: dict | None, device="cpu") -> Extrac
     from cleanfid.features import build_feature_extractor
 
     model = build_feature_extractor("clean", device=torch.device(device), use_dataparallel=False)
-    return Extractor(model, build_resizer("clean"), "inception-v3 (clean-fid, clean mode)", device)
+    return Extractor(model, build_resizer("clean"), "inception-v3 (clean-fid, clean mode)", device, INCEPTION_SIZE)
 
 
 def array_features(images: np.ndarray, ext: Extractor, batch_size: int = 250) -> np.ndarray:
@@ -72,10 +82,63 @@ def folder_features(folder: str, ext: Extractor, batch_size: int = 250) -> np.nd
                                verbose=False)
 
 
-def statistics(feats: np.ndarray) -> dict[str, np.ndarray]:
-    """Mean and covariance of a feature set (float64)."""
+def statistics(feats: np.ndarray, image_size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    """Mean and covariance of a feature set (float64); with `image_size`, the (height, width) in
+    pixels of the images they come from (reference statistics keep it for `check_comparable`)."""
     feats = feats.astype(np.float64)
-    return {"mu": feats.mean(0), "sigma": np.cov(feats, rowvar=False), "n": np.array(len(feats))}
+    stats = {"mu": feats.mean(0), "sigma": np.cov(feats, rowvar=False), "n": np.array(len(feats))}
+    if image_size is not None:
+        stats["image_size"] = np.array(image_size, dtype=np.int64)
+    return stats
+
+
+def folder_image_sizes(folder: str) -> dict[tuple[int, int], str]:
+    """{(height, width): one file of that size} over the image files of `folder` (headers only)."""
+    from PIL import Image
+
+    sizes = {}
+    for f in sorted(Path(folder).iterdir()):
+        if f.suffix.lower() in (".png", ".jpg", ".jpeg"):
+            with Image.open(f) as im:
+                sizes.setdefault((im.height, im.width), str(f))
+    if not sizes:
+        raise FileNotFoundError(f"no image files in {folder}")
+    return sizes
+
+
+def comparable(a: tuple[int, int], b: tuple[int, int], input_size: int | None) -> bool:
+    """Whether images of (height, width) `a` and `b` reach a network of `input_size` alike: the
+    same size, or (a resizing network) the same aspect ratio with both sides at least
+    `input_size`, so that both are only scaled down."""
+    if tuple(a) == tuple(b):
+        return True
+    if input_size is None:
+        return False
+    return a[0] * b[1] == a[1] * b[0] and min(*a, *b) >= input_size
+
+
+def check_comparable(sample_sizes, reference: dict, ext: Extractor, reference_path: str = "reference") -> None:
+    """Stop when samples of `sample_sizes` ((height, width) pairs) and the reference statistics'
+    images would reach the network differently (`comparable`); the message names the sizes and
+    what to change. Statistics written before sizes were recorded are only warned about."""
+    from lumos.utils import log
+
+    if "image_size" not in reference:
+        log.warning("%s does not record its image size (written by an older version): sample sizes %s are not "
+                    "checked against it; rerun fid_reference to check them", reference_path, sorted(sample_sizes))
+        return
+    ref = tuple(int(v) for v in reference["image_size"])
+    wrong = sorted(s for s in sample_sizes if not comparable(s, ref, ext.input_size))
+    if not wrong:
+        return
+    how = ("takes images at their native size, so both must have the same size" if ext.input_size is None else
+           f"resizes every image to {ext.input_size} x {ext.input_size}: the sizes must be equal, or both at least "
+           f"{ext.input_size} px with the same aspect ratio (otherwise one side is upscaled and the other downscaled)")
+    h, w = wrong[0]
+    raise ValueError(
+        f"FID samples of {h}x{w} px (height x width) cannot be compared with {reference_path}, whose reference "
+        f"images are {ref[0]}x{ref[1]} px: {ext.name} {how}. Build the reference from the split at a matching "
+        f"size (e.g. the split <split>_{ext.input_size or h}px) or sample at the reference's size")
 
 
 def save_statistics(path, stats: dict) -> None:

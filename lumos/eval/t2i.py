@@ -26,6 +26,53 @@ GRID_PROMPTS = [  # the Figure 1a / S4 role: a fixed prompt list shown under the
     "a photo of two green squares", "a pink cross above a cyan diamond",
 ]
 
+# The paper's own T2I prompts, (figure, prompt), as its text gives them (lumos-paper.txt):
+# Figure 1a's seven from supplementary J (top to bottom, left to right), and Figures S4 and S5's
+# printed beside their images (in the order the text lists them). Figure 6's prompts are not in
+# the text (only the images are), so it has none here.
+PAPER_PROMPTS = [
+    ("1a", "golden sunset shines on the top of snow-capped mountains, with small villages at its foot and "
+           "surrounding buildings."),
+    ("1a", "A rustic bedroom showcasing a round bed, earth-toned decor, and a cluttered, yet charming ambiance."),
+    ("1a", "Documentary-style photography of a bustling marketplace in Marrakech, with spices and textiles."),
+    ("1a", "group characters from fantasy myth in the style of ori and the blind forest, riot games, ghibli, "
+           "ori environment."),
+    ("1a", "Post-Apocalyptic Wanderer, character design, style by kim jung gi, zabrocki, karlkka, jayison devadas, 8k."),
+    ("1a", "The picture shows a cute little tiger, wearing a blue hoodie and hat, sitting on a small cardboard boat "
+           "on calm water."),
+    ("1a", "A dragon made of molten chocolate, with scales that glisten like gold leaf and eyes of crystalline sugar."),
+    ("S4", "A peaceful mountain lake reflecting the surrounding pine trees and snowy peaks, photorealistic, tranquil"),
+    ("S4", "Two female rabbit adventurers dressed in a fancy velvet coats next to a Christmas tree, Christmas theme, "
+           "on an antique opulent background, jean - baptiste monge, smooth, anthropomorphic photorealistic, "
+           "photography, lifelike, high resolution, smooth"),
+    ("S4", "A peaceful forest in autumn, with golden leaves falling and a stream running through it, illuminated by "
+           "soft sunlight."),
+    ("S4", "A bear with fur made of chocolate shavings, standing in a clearing filled with marshmallow mushrooms"),
+    ("S4", "A close-up of a sunlit butterfly resting on a flower in a garden"),
+    ("S4", "An owl constructed from layers of caramel popcorn and hazelnut chocolate, perched on a pretzel branch"),
+    ("S5", "A dramatic mountain range during a thunderstorm, with dark clouds, lightning strikes, and rugged terrain"),
+    ("S5", "a close up portrait of a swan flapping its wings in a lake, sunlight pouring in, strong sunlight, strong "
+           "shadow, kodak portra 800 film, cinematic, film grain"),
+    ("S5", "A majestic bald eagle soaring over a snowy mountain range"),
+    ("S5", "A cyborg superhero with a robotic arm and high-tech gadgets, standing atop a skyscraper"),
+    ("S5", "A hippopotamus with a body of jelly-like translucent gelatin, lounging in a pool of liquid sherbet"),
+    ("S5", "A baby rabbit wearing a tiny knitted hat, ultra-detailed, photorealistic"),
+    ("S5", "A close-up photograph of a lion with its mane blowing in the wind against the savanna backdrop"),
+    ("S5", "A close-up of a vibrant, fully bloomed red rose with dew drops on its petals"),
+    ("S5", "A group of astronauts standing on the surface of Mars, with Earth visible in the distant sky."),
+    ("S5", "Two baby ducks swimming in a pond at sunset, highly detailed, hyper-realistic"),
+]
+
+
+def grid_prompts(name: str) -> list[tuple[str, str]]:
+    """(label, prompt) pairs of a sample grid: `shapes`, the Shapes-world prompts (label = the
+    prompt), or `paper`, the paper's own (label = "Fig. <figure>: <prompt>")."""
+    if name == "shapes":
+        return [(p, p) for p in GRID_PROMPTS]
+    if name == "paper":
+        return [(f"Fig. {fig}: {p}", p) for fig, p in PAPER_PROMPTS]
+    raise ValueError(f"unknown prompt set {name!r}: choose shapes or paper")
+
 
 def benchmark_prompts(bench: str, cfg: dict, seed: int, image_size: int) -> list[dict]:
     """The benchmark's prompts; each has a `prompt` text (config block `t2i.eval.<bench>`)."""

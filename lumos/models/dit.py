@@ -162,6 +162,14 @@ class SizeEmbedder(TimestepEmbedder):
         return super().forward(s.reshape(b * k)).reshape(b, k * self.mlp[2].out_features)
 
 
+def micro_condition_inputs(height: int, width: int) -> dict[str, torch.Tensor]:
+    """The `resolution` (1, 2) and `aspect_ratio` (1, 1) inputs of a micro-conditioned model
+    (``micro_conditions=True``) for images of `height` x `width` pixels; `forward` and
+    `forward_with_cfg` broadcast them to the batch. Pass them as `sample`'s ``model_kwargs``."""
+    return {"resolution": torch.tensor([[float(height), float(width)]]),
+            "aspect_ratio": torch.tensor([[height / width]])}
+
+
 class TokenProjection(nn.Module):
     """Project condition tokens to the model width: Linear-GELU(tanh)-Linear."""
 

@@ -3,7 +3,9 @@
 Reported rows are the paper's Table 2 exactly (Inception FID-30K on MS-COCO, literature numbers
 as the paper quotes them); measured rows come from this workflow: the main Lumos-T2I fine-tune
 sampled from the COCO-role split's short and long captions, plus an untrained model (ceiling)
-and an independent real sample (floor), all in the same feature space.
+and an independent real sample (floor), all in the same feature space; with config `released.t2i`,
+the authors' released T2I model sampled from the same short captions (its own sampling settings,
+`released.t2i_sample`, stated in the note).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from lumos.report.markdown import markdown_table
+from lumos.report.released import RELEASED_T2I_LABEL, released_t2i_sampling
 
 # The paper's Table 2: (method, type, text-image pairs, steps, FID-30K). '-' = unknown.
 REPORTED = [
@@ -41,21 +44,26 @@ def _load(path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def build_table2(short: str, long: str, untrained: str, real: str, summary: str, preset: str) -> pd.DataFrame:
+def build_table2(short: str, long: str, untrained: str, real: str, summary: str, preset: str,
+                 released: str | None = None) -> pd.DataFrame:
     """Rows from the FID json files of the main fine-tune (short / long captions), the untrained
-    model, the real floor, and the fine-tune's train_summary.json."""
+    model, the real floor, and the fine-tune's train_summary.json; `released`: the FID json of the
+    released T2I model (short captions), a row only when given."""
     train = _load(summary)
+    measured = [
+        ("Lumos-T2I", short, "short (raw)", "Diff", train["pairs"], train["steps"]),
+        ("Lumos-T2I†", long, "long", "Diff", train["pairs"], train["steps"]),
+        ("untrained DiT (ceiling)", untrained, "short (raw)", "Diff", 0, 0),
+        ("real images, independent sample (floor)", real, "-", "-", None, None),
+    ]
+    if released:  # its training pairs and steps are not known here
+        measured.append((RELEASED_T2I_LABEL, released, "short (raw)", "Diff", None, None))
     rows = []
-    for label, path, captions, pairs, steps in (
-        ("Lumos-T2I", short, "short (raw)", train["pairs"], train["steps"]),
-        ("Lumos-T2I†", long, "long", train["pairs"], train["steps"]),
-        ("untrained DiT (ceiling)", untrained, "short (raw)", 0, 0),
-        ("real images, independent sample (floor)", real, "-", None, None),
-    ):
+    for label, path, captions, kind, pairs, steps in measured:
         r = _load(path)
-        rows.append({"method": label, "source": "measured", "type": "Diff" if pairs is not None else "-",
-                     "pairs": pairs, "steps": steps, "fid": round(r["fid"], 3), "captions": captions,
-                     "samples": r["n_samples"], "feature_extractor": r["extractor"], "preset": preset})
+        rows.append({"method": label, "source": "measured", "type": kind, "pairs": pairs, "steps": steps,
+                     "fid": round(r["fid"], 3), "captions": captions, "samples": r["n_samples"],
+                     "feature_extractor": r["extractor"], "preset": preset})
     for method, kind, pairs, steps, fid in REPORTED:
         rows.append({"method": method, "source": "reported (paper)", "type": kind, "pairs": pairs, "steps": steps,
                      "fid": fid, "captions": "long" if "†" in method else "raw", "samples": 30000,
@@ -63,10 +71,16 @@ def build_table2(short: str, long: str, untrained: str, real: str, summary: str,
     return pd.DataFrame(rows)[COLUMNS]
 
 
-def to_markdown(df: pd.DataFrame) -> str:
+def to_markdown(df: pd.DataFrame, released_sampling: dict | None = None) -> str:
+    """A Markdown table with a note on what is comparable (and, with the released row, how it was
+    sampled: `released_sampling`, config `released.t2i_sample`)."""
     note = ("Table 2 (T2I FID). `measured` rows: this workflow's Lumos-T2I, fine-tuned from the Lumos-I2I prior on "
             "the pair set, one sample per caption of the COCO-role split, FID in the feature space named in "
             "`feature_extractor`; † = sampled from the long captions. `reported (paper)` rows are the paper's "
             "Table 2 (Inception FID-30K on MS-COCO; literature rows as the paper quotes them; * = PixArt-α-256) and "
             "are not comparable to measured rows unless the preset is `paper`.")
+    if released_sampling and (df["method"] == RELEASED_T2I_LABEL).any():
+        note += (f" {released_t2i_sampling(released_sampling)} It is sampled from the same short captions; its FID "
+                 "reference is the same COCO images at 299 px, the Inception input size, so that neither side is "
+                 "upscaled.")
     return markdown_table(df, "Table 2: T2I FID, short vs long captions", note)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from lumos.report.markdown import markdown_table
+from lumos.report.released import RELEASED_T2I_LABEL, released_t2i_sampling
 
 GENEVAL = ["single_object", "two_object", "counting", "colors", "color_attr", "position", "geneval_overall"]
 DPG = ["dpg_global", "dpg_entity", "dpg_attribute", "dpg_relation", "dpg_other", "dpg_average"]
@@ -72,10 +73,14 @@ def _params(model_dir: str) -> str:
     return f"{total / 1e6:.1f}M" if total < 1e9 else f"{total / 1e9:.1f}B"
 
 
-def to_markdown(df: pd.DataFrame, geneval_source: str, dpg_source: str) -> str:
+def to_markdown(df: pd.DataFrame, geneval_source: str, dpg_source: str, released_sampling: dict | None = None) -> str:
+    """A Markdown table with a note on the evaluators and what is comparable (and, with the released
+    T2I row, how it was sampled: `released_sampling`, config `released.t2i_sample`)."""
     note = (f"Table 3 (alignment). GenEval: {geneval_source}; DPG-Bench: {dpg_source}. GenEval columns are "
             "accuracies (0-1), overall = mean of the six families; DPG columns are x100, child questions zeroed "
             "when their parent fails, average = mean prompt score. The `ground-truth renders` row is the detector "
             "scoring real renders of the same prompts (its own accuracy). `reported (paper)` rows are the paper's "
             "Table 3 and are not comparable to measured rows unless the preset is `paper`.")
+    if released_sampling and (df["method"] == RELEASED_T2I_LABEL).any():
+        note += " " + released_t2i_sampling(released_sampling)
     return markdown_table(df, "Table 3: GenEval and DPG-Bench", note)
