@@ -14,6 +14,9 @@ opens with ``np.load(path, mmap_mode="r")`` and a batch reads only its own rows:
         subset_u.npy        (n,) float64: seeded hash of each record's key (`lumos.data.subsets`)
       shard-00001/ ...
 
+    results/features/pool+clip/   the same layout for a run whose condition encoder is not one of
+                                  features.main_encoders: latents + that encoder's tokens
+
     results/features/pairs_text/
       index.json            {..., "tokens": {"t5": width}, "shard_tokens": {"shard-00000": {"t5": longest}},
                              "max_length": {"t5": 120}}

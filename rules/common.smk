@@ -37,6 +37,8 @@ except ConfigError as err:
 os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 RUNS = sorted(config["pretrain"]["runs"])
 EVAL_SPLITS = config["eval"]["splits"]
+MAIN_ENCODERS = config["features"]["main_encoders"]  # cached in each split's own features folder
+VISION_ENCODERS = ["dino", "dino_small", "dino_large", "moco", "clip"]
 TRAINED_COMPONENTS = sorted(
     name for name, spec in config["components"].items() if spec.get("train")
 )
@@ -94,7 +96,8 @@ if "real" in I2V_PRIORS:
 
 
 wildcard_constraints:
-    split="pool|coco(_[0-9]+px)?|imagenet|coco_ref|imagenet_ref|classifier|imagenet1k|nvs_train|nvs_test|pairs(_[0-9]+px(_ar[0-9]+)?)?",
+    split="(pool|coco(_[0-9]+px)?|imagenet|coco_ref|imagenet_ref|classifier|imagenet1k|nvs_train|nvs_test|pairs(_[0-9]+px(_ar[0-9]+)?)?)"
+    + f"(\\+({'|'.join(VISION_ENCODERS)}))?",
     vsplit="nvs_train|nvs_test",
     prior="|".join(["input", "vae", *NVS_PRIORS]),
     clipsplit="video_train|ucf|msrvtt",
@@ -239,26 +242,51 @@ def text_jobs(split):
     return 1 if text_reuse(split) else feature_jobs(split)
 
 
+# A split's features folder `results/features/<split>` holds its VAE latents and the tokens of the
+# `features.main_encoders` its runs use; a run conditioned on another encoder (the ablation priors'
+# CLIP image tower, DINO sizes) reads `results/features/<split>+<encoder>`, the latents and that
+# encoder's tokens: Table 1 never waits for an ablation encoder, and adding one encodes nothing else.
+
+def features_of(split):
+    """(split, encoder) of a features folder name: `pool` -> ("pool", None), `pool+clip` ->
+    ("pool", "clip")."""
+    base, _, encoder = split.partition("+")
+    return base, encoder or None
+
+
+def run_encoder_suffix(run):
+    """`+<encoder>` when a run's condition encoder is not a main one (its own features folder), else ""."""
+    encoder = config["pretrain"]["runs"][parse_run(run)["base"]].get("encoder")
+    return f"+{encoder}" if encoder and encoder not in MAIN_ENCODERS else ""
+
+
+def _split_runs(split):
+    """The pretrain runs whose condition a features folder serves: every run on an evaluation split
+    (its samples' conditions), the runs that train on it otherwise."""
+    return [r for r in config["pretrain"]["runs"].values()
+            if r.get("encoder") and (split in EVAL_SPLITS or r.get("data", "pool") == split)]
+
+
 def feature_encoders(split):
-    """Vision encoders whose features a split needs: on an evaluation split every I2I condition
-    encoder (the samples' conditions), on a training split those of the runs that train on it;
-    none on the pair set (T2I training reads only its latents and captions); the NVS condition
-    encoder on the rendered views."""
-    if split_base(split)[0] == "pairs":
+    """Vision encoders whose tokens a features folder caches: for `<split>+<encoder>` that encoder;
+    for a split, the main encoders of its runs (`_split_runs`); none on the pair set (T2I training
+    reads only its latents and captions); the NVS condition encoder on the rendered views."""
+    base, encoder = features_of(split)
+    if encoder:
+        return [encoder]
+    if split_base(base)[0] == "pairs":
         return []
-    if split in ("nvs_train", "nvs_test"):
+    if base in ("nvs_train", "nvs_test"):
         return [config["nvs"].get("encoder", "dino")]
-    return sorted({r["encoder"] for r in config["pretrain"]["runs"].values()
-                   if r.get("encoder") and (split in EVAL_SPLITS or r.get("data", "pool") == split)})
+    return sorted({r["encoder"] for r in _split_runs(base) if r["encoder"] in MAIN_ENCODERS})
 
 
 def patch_encoders(split):
-    """Encoders whose patch tokens a split caches: those of runs whose token set reads them, on the
-    split the run trains on and on the evaluation splits (its samples' conditions)."""
-    if split not in EVAL_SPLITS and split_base(split)[0] == "pairs":
-        return []
-    return sorted({r["encoder"] for r in config["pretrain"]["runs"].values()
-                   if r.get("tokens", "cls") != "cls" and (split in EVAL_SPLITS or split == r.get("data", "pool"))})
+    """Encoders whose patch tokens a features folder caches: those of its encoders that a run's
+    token set reads them from (on the split it trains on and on the evaluation splits)."""
+    base, _ = features_of(split)
+    return sorted({r["encoder"] for r in _split_runs(base) if r.get("tokens", "cls") != "cls"}
+                  & set(feature_encoders(split)))
 
 
 def stage_config(stage):
@@ -291,7 +319,7 @@ def stage_init(wildcards):
 
 def feature_jobs(split):
     """Parallel feature jobs for a split: `features.jobs`, at most one per data shard."""
-    shards = -(-split_size(split) // config["data"]["shard_size"])
+    shards = -(-split_size(features_of(split)[0]) // config["data"]["shard_size"])
     return min(config["features"]["jobs"], shards)
 
 
@@ -343,8 +371,14 @@ def run_args(run, sampling=False):
 
 def run_features(wildcards):
     """The features a pretrain run trains on: the pool, or ImageNet-1K (`data: imagenet1k`, the
-    paper's Figure 8 priors)."""
-    return f"results/features/{config['pretrain']['runs'][parse_run(wildcards.run)['base']].get('data', 'pool')}"
+    paper's Figure 8 priors); `+<encoder>` for a run whose encoder is not a main one."""
+    data = config["pretrain"]["runs"][parse_run(wildcards.run)["base"]].get("data", "pool")
+    return f"results/features/{data}{run_encoder_suffix(wildcards.run)}"
+
+
+def sample_features(wildcards):
+    """The evaluation split's features a sample job reads its conditions from."""
+    return f"results/features/{wildcards.split}{run_encoder_suffix(wildcards.run)}"
 
 
 def run_key(run):

@@ -10,7 +10,7 @@ localrules:
 
 rule sample:
     input:
-        features="results/features/{split}",
+        features=sample_features,
         model=sample_model,
         components=trained("vae"),
     output:

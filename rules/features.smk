@@ -9,7 +9,7 @@ localrules:
 
 rule features:
     input:
-        data="results/data/{split}",
+        data=lambda wc: f"results/data/{features_of(wc.split)[0]}",
         components=lambda wc: trained("vae", *feature_encoders(wc.split)),
     output:
         temp(directory("results/features/{split}.part{part}")),

@@ -139,7 +139,7 @@ rule interpolation:
     input:
         model=f"results/pretrain/{INTERP_RUN}/model",
         data=f"results/data/{EVAL_SPLITS[0]}",
-        features=f"results/features/{EVAL_SPLITS[0]}",
+        features=f"results/features/{EVAL_SPLITS[0]}{run_encoder_suffix(INTERP_RUN)}",
         components=trained("vae", INTERP_ENCODER),
     output:
         png=report("results/figS7.png", caption="../docs/report/figS7.rst", category="I2I (Section 4.1)"),

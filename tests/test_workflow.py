@@ -435,21 +435,35 @@ def test_paper_i2v_dry_run(tmp_path):
     assert "train_component" not in out
 
 
+def test_table1_does_not_wait_for_the_ablation_encoders(tmp_path):
+    """Table 1's DAG trains and encodes with DINO and MoCo only; the ablation priors' CLIP image
+    tower and DINO sizes live in `<split>+<encoder>` folders that only their figures build."""
+    out = snakemake("results/table1.csv", "--configfile", str(ROOT / "config" / "smoke.yaml"), "-n", "-p",
+                    cwd=tmp_path).stdout
+    components = set(re.findall(r"train-component --component (\w+)", out))
+    assert components == {"vae", "dino", "moco", "fid_net"}, components
+    assert "results/features/pool+" not in out and "results/features/coco+" not in out
+
+
 def test_paper_ablation_figures_dry_run(tmp_path):
-    """The ablation priors at paper scale train on ImageNet-1K features that carry the patch tokens
-    their token sets need; Figure S3's sizes load DINO ViT-S/16 and DINOv2 ViT-L/14 by hub id."""
+    """The ablation priors at paper scale train on ImageNet-1K; a prior conditioned on an encoder
+    outside features.main_encoders reads `<split>+<encoder>` features, carrying the patch tokens
+    its token set needs; Figure S3's sizes load DINO ViT-S/16 and DINOv2 ViT-L/14 by hub id."""
     proc = snakemake(*(f"results/{f}.png" for f in ABLATION_FIGURES), "--configfile",
                      str(ROOT / "config" / "paper.yaml"), "-n", "-p", cwd=tmp_path)
     out = proc.stdout
     runs = dict(re.findall(r"-- pretrain .*?--run-name (\w+) --features (\S+)", out))
-    assert set(runs) == {"i2i_clip", "i2i_moco", "i2i_clip_patch", "i2i_clip_all", "i2i_top", "i2i_random",
-                         "i2i_dino_small", "i2i_dino_large", "lumos_i2i_in1k"}, runs
-    assert set(runs.values()) == {"results/features/imagenet1k"}
-    line = next(x for x in out.splitlines() if "lumos features" in x and "--data results/data/imagenet1k" in x)
-    assert "--patch-tokens clip dino " in line
-    cfg = json.loads(re.search(r"--cfg '(.*?)' ", line).group(1))
-    assert cfg["components.dino_large"]["pretrained"] == "facebook/dinov2-large"
-    assert cfg["components.dino_small"]["pretrained"] == "facebook/dino-vits16"
+    folder = "results/features/imagenet1k"
+    assert runs == {"i2i_clip": f"{folder}+clip", "i2i_clip_patch": f"{folder}+clip", "i2i_clip_all": f"{folder}+clip",
+                    "i2i_moco": folder, "i2i_top": folder, "i2i_random": folder, "lumos_i2i_in1k": folder,
+                    "i2i_dino_small": f"{folder}+dino_small", "i2i_dino_large": f"{folder}+dino_large"}, runs
+    pattern = r"lumos features .*?--encoders ([\w ]*?) --patch-tokens ([\w ]*?) --part 0 .*?--out results/features/(\S+)\.part0"
+    features = {m.group(3): (m.group(1), m.group(2)) for m in re.finditer(pattern, out)}
+    assert features["imagenet1k"] == ("dino moco", "dino") and features["imagenet1k+clip"] == ("clip", "clip")
+    assert features["coco+dino_large"] == ("dino_large", "")
+    line = next(x for x in out.splitlines() if "--out results/features/imagenet1k+dino_large.part0" in x)
+    assert json.loads(re.search(r"--cfg '(.*?)' ", line).group(1))["components.dino_large"]["pretrained"] == \
+        "facebook/dinov2-large"
     assert "--data results/data/pool " not in out  # the 190M pool is not encoded for the ablations
     assert re.search(r"lumos sample .*--run-name i2i_top .*--n-samples 10000 .*--model "
                      r"results/pretrain/i2i_top/snapshots/step-400000", out)
