@@ -470,6 +470,15 @@ def test_paper_ablation_figures_dry_run(tmp_path):
     assert '"patch_k": 119' in out
 
 
+def assert_missing_release_named(kind, target, extra, tmp_path):
+    """`released.<kind>` pointing at a missing file stops the paper DAG naming the file and the key."""
+    extra.write_text(f"released: {{{kind}: {tmp_path / 'missing.pth'}}}\n")
+    proc = snakemake(target, "--configfile", str(ROOT / "config" / "paper.yaml"), str(extra), "-n",
+                     cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "missing.pth" in proc.stdout + proc.stderr and f"released.{kind}" in proc.stdout + proc.stderr
+
+
 def test_paper_released_weights_rows(tmp_path):
     """With `released.i2i` set, the paper DAG imports the authors' checkpoint and evaluates it as a
     Table 1 row; a missing file stops the workflow naming the file and the config key."""
@@ -483,11 +492,7 @@ def test_paper_released_weights_rows(tmp_path):
     assert f"lumos import-released --checkpoint {ckpt} --kind i2i --out results/released/i2i/model" in out
     assert re.search(r"lumos sample .*--run-name lumos_i2i .*--model results/released/i2i/model", out)
     assert "results/eval/fid/released_i2i_coco.json" in out
-    extra.write_text(f"released: {{i2i: {tmp_path / 'missing.pth'}}}\n")
-    proc = snakemake("results/table1.csv", "--configfile", str(ROOT / "config" / "paper.yaml"), str(extra), "-n",
-                     cwd=tmp_path, check=False)
-    assert proc.returncode != 0
-    assert "missing.pth" in proc.stdout + proc.stderr and "released.i2i" in proc.stdout + proc.stderr
+    assert_missing_release_named("i2i", "results/table1.csv", extra, tmp_path)
 
 
 def test_paper_lgm_reconstruction_dry_run(tmp_path):
@@ -564,11 +569,7 @@ def test_paper_released_t2i_rows(tmp_path):
     assert "--encoder t5_released --sample-key released.t2i_sample --model results/released/t2i/model" in out
     assert "--prompts paper --images-per-prompt 1 --columns 6 --tile-size 512 --out results/released_t2i_samples.png" in out
 
-    extra.write_text(f"released: {{t2i: {tmp_path / 'missing.pth'}}}\n")
-    proc = snakemake("results/table2.csv", "--configfile", str(ROOT / "config" / "paper.yaml"), str(extra), "-n",
-                     cwd=tmp_path, check=False)
-    assert proc.returncode != 0
-    assert "missing.pth" in proc.stdout + proc.stderr and "released.t2i" in proc.stdout + proc.stderr
+    assert_missing_release_named("t2i", "results/table2.csv", extra, tmp_path)
     extra.write_text(f"released: {{t2i: {ckpt}}}\n")
     proc = snakemake("results/table2.csv", "--configfile", str(extra), "-n", cwd=tmp_path, check=False)
     assert proc.returncode != 0 and "paper preset only" in proc.stdout + proc.stderr
