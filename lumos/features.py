@@ -19,6 +19,7 @@ import torch
 
 from lumos.data.shards import read_shard, split_index
 from lumos.data.subsets import subset_values
+from lumos.settings import PATCH_SUBSETS
 from lumos.store import FeatureStore, feature_index, max_tokens, to_ragged, write_shard
 from lumos.utils import link_or_copy, log, progress
 
@@ -347,13 +348,16 @@ def condition_tokens(features: dict[str, np.ndarray], encoder: str, tokens: str,
         parts.append(features[f"{encoder}_cls"][:, None])
     if tokens in ("patch", "cls_patch"):
         parts.append(features[f"{encoder}_patch"])
-    elif tokens in ("cls_top", "cls_random"):
+    elif tokens in PATCH_SUBSETS:
         parts.append(patch_subset(features[f"{encoder}_cls"], features[f"{encoder}_patch"], tokens, patch_k, rows))
     cond = torch.from_numpy(np.concatenate(parts, axis=1))
     if injection == "cross_attn":
         cond = torch.nn.functional.normalize(cond, dim=-1)
     mask = torch.ones(cond.shape[:2], dtype=torch.bool)
     return cond, mask
+
+
+RANDOM_PATCH_SEED = 119  # seeds cls_random's per-image draw (with the row number)
 
 
 def patch_subset(cls: np.ndarray, patch: np.ndarray, tokens: str, k: int, rows=None) -> np.ndarray:
@@ -372,9 +376,6 @@ def patch_subset(cls: np.ndarray, patch: np.ndarray, tokens: str, k: int, rows=N
         keep = np.stack([np.random.default_rng([RANDOM_PATCH_SEED, int(r)]).choice(count, k, replace=False)
                          for r in rows])
     return np.take_along_axis(patch, np.sort(keep, axis=1)[..., None], axis=1)
-
-
-RANDOM_PATCH_SEED = 119  # seeds cls_random's per-image draw (with the row number)
 
 
 def feature_keys(encoder: str, tokens: str) -> list[str]:

@@ -64,8 +64,12 @@ MAIN_TEXT = parse_finetune(T2I_MAIN)["text"]
 FIGURES = config["t2i"]["figures"]
 OFFICIAL = config["t2i"]["eval"].get("official", {})  # paper: the official GenEval / DPG-Bench
 TEXT_ENCODERS = sorted({MAIN_TEXT, *(t for f in ("fig11", "fig11b") for t in FIGURES.get(f, {}).get("text_encoders", []))})
-_steps, _every = config["t2i"]["train"]["steps"], config["t2i"]["snapshot_every"]
-SNAPSHOTS = [f"step-{s:06d}" for s in sorted({*range(_every, _steps + 1, _every), _steps})]
+def snapshot_steps(steps, every):
+    """The steps at which a run of `steps` steps keeps an EMA snapshot: every `every`, and the last."""
+    return sorted({*range(every, steps + 1, every), steps})
+
+
+SNAPSHOTS = [f"step-{s:06d}" for s in snapshot_steps(config["t2i"]["train"]["steps"], config["t2i"]["snapshot_every"])]
 # Table S1: stage k >= 2 continues stage k-1 at a higher resolution on results/data/pairs_<px>px.
 STAGES = {k: stage for k, stage in enumerate(config["t2i"]["stages"], start=2)}
 
@@ -74,8 +78,8 @@ STAGES = {k: stage for k, stage in enumerate(config["t2i"]["stages"], start=2)}
 # of Figure 5's curves and the prior of Table 4's Lumos-NVS row.
 NVS_PRIORS = list(config["nvs"]["priors"])
 NVS_MAIN = config["nvs"].get("main", "i2i")
-_nvs_steps, _nvs_every = config["nvs"]["train"]["steps"], config["nvs"].get("snapshot_every", config["nvs"]["train"]["steps"])
-NVS_SNAPSHOTS = [f"step-{s:06d}" for s in sorted({*range(_nvs_every, _nvs_steps + 1, _nvs_every), _nvs_steps})]
+_nvs_steps = config["nvs"]["train"]["steps"]
+NVS_SNAPSHOTS = [f"step-{s:06d}" for s in snapshot_steps(_nvs_steps, config["nvs"].get("snapshot_every", _nvs_steps))]
 if NVS_MAIN not in NVS_PRIORS:
     raise WorkflowError(f"config key 'nvs.main': {NVS_MAIN!r} is not a label of nvs.priors ({NVS_PRIORS})")
 if {"input", "vae"} & set(NVS_PRIORS):
@@ -805,16 +809,15 @@ def pretrain_snapshots(run):
     """The snapshot steps of a pretrain run (its own `train.steps` when it overrides them)."""
     block = config["pretrain"]["runs"][parse_run(run)["base"]]
     steps = block.get("train", {}).get("steps", config["pretrain"]["train"]["steps"])
-    every = config["pretrain"]["snapshot_every"]
-    return sorted({*range(every, steps + 1, every), steps})
+    return snapshot_steps(steps, config["pretrain"]["snapshot_every"])
 
 
 def ablation_lines(fig):
     """{line label: pretrain run} of an ablation figure (Figure 2c: Figure 10's); each label names
     what the figure varies (the encoder or the token set) and the run."""
-    spec = ABLATIONS["fig10" if fig == "fig2c" else fig]
+    source = "fig10" if fig == "fig2c" else fig
     runs = config["pretrain"]["runs"]
-    return {f"{runs[r].get(VARIES[fig if fig != 'fig2c' else 'fig10'], 'cls')} ({r})": r for r in spec["runs"]}
+    return {f"{runs[r].get(VARIES[source], 'cls')} ({r})": r for r in ABLATIONS[source]["runs"]}
 
 
 def ablation_files(fig):
