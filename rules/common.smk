@@ -638,14 +638,19 @@ def prior_model(task, label):
     return [] if kind == "none" else f"results/{'pretrain' if kind == 'i2i' else 't2i'}/{source}/model"
 
 
+NVS_DECODER = "results/components/vae_nvs" if config["nvs"].get("decoder") else None
+
+
 def nvs_eval_inputs(wildcards):
-    """The evaluated model (none for the `input` baseline) and the VAE that decodes its views."""
+    """The evaluated model (none for the `input` baseline) and the VAE that decodes its views (with
+    the decoder fine-tuned on the NVS renders where `nvs.decoder` is set)."""
     if wildcards.prior == "input":
         return {}
+    vae = {"components": trained("vae"), **({"decoder": NVS_DECODER} if NVS_DECODER else {})}
     if wildcards.prior == "vae":
-        return {"components": trained("vae")}
+        return vae
     folder = "model" if wildcards.ckpt == "final" else "snapshots"
-    return {"model": f"results/nvs/{wildcards.prior}/{folder}", "components": trained("vae")}
+    return {"model": f"results/nvs/{wildcards.prior}/{folder}", **vae}
 
 
 def nvs_eval_model(wildcards, input):

@@ -78,6 +78,27 @@ rule nvs_finetune:
         " --state {params.state} > {log} 2>&1"
 
 
+# The VAE with its decoder fine-tuned on the NVS training renders (`nvs.decoder`), which decodes the
+# evaluated views: the encoder is frozen, so latents, features and priors stay those of components.vae.
+rule nvs_decoder:
+    input:
+        trained("vae"),
+        data="results/data/nvs_train",
+    output:
+        directory("results/components/vae_nvs"),
+    params:
+        cfg=cfg_json("components.vae", "nvs.decoder"),
+    threads: 1
+    resources:
+        **rule_resources("nvs_decoder"),
+    log:
+        "results/logs/nvs/decoder.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos nvs-decoder --threads {threads} --cfg {params.cfg:q} --data {input.data} --out {output} > {log} 2>&1"
+
+
 # `final`: Table 4 (all `nvs.eval.objects`, the first figure_objects' views kept for Figure 7);
 # `step-<n>`: a snapshot, Figure 5's point (`nvs.eval.curve_objects`). Prior `input` is the
 # baseline that returns the input view, `vae` the target views through the VAE (the ceiling).
@@ -93,6 +114,7 @@ rule nvs_eval:
         model=nvs_eval_model,
         objects=lambda wc: nvs_eval_objects(wc.ckpt),
         views=nvs_saved_views,
+        decoder=lambda wc, input: f" --decoder {input.decoder}" if "decoder" in input.keys() else "",
     threads: 1
     resources:
         **rule_resources("nvs_eval"),
@@ -102,7 +124,8 @@ rule nvs_eval:
         "../envs/lumos.yaml"
     shell:
         "lumos nvs-eval --threads {threads} --cfg {params.cfg:q} --model {params.model} --data {input.data}"
-        " --features {input.features}{params.objects} --save-views {params.views} --out {output} > {log} 2>&1"
+        " --features {input.features}{params.objects}{params.decoder} --save-views {params.views} --out {output}"
+        " > {log} 2>&1"
 
 
 rule table4:

@@ -241,6 +241,12 @@ def test_smoke_nvs_table4_fig5_fig7(smoke_run):
     assert summary["condition_kept"] and summary["prior_kind"] == "i2i" and summary["views_per_object"] == 32
     assert json.loads((res / "nvs" / "t2i" / "train_summary.json").read_text())["condition_kept"] is False
     assert Image.open(res / "fig7.png").width > 9 * 32 and Image.open(res / "data" / "nvs_test" / "contact_sheet.png")
+    # the views are decoded by the VAE with its decoder fine-tuned on the NVS renders, the encoder as it was
+    ft = json.loads((res / "components" / "vae_nvs" / "decoder_finetune.json").read_text())
+    assert ft["steps"] == 5 and ft["images"] == 300 - 256
+    assert json.loads((res / "nvs" / "i2i" / "eval" / "final" / "summary.json").read_text())["decoder"].startswith(
+        "fine-tuned")
+    assert "decoder fine-tuned on the NVS training renders" in (res / "table4.md").read_text()
 
 
 @pytest.mark.slow
@@ -419,6 +425,7 @@ def test_paper_nvs_dry_run(tmp_path):
     assert re.search(r"nvs-train .*--prior none --prior-kind none", out)
     assert '"nvs.train": {"attention": "flash", "batch_size": 16384' in out
     assert out.count("rule nvs_eval:") == 2 + 3 * (1 + 10)  # baseline, VAE ceiling, 3 priors x (final + 10 snapshots)
+    assert "nvs-decoder" not in out and "--decoder" not in out  # SD's VAE decodes as it is (nvs.decoder null)
     assert "rule table4:" in out or "localrule table4:" in out
 
 

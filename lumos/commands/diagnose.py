@@ -4,6 +4,7 @@
     lumos class-grid --model results/pretrain/class_i2i/model --out class_grid.png
     lumos vae-ceiling --data results/data/imagenet
     lumos memorise --data results/data/imagenet
+    lumos nvs-probe --model results/nvs/i2i/model
 """
 
 from __future__ import annotations
@@ -126,6 +127,46 @@ def cmd_memorise(args):
         write_json(args.out, r)
 
 
+def cmd_nvs_probe(args):
+    """Does a Lumos-NVS model read its input view and its camera, and how white does it draw the
+    white background? x0 errors per noise level (`lumos.eval.diagnose.nvs_probe`), then the mean
+    colour of the background (white in the renders) in the VAE's round trip and in generated views."""
+    import numpy as np
+
+    from lumos.components.loading import from_pretrained
+    from lumos.components.vae import load_vae
+    from lumos.eval.diagnose import background_colour, nvs_probe
+    from lumos.models import LumosDiT
+    from lumos.nvs import generate_views, test_objects
+    from lumos.store import FeatureStore
+
+    cfg, device = setup(args, preset_keys=("components.vae", "nvs.encoder", "nvs.eval", "sample"))
+    model = from_pretrained(LumosDiT, args.model, "Lumos-NVS model", "nvs (run the nvs_finetune rule)")
+    store, encoder = FeatureStore(args.features), cfg["nvs.encoder"]
+    r = nvs_probe(model, store, encoder, objects=args.objects, seed=cfg["seed"], device=device)
+    print(f"x0 prediction error (latent MSE) over {r['pairs']} (input, target) pairs of {r['objects']} test objects; "
+          "copy = the input view's latent as the prediction")
+    names = [k for k in r["rows"][0] if k != "t"]
+    print(f"{'t':>5} " + " ".join(f"{k:>14}" for k in names))
+    for row in r["rows"]:
+        print(f"{row['t']:>5} " + " ".join(f"{row[k]:>14.4f}" for k in names))
+    spec = cfg["components.vae"]
+    codec = load_vae({**spec, "pretrained": args.decoder, "subfolder": None} if args.decoder else spec, device)
+    renders, generated, round_trip = [], [], []
+    for k, images, records in test_objects(args.data, args.views_objects):
+        renders.append(images[1:])
+        round_trip.append(codec.decode(codec.encode(images[1:])))
+        generated.append(generate_views(model.to(device).eval(), codec, store, encoder, k, records, cfg["sample"],
+                                        cfg["nvs.eval"]["guidance_scale"], cfg["seed"], device))
+    renders = np.concatenate(renders)
+    r["background"] = {"VAE round trip": background_colour(np.concatenate(round_trip), renders),
+                       "generated": background_colour(np.concatenate(generated), renders)}
+    for what, rgb in r["background"].items():
+        print(f"background (white, 255 in the renders) in the {what}: RGB {rgb}")
+    if args.out:
+        write_json(args.out, r)
+
+
 def register(add):
     req = {"required": True}
     data = ("labelled Shapes-world split folder", req)
@@ -142,3 +183,11 @@ def register(add):
         grid=("optional PNG: each training image beside its class's sample", {"default": None}),
         steps=("optimiser steps", {"type": int, "default": 2000}),
         lr=("learning rate", {"type": float, "default": 3e-3}))
+    add("nvs-probe", cmd_nvs_probe, model=("Lumos-NVS model folder", req),
+        data=("rendered test split", {"default": "results/data/nvs_test"}),
+        features=("its features", {"default": "results/features/nvs_test"}),
+        objects=("test objects for the x0 errors", {"type": int, "default": 16}),
+        views_objects=("test objects whose views are generated for the background colour", {"type": int, "default": 4}),
+        decoder=("a VAE folder to decode with (e.g. results/components/vae_nvs; default: components.vae)",
+                 {"default": None}),
+        out=("optional JSON of the results", {"default": None}))

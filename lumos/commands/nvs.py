@@ -59,6 +59,35 @@ def cmd_nvs_train(args):
                                  device, stop_after=args.stop_after, snapshot_every=snapshot_every))
 
 
+def cmd_nvs_decoder(args):
+    """The VAE with its decoder fine-tuned on the first `nvs.decoder.images` training renders (the
+    encoder frozen): what the NVS evaluation decodes views with, where `nvs.decoder` is set."""
+    import numpy as np
+    from diffusers import AutoencoderKL
+
+    from lumos.components.loading import from_pretrained
+    from lumos.components.vae import finetune_decoder
+    from lumos.data.shards import iter_shards
+
+    cfg, device = setup(args)
+    spec, ft = cfg["components.vae"], cfg["nvs.decoder"]
+    if not ft:
+        raise SystemExit("error: nvs.decoder is not set (null: the evaluation decodes with components.vae as is)")
+    kwargs = {"subfolder": spec["subfolder"]} if spec.get("subfolder") else {}
+    vae = from_pretrained(AutoencoderKL, spec["pretrained"], "VAE", "components.vae.pretrained", **kwargs)
+    chunks, n = [], 0
+    for _, pixels, _ in iter_shards(args.data):  # the first `images` renders, shard by shard
+        chunks.append(pixels[: ft["images"] - n])
+        n += len(chunks[-1])
+        if n >= ft["images"]:
+            break
+    summary = finetune_decoder(vae, np.concatenate(chunks), ft, seed=cfg["seed"], device=device)
+    vae.save_pretrained(args.out)
+    summary["scaling_factor"] = vae.config.scaling_factor
+    (Path(args.out) / "decoder_finetune.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary))
+
+
 def cmd_nvs_eval(args):
     """Generate every target view of the test objects from their input view and score them
     (PSNR, SSIM, LPIPS); `--model input` scores the baseline that returns the input view."""
@@ -76,12 +105,16 @@ def cmd_nvs_eval(args):
         from lumos.components.vae import load_vae
         from lumos.models import LumosDiT
 
-        codec = load_vae(cfg["components.vae"], device)
+        spec = {**cfg["components.vae"], "pretrained": args.decoder, "subfolder": None} if args.decoder \
+            else cfg["components.vae"]
+        codec = load_vae(spec, device)
         model = "vae" if args.model == "vae" else from_pretrained(LumosDiT, args.model, "Lumos-NVS model",
                                                                    "nvs (run the nvs_finetune rule)")
     summary = evaluate_nvs(model, codec, args.data, args.features, cfg["nvs.encoder"], args.out, cfg["sample"],
                            ev["guidance_scale"], cfg["seed"], device, objects=args.objects, lpips_metric=metric,
                            save_views=args.save_views)
+    if args.model != "input":
+        summary["decoder"] = "fine-tuned on the NVS training renders" if args.decoder else "the VAE's"
     summary_path = Path(args.out) / "summary.json"
     summary_path.write_text(json.dumps({**summary, "lpips_missing": why} if why else summary, indent=1))
     print(json.dumps(summary))
@@ -96,6 +129,14 @@ def _lpips_note(summaries) -> str:
     return ""
 
 
+def decoder_note(summary: dict) -> str:
+    """What decoded the evaluated views, as the evaluation recorded it."""
+    if summary.get("decoder", "").startswith("fine-tuned"):
+        return ("the VAE with its decoder fine-tuned on the NVS training renders (nvs.decoder; the encoder, "
+                "the latents and the priors unchanged)")
+    return "the VAE (components.vae)"
+
+
 def cmd_table4(args):
     """Table 4 (CSV + Markdown): PSNR / SSIM / LPIPS at elevations 0 and 30 for each measured
     model and the baseline, beside the paper's reported rows."""
@@ -106,11 +147,13 @@ def cmd_table4(args):
     measured = dict(kv.split("=", 1) for kv in args.rows)
     note = _lpips_note(measured.values())
     df = build_table4(measured, cfg["nvs.main"], cfg["nvs.priors"], cfg["preset"], note)
-    objects = json.loads(Path(next(iter(measured.values()))).read_text())
-    views = {k: v["views"] for k, v in objects.items() if k.startswith("elev")}
+    summaries = {label: json.loads(Path(path).read_text()) for label, path in measured.items()}
+    views = {k: v["views"] for k, v in next(iter(summaries.values())).items() if k.startswith("elev")}
     protocol = (f"measured on the held-out test objects: one input view each, its targets at 16 azimuths per "
-                f"elevation ({', '.join(f'{n} at {k[4:]} deg' for k, n in views.items())} views), sampler {cfg['sample']['sampler']} {cfg['sample']['steps']} steps, guidance "
-                f"{cfg['nvs.eval']['guidance_scale']}.")
+                f"elevation ({', '.join(f'{n} at {k[4:]} deg' for k, n in views.items())} views), sampler "
+                f"{cfg['sample']['sampler']} {cfg['sample']['steps']} steps, guidance "
+                f"{cfg['nvs.eval']['guidance_scale']}; views decoded by "
+                f"{decoder_note(summaries.get(cfg['nvs.main'], {}))}.")
     _write_table(df, args.csv, args.md, table4_markdown(df, protocol, note))
 
 
@@ -171,7 +214,10 @@ def register(add):
                                         "or 'vae' (the targets through the VAE: the ceiling)", req),
         data=("nvs_test split folder", req), features=("its features folder", req), out=("output folder", req),
         objects=("test objects to evaluate (default: all)", {"type": int, "default": None}),
-        save_views=("keep the generated views of this many objects (Figure 7)", {"type": int, "default": 0}))
+        save_views=("keep the generated views of this many objects (Figure 7)", {"type": int, "default": 0}),
+        decoder=("a VAE folder whose decoder decodes the views (nvs-decoder; default: components.vae)",
+                 {"type": optional_path, "default": None}))
+    add("nvs-decoder", cmd_nvs_decoder, data=("nvs_train split folder", req), out=("output VAE folder", req))
     add("table4", cmd_table4, rows=("LABEL=SUMMARY_JSON (labels `input`, `vae`: the baseline and the ceiling)",
                                     {"nargs": "+", **req}),
         csv=("output CSV", req), md=("output Markdown", req))

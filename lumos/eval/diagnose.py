@@ -189,3 +189,51 @@ def memorisation(codec, net, images: np.ndarray, records: list[dict], model_cfg:
             "final_loss": summary["final_loss"], "seconds": summary["seconds"], "trained": trained,
             "mean_latent_mse": float(((latents - latents.mean(0)) ** 2).mean()), "untrained": untrained,
             "reconstruction": attributes_present(net, codec.decode(latents), target["shape"], target["colour"])}
+
+
+def nvs_probe(model, store, encoder: str, timesteps=(100, 300, 500, 700, 900), objects: int = 16,
+              seed: int = 0, device="cpu") -> dict:
+    """Does a Lumos-NVS model use its input view and its camera? On every (input, target) pair of
+    the first `objects` objects of a rendered test split's features (`store`), the target latent is
+    noised to each of `timesteps` and the model's x0 prediction (eps converted) is scored by its
+    mean squared error to the target latent, given
+      `input`: the input view and the relative camera, as at sampling;
+      `camera zeroed`: the same with the camera vector set to zeros;
+      `input dropped`: the null condition (no input latent, no features), as CFG's other branch.
+    `copy` is the error of predicting the input view's latent itself at every noise level: a model
+    that reads its input well is below it. The same noise is used for every variant."""
+    from lumos.diffusion.gaussian import GaussianDiffusion
+    from lumos.loader import to_tensor
+    from lumos.nvs import nvs_inputs, views_per_object
+
+    v = views_per_object(store)
+    n = min(objects, store.n // v)
+    inp = np.repeat(np.arange(n) * v, v - 1)
+    tgt = (np.arange(n)[:, None] * v + np.arange(1, v)[None]).reshape(-1)
+    first = store.get(inp, ["latents", f"{encoder}_cls", "c2w", "object"])
+    second = store.get(tgt, ["latents", "c2w"])
+    kwargs = {k: t.to(device) for k, t in nvs_inputs(first, encoder, second["c2w"]).items()}
+    x0 = to_tensor(second["latents"]).to(device)
+    copy = float(((kwargs["concat"] - x0) ** 2).mean())
+    variants = {"input": kwargs, "camera zeroed": {**kwargs, "camera": torch.zeros_like(kwargs["camera"])},
+                "input dropped": {**kwargs, "force_drop_ids": torch.ones(len(x0), dtype=torch.bool, device=device)}}
+    diffusion, gen = GaussianDiffusion(), torch.Generator().manual_seed(seed)
+    rows = []
+    model = model.to(device).eval()
+    with torch.no_grad():
+        for t in timesteps:
+            tt = torch.full((len(x0),), int(t), device=device)
+            xt = diffusion.q_sample(x0, tt, torch.randn(x0.shape, generator=gen).to(device))
+            row = {"t": int(t), "copy": copy}
+            for name, kw in variants.items():
+                eps = model(xt, tt, **kw)[:, : x0.shape[1]]
+                row[name] = float(((diffusion.predict_x0_from_eps(xt, tt, eps) - x0) ** 2).mean())
+            rows.append(row)
+    return {"pairs": len(x0), "objects": n, "rows": rows}
+
+
+def background_colour(images: np.ndarray, renders: np.ndarray, threshold: int = 250) -> list[float]:
+    """Mean RGB of `images` where the matching `renders` are background (every channel above
+    `threshold`, i.e. white): how white a model or a VAE draws a white background."""
+    mask = renders.min(axis=-1) > threshold
+    return [round(float(c), 1) for c in images[mask].reshape(-1, images.shape[-1]).mean(axis=0)]
