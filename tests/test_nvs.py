@@ -191,7 +191,8 @@ def test_nvs_probe_scores_input_camera_and_dropped_condition(tmp_path):
     """The probe's errors are x0 errors against the target latent: a fresh model (camera embedder
     and new channels at zero) ignores camera and input latent alike, a model that predicts x0 = its
     input latent scores `copy`, and `copy` is the input-target latent MSE."""
-    from lumos.eval.diagnose import background_colour, nvs_probe
+    from lumos.eval.diagnose import nvs_probe
+    from lumos.eval.nvs import background_colour
     from lumos.store import FeatureStore
 
     objects, views = 3, 4

@@ -135,7 +135,8 @@ def cmd_nvs_probe(args):
 
     from lumos.components.loading import from_pretrained
     from lumos.components.vae import load_vae
-    from lumos.eval.diagnose import background_colour, nvs_probe
+    from lumos.eval.diagnose import nvs_probe
+    from lumos.eval.nvs import background_colour
     from lumos.models import LumosDiT
     from lumos.nvs import generate_views, test_objects
     from lumos.store import FeatureStore
@@ -150,13 +151,12 @@ def cmd_nvs_probe(args):
     print(f"{'t':>5} " + " ".join(f"{k:>14}" for k in names))
     for row in r["rows"]:
         print(f"{row['t']:>5} " + " ".join(f"{row[k]:>14.4f}" for k in names))
-    spec = cfg["components.vae"]
-    codec = load_vae({**spec, "pretrained": args.decoder, "subfolder": None} if args.decoder else spec, device)
+    codec = load_vae(cfg["components.vae"], device, folder=args.decoder)
     renders, generated, round_trip = [], [], []
     for k, images, records in test_objects(args.data, args.views_objects):
         renders.append(images[1:])
         round_trip.append(codec.decode(codec.encode(images[1:])))
-        generated.append(generate_views(model.to(device).eval(), codec, store, encoder, k, records, cfg["sample"],
+        generated.append(generate_views(model, codec, store, encoder, k, records, cfg["sample"],
                                         cfg["nvs.eval"]["guidance_scale"], cfg["seed"], device))
     renders = np.concatenate(renders)
     r["background"] = {"VAE round trip": background_colour(np.concatenate(round_trip), renders),

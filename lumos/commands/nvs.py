@@ -62,26 +62,15 @@ def cmd_nvs_train(args):
 def cmd_nvs_decoder(args):
     """The VAE with its decoder fine-tuned on the first `nvs.decoder.images` training renders (the
     encoder frozen): what the NVS evaluation decodes views with, where `nvs.decoder` is set."""
-    import numpy as np
-    from diffusers import AutoencoderKL
-
-    from lumos.components.loading import from_pretrained
-    from lumos.components.vae import finetune_decoder
-    from lumos.data.shards import iter_shards
+    from lumos.components.vae import finetune_decoder, load_vae
+    from lumos.data.shards import read_images
 
     cfg, device = setup(args)
-    spec, ft = cfg["components.vae"], cfg["nvs.decoder"]
+    ft = cfg["nvs.decoder"]
     if not ft:
         raise SystemExit("error: nvs.decoder is not set (null: the evaluation decodes with components.vae as is)")
-    kwargs = {"subfolder": spec["subfolder"]} if spec.get("subfolder") else {}
-    vae = from_pretrained(AutoencoderKL, spec["pretrained"], "VAE", "components.vae.pretrained", **kwargs)
-    chunks, n = [], 0
-    for _, pixels, _ in iter_shards(args.data):  # the first `images` renders, shard by shard
-        chunks.append(pixels[: ft["images"] - n])
-        n += len(chunks[-1])
-        if n >= ft["images"]:
-            break
-    summary = finetune_decoder(vae, np.concatenate(chunks), ft, seed=cfg["seed"], device=device)
+    vae = load_vae(cfg["components.vae"], device).vae
+    summary = finetune_decoder(vae, read_images(args.data, limit=ft["images"]), ft, seed=cfg["seed"], device=device)
     vae.save_pretrained(args.out)
     summary["scaling_factor"] = vae.config.scaling_factor
     (Path(args.out) / "decoder_finetune.json").write_text(json.dumps(summary, indent=1))
@@ -105,9 +94,7 @@ def cmd_nvs_eval(args):
         from lumos.components.vae import load_vae
         from lumos.models import LumosDiT
 
-        spec = {**cfg["components.vae"], "pretrained": args.decoder, "subfolder": None} if args.decoder \
-            else cfg["components.vae"]
-        codec = load_vae(spec, device)
+        codec = load_vae(cfg["components.vae"], device, folder=args.decoder)
         model = "vae" if args.model == "vae" else from_pretrained(LumosDiT, args.model, "Lumos-NVS model",
                                                                    "nvs (run the nvs_finetune rule)")
     summary = evaluate_nvs(model, codec, args.data, args.features, cfg["nvs.encoder"], args.out, cfg["sample"],

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
 from lumos.components.loading import from_pretrained
+from lumos.eval.nvs import background_colour
 from lumos.utils import log, progress
 
 
@@ -104,10 +105,12 @@ class LatentCodec:
         return to_uint8(self.vae.decode(latents.to(self.device) / self.scale).sample)
 
 
-def load_vae(spec: dict, device="cpu") -> LatentCodec:
-    """Load the VAE named by a `components.vae` config block (local folder or hub id)."""
-    kwargs = {"subfolder": spec["subfolder"]} if spec.get("subfolder") else {}
-    vae = from_pretrained(AutoencoderKL, spec["pretrained"], "VAE", "components.vae.pretrained", **kwargs)
+def load_vae(spec: dict, device="cpu", folder: str | None = None) -> LatentCodec:
+    """Load the VAE named by a `components.vae` config block (local folder or hub id), or the VAE
+    saved in `folder` instead (e.g. `nvs-decoder`'s, whose decoder is fine-tuned) with the same
+    scaling factor."""
+    kwargs = {"subfolder": spec["subfolder"]} if spec.get("subfolder") and not folder else {}
+    vae = from_pretrained(AutoencoderKL, folder or spec["pretrained"], "VAE", "components.vae.pretrained", **kwargs)
     scale = spec.get("scaling_factor") or vae.config.scaling_factor
     return LatentCodec(vae, float(scale), device)
 
@@ -136,8 +139,7 @@ def finetune_decoder(vae: AutoencoderKL, images: np.ndarray, cfg: dict, seed: in
             x = to_model_range(test).to(device)
             rec = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
             psnr = float(10 * torch.log10(4.0 / F.mse_loss(rec, x)))
-        white = test.min(axis=-1) > 250
-        return psnr, [round(float(c), 1) for c in to_uint8(rec)[white].mean(axis=0)] if white.any() else []
+        return psnr, background_colour(to_uint8(rec), test)
 
     before = score()
     gen = torch.Generator().manual_seed(seed)

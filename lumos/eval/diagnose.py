@@ -230,10 +230,3 @@ def nvs_probe(model, store, encoder: str, timesteps=(100, 300, 500, 700, 900), o
                 row[name] = float(((diffusion.predict_x0_from_eps(xt, tt, eps) - x0) ** 2).mean())
             rows.append(row)
     return {"pairs": len(x0), "objects": n, "rows": rows}
-
-
-def background_colour(images: np.ndarray, renders: np.ndarray, threshold: int = 250) -> list[float]:
-    """Mean RGB of `images` where the matching `renders` are background (every channel above
-    `threshold`, i.e. white): how white a model or a VAE draws a white background."""
-    mask = renders.min(axis=-1) > threshold
-    return [round(float(c), 1) for c in images[mask].reshape(-1, images.shape[-1]).mean(axis=0)]
