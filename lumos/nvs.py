@@ -14,6 +14,11 @@ With both new parts at zero, a model built from an I2I prior computes exactly wh
 computes at step 0. Classifier-free guidance drops the input view (its features and its latent);
 the camera stays in both branches.
 
+The fine-tune predicts what `nvs.prediction_type` says (`LumosDiT.config.prediction_type`):
+epsilon as in eq. S1, or x0 (`sample`, the tiny preset), whose loss weights the high-noise steps
+that set a view's layout as much as the others; the raw outputs at step 0 are the prior's either
+way.
+
 Priors (`nvs.priors`, label -> source): `none` (from scratch), a pretrain run (an I2I prior; its
 condition path is kept when it reads the same encoder's CLS through cross-attention), or a T2I
 fine-tune (`<prior>-<text>-<captions>-n<noise>`: its backbone, with a fresh condition path for
@@ -118,20 +123,21 @@ def keeps_condition(prior_config: dict, cond_dim: int) -> bool:
 
 
 def make_nvs_model(prior_dir: str | None, prior_kind: str, model_cfg: ModelSettings | dict, latent_shape,
-                   cond_dim: int, cond_dropout: float, seed: int):
+                   cond_dim: int, cond_dropout: float, seed: int, prediction_type: str = "epsilon"):
     """The model a Lumos-NVS fine-tune starts from, and a summary of where its weights came from.
 
     `prior_kind`: `none` (fresh weights), `i2i` (a pretrain run: every weight kept, the condition
     path too when `keeps_condition`) or `t2i` (a T2I fine-tune: backbone kept, condition path
     fresh). In every case the widened patch embedding's new channels and the camera embedder's
-    output layer start at zero."""
+    output layer start at zero. `prediction_type` is what the fine-tuned model predicts (the
+    priors predict epsilon; `nvs.prediction_type`)."""
     from lumos.components.loading import from_pretrained
     from lumos.models import DIT_SIZES, LumosDiT
 
     model_cfg = ModelSettings.from_config(model_cfg, "pretrain.model")
     c, h, w = latent_shape
     torch.manual_seed(seed)
-    views = dict(extra_in_channels=c, camera_dim=CAMERA_DIM, cond_dropout=cond_dropout)
+    views = dict(extra_in_channels=c, camera_dim=CAMERA_DIM, cond_dropout=cond_dropout, prediction_type=prediction_type)
     fresh_cond = dict(injection="cross_attn", cond_dim=cond_dim, max_cond_tokens=1, num_classes=0)
     if prior_dir is None:
         base = {**DIT_SIZES[model_cfg.size], "sample_size": h, "in_channels": c, "learn_sigma": model_cfg.learn_sigma}
@@ -174,16 +180,17 @@ def copy_prior(model, prior, keep_condition: bool) -> dict:
 
 def finetune_nvs(features_dir: str, prior_dir: str | None, prior_kind: str, encoder: str, model_cfg: ModelSettings,
                  train_cfg: TrainSettings, cond_dropout: float, outputs, state_dir: str, seed: int, device,
-                 stop_after: int | None = None, snapshot_every: int | None = None) -> dict:
+                 stop_after: int | None = None, snapshot_every: int | None = None,
+                 prediction_type: str = "epsilon") -> dict:
     """Fine-tune Lumos-NVS on a rendered-views split's features; resumable like every run."""
     from lumos.train import train_diffusion
 
     rows = ViewRows(features_dir, encoder)
     model, origin = make_nvs_model(prior_dir, prior_kind, model_cfg, rows.latent_shape, rows.cond_dim, cond_dropout,
-                                   seed)
+                                   seed, prediction_type)
     log.info("NVS: %d objects x %d views (%d ordered pairs), latents %s, prior %s", rows.objects, rows.views,
              rows.sizes[0], rows.latent_shape, prior_kind if prior_dir else "none")
-    origin.update(objects=rows.objects, views_per_object=rows.views)
+    origin.update(objects=rows.objects, views_per_object=rows.views, prediction_type=prediction_type)
     return train_diffusion(model, rows, None, None, train_cfg, outputs, state_dir, seed=seed, device=device,
                            stop_after=stop_after, cleanup_state=True, snapshot_every=snapshot_every,
                            summary_extra={k: v for k, v in origin.items() if k != "fresh"})

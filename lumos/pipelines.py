@@ -224,7 +224,8 @@ def _load_parts(transformer_dir: str, vae_dir: str, sampler: str, scaling_factor
     vae = AutoencoderKL.from_pretrained(str(vae_dir))
     if scaling_factor is not None:
         vae.register_to_config(scaling_factor=float(scaling_factor))
-    scheduler = make_scheduler(sampler, learn_sigma=transformer.config.learn_sigma)
+    scheduler = make_scheduler(sampler, learn_sigma=transformer.config.learn_sigma,
+                               prediction_type=transformer.config.prediction_type)
     return transformer, vae, scheduler
 
 

@@ -232,6 +232,7 @@ def train_diffusion(model, latents, cond: torch.Tensor | None, cond_mask: torch.
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     diffusion = GaussianDiffusion()
+    prediction_type = getattr(getattr(model, "config", None), "prediction_type", "epsilon")  # before any wrapping
     opt = adamw(model.parameters(), cfg.lr, cfg.weight_decay, fused=cfg.fused_adamw)
     warmup = cfg.warmup_steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
@@ -307,7 +308,7 @@ def train_diffusion(model, latents, cond: torch.Tensor | None, cond_mask: torch.
                 # the attention backend is chosen in the forward; the backward runs its kernels
                 with attention_backend(cfg.attention), accel.autocast():
                     losses = diffusion.training_losses(model, x0, t, model_kwargs=kwargs, noise=noise,
-                                                       mask=batch.get("loss_mask"))
+                                                       mask=batch.get("loss_mask"), prediction_type=prediction_type)
                 loss = losses["loss"].mean()
                 if check_every == 1:
                     if not torch.isfinite(loss):

@@ -59,7 +59,8 @@ rule nvs_finetune:
         plot="results/nvs/{prior}/loss.png",
         summary="results/nvs/{prior}/train_summary.json",
     params:
-        cfg=cfg_json("nvs.train", "nvs.cond_dropout", "nvs.encoder", "nvs.snapshot_every", "pretrain.model"),
+        cfg=cfg_json("nvs.train", "nvs.cond_dropout", "nvs.encoder", "nvs.snapshot_every", "nvs.prediction_type",
+                     "pretrain.model"),
         prior=lambda wc, input: input.prior or "none",
         kind=lambda wc: prior_source("nvs", wc.prior)[0],
         state="results/state/nvs/{prior}",

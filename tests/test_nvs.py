@@ -42,6 +42,21 @@ def test_fresh_nvs_model_from_i2i_prior_computes_the_prior(tmp_path):
                                    prior.forward_with_cfg(x, t, cond, guidance_scale=3.0), atol=1e-6, rtol=0)
 
 
+def test_nvs_model_predicting_x0_starts_from_the_prior_weights(tmp_path):
+    """`nvs.prediction_type: sample`: the same weights as the epsilon fine-tune would start from
+    (so the same raw outputs at step 0), with the prediction type in the saved config, which the
+    samplers and the loss read."""
+    _prior(tmp_path)
+    eps, _ = make_nvs_model(str(tmp_path / "prior"), "i2i", {"size": "DiT-N/2"}, (4, 8, 8), 16, 0.1, seed=0)
+    x0, report = make_nvs_model(str(tmp_path / "prior"), "i2i", {"size": "DiT-N/2"}, (4, 8, 8), 16, 0.1, seed=0,
+                                prediction_type="sample")
+    assert eps.config.prediction_type == "epsilon" and x0.config.prediction_type == "sample"
+    a, b = eps.state_dict(), x0.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    x0.save_pretrained(tmp_path / "nvs")
+    assert LumosDiT.from_pretrained(str(tmp_path / "nvs")).config.prediction_type == "sample"
+
+
 def test_t2i_prior_gets_a_fresh_condition_path(tmp_path):
     _prior(tmp_path)
     model, report = make_nvs_model(str(tmp_path / "prior"), "t2i", {"size": "DiT-N/2"}, (4, 8, 8), 32, 0.1, seed=0)

@@ -239,6 +239,10 @@ def test_smoke_nvs_table4_fig5_fig7(smoke_run):
     assert (f5["views"] == 2 * 32).all()
     summary = json.loads((res / "nvs" / "i2i" / "train_summary.json").read_text())
     assert summary["condition_kept"] and summary["prior_kind"] == "i2i" and summary["views_per_object"] == 32
+    # the tiny and smoke fine-tunes predict x0 (nvs.prediction_type), and the table says so
+    assert summary["prediction_type"] == "sample"
+    assert json.loads((res / "nvs" / "i2i" / "model" / "config.json").read_text())["prediction_type"] == "sample"
+    assert "The fine-tunes predict x0" in (res / "table4.md").read_text()
     assert json.loads((res / "nvs" / "t2i" / "train_summary.json").read_text())["condition_kept"] is False
     assert Image.open(res / "fig7.png").width > 9 * 32 and Image.open(res / "data" / "nvs_test" / "contact_sheet.png")
     # the views are decoded by the VAE with its decoder fine-tuned on the NVS renders, the encoder as it was
@@ -424,6 +428,7 @@ def test_paper_nvs_dry_run(tmp_path):
     assert re.search(r"nvs-train .*--prior results/t2i/none-t5-mixed-n0/model --prior-kind t2i", out)
     assert re.search(r"nvs-train .*--prior none --prior-kind none", out)
     assert '"nvs.train": {"attention": "flash", "batch_size": 16384' in out
+    assert '"nvs.prediction_type": "epsilon"' in out  # eq. S1 at paper scale (the tiny preset predicts x0)
     assert out.count("rule nvs_eval:") == 2 + 3 * (1 + 10)  # baseline, VAE ceiling, 3 priors x (final + 10 snapshots)
     assert "nvs-decoder" not in out and "--decoder" not in out  # SD's VAE decodes as it is (nvs.decoder null)
     assert "rule table4:" in out or "localrule table4:" in out

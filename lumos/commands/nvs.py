@@ -51,12 +51,15 @@ def cmd_nvs_train(args):
     train = TrainSettings.from_config(cfg["nvs.train"], "nvs.train")
     model = ModelSettings.from_config(cfg["pretrain.model"], "pretrain.model")
     snapshot_every = cfg.get("nvs.snapshot_every") if args.out_snapshots else None
+    prediction_type = cfg.get("nvs.prediction_type", "epsilon")
     key = state_key({"train": train.resume_key(), "model": vars(model), "seed": cfg["seed"], "prior": args.prior,
                      "kind": args.prior_kind, "cond_dropout": cfg["nvs.cond_dropout"], "encoder": cfg["nvs.encoder"],
-                     "snapshot_every": snapshot_every}, Path(args.features) / "index.json")
+                     "snapshot_every": snapshot_every, "prediction_type": prediction_type},
+                    Path(args.features) / "index.json")
     finish_training(finetune_nvs(args.features, args.prior, args.prior_kind, cfg["nvs.encoder"], model, train,
                                  cfg["nvs.cond_dropout"], outputs_of(args), str(Path(args.state) / key), cfg["seed"],
-                                 device, stop_after=args.stop_after, snapshot_every=snapshot_every))
+                                 device, stop_after=args.stop_after, snapshot_every=snapshot_every,
+                                 prediction_type=prediction_type))
 
 
 def cmd_nvs_decoder(args):
@@ -102,6 +105,8 @@ def cmd_nvs_eval(args):
                            save_views=args.save_views)
     if args.model != "input":
         summary["decoder"] = "fine-tuned on the NVS training renders" if args.decoder else "the VAE's"
+    if hasattr(model, "config"):  # a Lumos-NVS model, not a baseline
+        summary["prediction_type"] = model.config.prediction_type
     summary_path = Path(args.out) / "summary.json"
     summary_path.write_text(json.dumps({**summary, "lpips_missing": why} if why else summary, indent=1))
     print(json.dumps(summary))
@@ -124,6 +129,15 @@ def decoder_note(summary: dict) -> str:
     return "the VAE (components.vae)"
 
 
+def prediction_note(summary: dict) -> str:
+    """What the evaluated Lumos-NVS model predicts, when it departs from the paper's epsilon (eq. S1)."""
+    kind = summary.get("prediction_type", "epsilon")
+    if kind == "epsilon":
+        return ""
+    what = {"sample": "x0", "v_prediction": "v"}.get(kind, kind)
+    return f" The fine-tunes predict {what} (nvs.prediction_type: {kind}), not the paper's epsilon (eq. S1)."
+
+
 def cmd_table4(args):
     """Table 4 (CSV + Markdown): PSNR / SSIM / LPIPS at elevations 0 and 30 for each measured
     model and the baseline, beside the paper's reported rows."""
@@ -140,7 +154,7 @@ def cmd_table4(args):
                 f"elevation ({', '.join(f'{n} at {k[4:]} deg' for k, n in views.items())} views), sampler "
                 f"{cfg['sample']['sampler']} {cfg['sample']['steps']} steps, guidance "
                 f"{cfg['nvs.eval']['guidance_scale']}; views decoded by "
-                f"{decoder_note(summaries.get(cfg['nvs.main'], {}))}.")
+                f"{decoder_note(summaries.get(cfg['nvs.main'], {}))}.{prediction_note(summaries.get(cfg['nvs.main'], {}))}")
     _write_table(df, args.csv, args.md, table4_markdown(df, protocol, note))
 
 

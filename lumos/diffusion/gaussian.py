@@ -7,9 +7,16 @@ Notation (Ho et al. 2020; Nichol & Dhariwal 2021):
   ``mu_tilde = c1 x_0 + c2 x_t``, ``c1 = beta_t sqrt(abar_{t-1}) / (1 - abar_t)``,
   ``c2 = (1 - abar_{t-1}) sqrt(alpha_t) / (1 - abar_t)`` and
   ``beta_tilde = beta_t (1 - abar_{t-1}) / (1 - abar_t)``;
-* the model predicts epsilon and, with a learned sigma, a value ``v`` in
+* the model predicts epsilon (``prediction_type="epsilon"``, the default), or
+  x_0 (``"sample"``) or ``v = sqrt(abar) eps - sqrt(1 - abar) x_0``
+  (``"v_prediction"``; diffusers' names), and, with a learned sigma, a value in
   [-1, 1] that interpolates the log variance between ``log beta_tilde``
   (clipped at t=0, where it is 0) and ``log beta_t``.
+
+The simple loss is the MSE of what the model predicts. Read as an x_0 error, the
+epsilon MSE weights step t by ``abar / (1 - abar)`` (~1e-3 at t = 800 on this
+schedule), so an epsilon model learns almost nothing about x_0 at high noise,
+where a sample's layout is set; x_0 prediction weights every step alike.
 
 The hybrid loss is ``L_simple + L_vb`` where ``L_vb`` is measured in bits per
 dimension, uses a stop-gradient on the predicted mean (so it only trains the
@@ -54,6 +61,9 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
     log_one_minus_lower = torch.log((1.0 - lower).clamp(min=1e-12))
     log_mid = torch.log((upper - lower).clamp(min=1e-12))
     return torch.where(x < -0.999, log_upper, torch.where(x > 0.999, log_one_minus_lower, log_mid))
+
+
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 
 
 def mean_flat(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -141,6 +151,30 @@ class GaussianDiffusion:
             self.sqrt_recipm1_alphas_cumprod, t, xt
         ) * eps
 
+    def split_prediction(self, pred: torch.Tensor, xt: torch.Tensor, t: torch.Tensor,
+                         prediction_type: str = "epsilon") -> tuple[torch.Tensor, torch.Tensor]:
+        """(eps, x0) implied by a model's prediction of `prediction_type` at (x_t, t)."""
+        if prediction_type == "epsilon":
+            return pred, self.predict_x0_from_eps(xt, t, pred)
+        a = self._gather(self.sqrt_alphas_cumprod, t, xt)
+        s = self._gather(self.sqrt_one_minus_alphas_cumprod, t, xt)
+        if prediction_type == "sample":
+            return (xt - a * pred) / s, pred
+        if prediction_type == "v_prediction":
+            return s * xt + a * pred, a * xt - s * pred
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, not {prediction_type!r}")
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, prediction_type: str = "epsilon"):
+        """What a model of `prediction_type` should output for x_t = q_sample(x0, t, noise)."""
+        if prediction_type == "epsilon":
+            return noise
+        if prediction_type == "sample":
+            return x0
+        if prediction_type == "v_prediction":
+            return self._gather(self.sqrt_alphas_cumprod, t, x0) * noise \
+                - self._gather(self.sqrt_one_minus_alphas_cumprod, t, x0) * x0
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, not {prediction_type!r}")
+
     def learned_range_log_variance(self, v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``frac * log beta_t + (1 - frac) * log beta_tilde_t`` with ``frac = (v + 1) / 2``."""
         frac = (v + 1.0) / 2.0
@@ -148,30 +182,32 @@ class GaussianDiffusion:
         max_log = self._gather(self.log_betas, t, v)
         return frac * max_log + (1.0 - frac) * min_log
 
-    def p_mean_variance(self, model_output: torch.Tensor, xt: torch.Tensor, t: torch.Tensor):
+    def p_mean_variance(self, model_output: torch.Tensor, xt: torch.Tensor, t: torch.Tensor,
+                        prediction_type: str = "epsilon"):
         """Mean and log-variance of ``p(x_{t-1} | x_t)`` from a (2C)-channel output."""
-        eps, v = model_output.split(xt.shape[1], dim=1)
+        pred, v = model_output.split(xt.shape[1], dim=1)
         log_var = self.learned_range_log_variance(v, t)
-        x0 = self.predict_x0_from_eps(xt, t, eps)
+        _, x0 = self.split_prediction(pred, xt, t, prediction_type)
         mean, _, _ = self.q_posterior_mean_variance(x0, xt, t)
         return mean, log_var
 
     # -------------------------------------------------------------------- losses
 
-    def vb_terms_bpd(self, model_output, x_start, xt, t, mask=None) -> torch.Tensor:
+    def vb_terms_bpd(self, model_output, x_start, xt, t, mask=None, prediction_type: str = "epsilon") -> torch.Tensor:
         """Per-sample variational-bound term in bits/dim: KL for t>0, decoder NLL at t=0 (over the
         elements `mask` counts, when given)."""
         true_mean, _, true_log_var = self.q_posterior_mean_variance(x_start, xt, t)
-        mean, log_var = self.p_mean_variance(model_output, xt, t)
+        mean, log_var = self.p_mean_variance(model_output, xt, t, prediction_type)
         kl = mean_flat(normal_kl(true_mean, true_log_var, mean, log_var), mask) / math.log(2.0)
         nll = -mean_flat(discretized_gaussian_log_likelihood(x_start, mean, 0.5 * log_var), mask) / math.log(2.0)
         return torch.where(t.to(kl.device) == 0, nll, kl)
 
     def training_losses(self, model, x_start: torch.Tensor, t: torch.Tensor, model_kwargs=None, noise=None,
-                        mask=None) -> dict:
+                        mask=None, prediction_type: str = "epsilon") -> dict:
         """Hybrid IDDPM loss for one batch.
 
-        Returns a dict of per-sample (B,) tensors: ``mse`` (epsilon MSE, mean
+        Returns a dict of per-sample (B,) tensors: ``mse`` (the MSE of what the
+        model predicts, `prediction_type`: epsilon by default; mean
         over non-batch dims), ``vb`` (learned-sigma bound term times T/1000,
         zeros when the model does not learn sigma) and ``loss = mse + vb``.
         ``mask`` (broadcastable to ``x_start``; 1 counts, 0 does not) restricts
@@ -186,15 +222,15 @@ class GaussianDiffusion:
         out = model(xt, t, **model_kwargs)
         c = x_start.shape[1]
         if out.shape[1] == 2 * c:
-            eps, v = out.split(c, dim=1)
-            frozen = torch.cat([eps.detach(), v], dim=1)  # the bound only trains the variance
-            vb = self.vb_terms_bpd(frozen, x_start, xt, t, mask) * (self.num_timesteps / 1000.0)
+            pred, v = out.split(c, dim=1)
+            frozen = torch.cat([pred.detach(), v], dim=1)  # the bound only trains the variance
+            vb = self.vb_terms_bpd(frozen, x_start, xt, t, mask, prediction_type) * (self.num_timesteps / 1000.0)
         elif out.shape[1] == c:
-            eps = out
+            pred = out
             vb = torch.zeros(x_start.shape[0], device=x_start.device, dtype=out.dtype)
         else:
             raise ValueError(f"model output has {out.shape[1]} channels, expected {c} or {2 * c}")
-        mse = mean_flat((noise - eps) ** 2, mask)
+        mse = mean_flat((self.target(x_start, noise, t, prediction_type) - pred) ** 2, mask)
         return {"loss": mse + vb, "mse": mse, "vb": vb}
 
     def sample_timesteps(self, batch: int, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:

@@ -13,12 +13,14 @@ from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 SAMPLERS = ("ddpm", "dpm++")
 
 
-def make_scheduler(name: str, num_train_timesteps: int = 1000, learn_sigma: bool = True):
+def make_scheduler(name: str, num_train_timesteps: int = 1000, learn_sigma: bool = True,
+                   prediction_type: str = "epsilon"):
     """Build a diffusers scheduler matching the training schedule.
 
     ``"ddpm"``: ancestral DDPM; with ``learn_sigma`` the variance comes from the
-    model's learned-range output. ``"dpm++"``: DPM-Solver++ multistep, order 2,
-    epsilon prediction (the variance half of the output is not used).
+    model's learned-range output. ``"dpm++"``: DPM-Solver++ multistep, order 2
+    (the variance half of the output is not used). ``prediction_type``: what the
+    model predicts (``LumosDiT.config.prediction_type``).
     """
     scale = 1000.0 / num_train_timesteps
     common = dict(
@@ -26,7 +28,7 @@ def make_scheduler(name: str, num_train_timesteps: int = 1000, learn_sigma: bool
         beta_start=1e-4 * scale,
         beta_end=0.02 * scale,
         beta_schedule="linear",
-        prediction_type="epsilon",
+        prediction_type=prediction_type,
     )
     if name == "ddpm":
         return DDPMScheduler(
@@ -81,7 +83,8 @@ def sample(
     config = getattr(model, "config", None)
     learn_sigma = bool(getattr(config, "learn_sigma", True))
     if scheduler is None:
-        scheduler = make_scheduler(sampler, num_train_timesteps, learn_sigma=learn_sigma)
+        scheduler = make_scheduler(sampler, num_train_timesteps, learn_sigma=learn_sigma,
+                                   prediction_type=getattr(config, "prediction_type", "epsilon"))
     learned_var = getattr(scheduler.config, "variance_type", None) in ("learned", "learned_range")
     keep_variance = isinstance(scheduler, DDPMScheduler) and learned_var  # DDPM reads the variance half
     scheduler.set_timesteps(num_steps, device=device)

@@ -220,13 +220,15 @@ def nvs_probe(model, store, encoder: str, timesteps=(100, 300, 500, 700, 900), o
     diffusion, gen = GaussianDiffusion(), torch.Generator().manual_seed(seed)
     rows = []
     model = model.to(device).eval()
+    prediction_type = getattr(getattr(model, "config", None), "prediction_type", "epsilon")
     with torch.no_grad():
         for t in timesteps:
             tt = torch.full((len(x0),), int(t), device=device)
             xt = diffusion.q_sample(x0, tt, torch.randn(x0.shape, generator=gen).to(device))
             row = {"t": int(t), "copy": copy}
             for name, kw in variants.items():
-                eps = model(xt, tt, **kw)[:, : x0.shape[1]]
-                row[name] = float(((diffusion.predict_x0_from_eps(xt, tt, eps) - x0) ** 2).mean())
+                pred = model(xt, tt, **kw)[:, : x0.shape[1]]
+                _, x0_pred = diffusion.split_prediction(pred, xt, tt, prediction_type)
+                row[name] = float(((x0_pred - x0) ** 2).mean())
             rows.append(row)
     return {"pairs": len(x0), "objects": n, "rows": rows}

@@ -42,6 +42,8 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
+from lumos.diffusion.gaussian import PREDICTION_TYPES
+
 INJECTIONS = ("cross_attn", "adaln", "class", "none")
 
 #: Named backbone sizes. Paper sizes follow DiT; ``T`` (tiny) and ``N`` (nano)
@@ -376,6 +378,9 @@ class LumosDiT(ModelMixin, ConfigMixin):
         hidden_size, depth, num_heads, mlp_ratio: transformer shape.
         learn_sigma: predict epsilon plus a learned-range variance value
             (``out_channels = 2 * in_channels``).
+        prediction_type: what the first ``in_channels`` outputs predict, in
+            diffusers' names: ``"epsilon"`` (the noise; every prior), ``"sample"``
+            (x_0) or ``"v_prediction"``. The training loss and the samplers read it.
         injection: ``"cross_attn"``, ``"adaln"``, ``"class"`` or ``"none"``.
         cond_dim: feature size of condition tokens / vectors.
         max_cond_tokens: rows of the fixed null buffer ``null_cond``
@@ -414,6 +419,7 @@ class LumosDiT(ModelMixin, ConfigMixin):
         num_heads: int = 4,
         mlp_ratio: float = 4.0,
         learn_sigma: bool = True,
+        prediction_type: str = "epsilon",
         injection: str = "cross_attn",
         cond_dim: int = 128,
         max_cond_tokens: int = 1,
@@ -426,6 +432,8 @@ class LumosDiT(ModelMixin, ConfigMixin):
         micro_conditions: bool = False,
     ):
         super().__init__()
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
         if injection not in INJECTIONS:
             raise ValueError(f"injection must be one of {INJECTIONS}, got {injection!r}")
         if sample_size % patch_size:
