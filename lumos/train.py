@@ -215,7 +215,7 @@ def train_diffusion(model, latents, cond: torch.Tensor | None, cond_mask: torch.
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from lumos.diffusion.gaussian import GaussianDiffusion
+    from lumos.diffusion.gaussian import GaussianDiffusion, prediction_type_of
 
     cfg = TrainSettings.from_config(cfg, "pretrain.train")
     if isinstance(outputs, (str, Path)):
@@ -232,7 +232,7 @@ def train_diffusion(model, latents, cond: torch.Tensor | None, cond_mask: torch.
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     diffusion = GaussianDiffusion()
-    prediction_type = getattr(getattr(model, "config", None), "prediction_type", "epsilon")  # before any wrapping
+    prediction_type = prediction_type_of(model)  # before any wrapping
     opt = adamw(model.parameters(), cfg.lr, cfg.weight_decay, fused=cfg.fused_adamw)
     warmup = cfg.warmup_steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)

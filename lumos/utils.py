@@ -48,6 +48,21 @@ def resolve_device(name: str = "auto"):
     return torch.device(name)
 
 
+def optimiser_step(opt, loss, step: int, what: str, params=None, max_norm: float | None = None) -> None:
+    """One optimiser step of a component's training loop: a non-finite loss stops training with a
+    clear error naming `what` and the step; with `max_norm` the gradients of `params` are clipped
+    to that norm first."""
+    import torch
+
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{what} loss is {loss.item()} at step {step}")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if max_norm is not None:
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+    opt.step()
+
+
 def progress(iterable=None, **kwargs):
     """A tqdm bar that stays readable in a log file (fewer refreshes when not a terminal)."""
     from tqdm.auto import tqdm

@@ -15,7 +15,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 
 from lumos.components.loading import from_pretrained
-from lumos.utils import log, progress
+from lumos.utils import log, optimiser_step, progress
 
 
 def scene_targets(records: list[dict], max_objects: int = 4):
@@ -105,11 +105,7 @@ def train_fid_net(images: np.ndarray, records: list[dict], cfg: dict, out_dir: s
             + F.cross_entropy(out["count"], y["count"][idx])
             + F.cross_entropy(out["background"], y["background"][idx])
         )
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"FID-net loss is {loss.item()} at step {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimiser_step(opt, loss, step, "FID-net")
         if step % 100 == 0:
             log.info("fid_net step %d loss %.4f", step, loss.item())
     net.eval()

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lumos.components.loading import MissingWeightsError, from_pretrained, looks_local
-from lumos.utils import log, progress
+from lumos.utils import log, optimiser_step, progress
 
 
 RESIZE_FILTERS = ("bicubic", "bilinear")  # `components.<encoder>.resize`
@@ -140,16 +140,6 @@ def _cls(vit, x):
     return vit(pixel_values=x).last_hidden_state[:, 0]
 
 
-def _step(opt, params, loss: torch.Tensor, step: int, what: str) -> None:
-    """One clipped optimiser step; a non-finite loss stops training with a clear error."""
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"{what} loss is {loss.item()} at step {step}")
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, 3.0)
-    opt.step()
-
-
 def train_dino(images: np.ndarray, cfg: dict, out_dir: str, seed: int = 0) -> dict:
     """DINO-style self-distillation: a student matches an EMA teacher's centred, sharpened
     output distribution on another view of the same image. No labels are used."""
@@ -169,7 +159,7 @@ def train_dino(images: np.ndarray, cfg: dict, out_dir: str, seed: int = 0) -> di
             t_raw = [t_head(_cls(teacher, v)) for v in (v1, v2)]
             t_out = [F.softmax((t - center) / t_temp, dim=-1) for t in t_raw]
         loss = sum(-(t_out[i] * F.log_softmax(s_out[1 - i], dim=-1)).sum(-1).mean() for i in (0, 1)) / 2
-        _step(opt, params, loss, step, "DINO")
+        optimiser_step(opt, loss, step, "DINO", params, max_norm=3.0)
         ema_update(teacher, student, cfg["momentum"])
         ema_update(t_head, s_head, cfg["momentum"])
         center = 0.9 * center + 0.1 * torch.cat(t_raw).mean(0)
@@ -202,7 +192,7 @@ def train_moco(images: np.ndarray, cfg: dict, out_dir: str, seed: int = 0) -> di
         with torch.no_grad():
             k1, k2 = (m_proj(_cls(m_base, v)) for v in (v1, v2))
         loss = contrast(q1, k2) + contrast(q2, k1)
-        _step(opt, params, loss, step, "MoCo")
+        optimiser_step(opt, loss, step, "MoCo", params, max_norm=3.0)
         ema_update(m_base, base, cfg["momentum"])
         ema_update(m_proj, proj, cfg["momentum"])
     base.save_pretrained(out_dir)  # MoCo v3 keeps the base encoder

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lumos.components.encoders import VisionEncoder, _step
+from lumos.components.encoders import VisionEncoder
 from lumos.components.loading import from_pretrained
 from lumos.data import shapes as S
-from lumos.utils import log, progress
+from lumos.utils import log, optimiser_step, progress
 
 T5_MAX_LENGTH = 120  # the paper's T5 token budget (the schema default of components.t5.max_length)
 
@@ -158,7 +158,7 @@ def train_clip(images: np.ndarray, captions: list[str], cfg: dict, out_dir: str,
         logits = model.logit_scale.exp().clamp(max=100.0) * txt @ img.t()  # (text, image)
         target = torch.arange(len(idx))
         loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
-        _step(opt, params, loss, step, "CLIP")
+        optimiser_step(opt, loss, step, "CLIP", params, max_norm=3.0)
         sched.step()
         first = float(loss.item()) if first is None else first
     acc = _retrieval_accuracy(logits.detach(), [captions[i] for i in idx.tolist()])

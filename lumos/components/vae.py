@@ -9,7 +9,7 @@ from diffusers import AutoencoderKL
 
 from lumos.components.loading import from_pretrained
 from lumos.eval.nvs import background_colour
-from lumos.utils import log, progress
+from lumos.utils import log, optimiser_step, progress
 
 
 def to_model_range(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -61,11 +61,7 @@ def train_vae(images: np.ndarray, cfg: dict, out_dir: str, seed: int = 0, device
         mse = F.mse_loss(rec, x)
         kl = posterior.kl().mean() / x[0].numel()
         loss = mse + cfg["kl_weight"] * kl
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"VAE loss is {loss.item()} at step {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimiser_step(opt, loss, step, "VAE")
         history.append(mse.item())
         if step % 50 == 0:
             bar.set_postfix(mse=f"{mse.item():.4f}")
@@ -153,11 +149,7 @@ def finetune_decoder(vae: AutoencoderKL, images: np.ndarray, cfg: dict, seed: in
         with torch.no_grad():
             z = vae.encode(x).latent_dist.sample()
         loss = F.mse_loss(vae.decode(z).sample, x)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"decoder fine-tune loss is {loss.item()} at step {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimiser_step(opt, loss, step, "decoder fine-tune")
         if step % 50 == 0:
             bar.set_postfix(mse=f"{loss.item():.4f}")
     after = score()

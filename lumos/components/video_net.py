@@ -28,7 +28,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 
 from lumos.components.loading import from_pretrained
-from lumos.utils import log, progress
+from lumos.utils import log, optimiser_step, progress
 
 HEADS = ("motion", "shape", "colour", "count")
 MULTI_LABEL = ("motion", "shape", "colour")  # multi-hot heads (BCE); `count` is a class (CE)
@@ -221,11 +221,7 @@ def train_video_net(split_dir, cfg: dict, out_dir, seed: int = 0) -> dict:
         x = torch.where(flip.view(-1, 1, 1, 1, 1), x.flip(3), x)
         parts = head_losses(net(x), y, idx)
         loss = sum(parts.values())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"video-net loss is {loss.item()} at step {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimiser_step(opt, loss, step, "video-net")
         sched.step()
         losses.append({k: v.item() for k, v in parts.items()})
         if step % 50 == 0:

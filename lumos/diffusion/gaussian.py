@@ -66,6 +66,12 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 
 
+def prediction_type_of(model) -> str:
+    """What `model` predicts (`LumosDiT.config.prediction_type`); epsilon for a model without one
+    (a video model, a stand-in, a model saved before the key existed)."""
+    return getattr(getattr(model, "config", None), "prediction_type", "epsilon")
+
+
 def mean_flat(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over all non-batch dimensions -> (B,); with `mask` (broadcastable to `x`, 1 where an
     element counts, 0 where not) the mean over the counted elements only."""

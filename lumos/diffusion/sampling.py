@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 
+from lumos.diffusion.gaussian import prediction_type_of
+
 SAMPLERS = ("ddpm", "dpm++")
 
 
@@ -84,7 +86,7 @@ def sample(
     learn_sigma = bool(getattr(config, "learn_sigma", True))
     if scheduler is None:
         scheduler = make_scheduler(sampler, num_train_timesteps, learn_sigma=learn_sigma,
-                                   prediction_type=getattr(config, "prediction_type", "epsilon"))
+                                   prediction_type=prediction_type_of(model))
     learned_var = getattr(scheduler.config, "variance_type", None) in ("learned", "learned_range")
     keep_variance = isinstance(scheduler, DDPMScheduler) and learned_var  # DDPM reads the variance half
     scheduler.set_timesteps(num_steps, device=device)

@@ -195,14 +195,14 @@ def nvs_probe(model, store, encoder: str, timesteps=(100, 300, 500, 700, 900), o
               seed: int = 0, device="cpu") -> dict:
     """Does a Lumos-NVS model use its input view and its camera? On every (input, target) pair of
     the first `objects` objects of a rendered test split's features (`store`), the target latent is
-    noised to each of `timesteps` and the model's x0 prediction (eps converted) is scored by its
+    noised to each of `timesteps` and the model's x0 prediction (converted from what it predicts, `config.prediction_type`) is scored by its
     mean squared error to the target latent, given
       `input`: the input view and the relative camera, as at sampling;
       `camera zeroed`: the same with the camera vector set to zeros;
       `input dropped`: the null condition (no input latent, no features), as CFG's other branch.
     `copy` is the error of predicting the input view's latent itself at every noise level: a model
     that reads its input well is below it. The same noise is used for every variant."""
-    from lumos.diffusion.gaussian import GaussianDiffusion
+    from lumos.diffusion.gaussian import GaussianDiffusion, prediction_type_of
     from lumos.loader import to_tensor
     from lumos.nvs import nvs_inputs, views_per_object
 
@@ -220,7 +220,7 @@ def nvs_probe(model, store, encoder: str, timesteps=(100, 300, 500, 700, 900), o
     diffusion, gen = GaussianDiffusion(), torch.Generator().manual_seed(seed)
     rows = []
     model = model.to(device).eval()
-    prediction_type = getattr(getattr(model, "config", None), "prediction_type", "epsilon")
+    prediction_type = prediction_type_of(model)
     with torch.no_grad():
         for t in timesteps:
             tt = torch.full((len(x0),), int(t), device=device)

@@ -21,16 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-def background_colour(images: np.ndarray, renders: np.ndarray, threshold: int = 250) -> list[float]:
-    """Mean RGB of `images` where the matching `renders` are background (every channel above
-    `threshold`, i.e. white): how white a model or a VAE draws a white background; [] when the
-    renders have no such pixel."""
-    mask = renders.min(axis=-1) > threshold
-    if not mask.any():
-        return []
-    return [round(float(c), 1) for c in images[mask].reshape(-1, images.shape[-1]).mean(axis=0)]
-
-
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"  # torchvision's IMAGENET1K_V1 AlexNet checkpoint
 SSIM_WINDOW = 7
 
@@ -109,3 +99,13 @@ def view_metrics(gt: np.ndarray, pred: np.ndarray, lpips_metric: LPIPS | None = 
     if lpips_metric is not None:
         out["lpips"] = lpips_metric(gt, pred)
     return out
+
+
+def background_colour(images: np.ndarray, renders: np.ndarray, threshold: int = 250) -> list[float]:
+    """Mean RGB of `images` where the matching `renders` are background (every channel above
+    `threshold`, i.e. white): how white a model or a VAE draws a white background; [] when the
+    renders have no such pixel."""
+    mask = renders.min(axis=-1) > threshold
+    if not mask.any():
+        return []
+    return [round(float(c), 1) for c in images[mask].reshape(-1, images.shape[-1]).mean(axis=0)]
