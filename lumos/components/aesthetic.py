@@ -88,7 +88,8 @@ def load_clip_vision(ref: str, key: str):
     from transformers import CLIPVisionModelWithProjection
 
     model, info = from_pretrained(CLIPVisionModelWithProjection, ref, "CLIP model of the aesthetic predictor", key,
-                                  output_loading_info=True)
+                                  output_loading_info=True,
+                                  expected_unexpected=("text_model.", "text_projection.", "logit_scale"))
     if info["missing_keys"]:
         raise ValueError(f"CLIP model '{ref}' (config key '{key}') lacks {len(info['missing_keys'])} weights "
                          f"(e.g. {sorted(info['missing_keys'])[0]}): give a full CLIP model with its visual projection")

@@ -236,7 +236,9 @@ def load_encoder(spec: dict, name: str, device="cpu") -> VisionEncoder:
     if spec.get("kind") == "clip":
         from transformers import CLIPVisionModel
 
-        model = from_pretrained(CLIPVisionModel, spec["pretrained"], f"{name} image tower", key)
+        text_side = ("text_model.", "text_projection.", "visual_projection.", "logit_scale")  # of a full CLIP
+        model = from_pretrained(CLIPVisionModel, spec["pretrained"], f"{name} image tower", key,
+                                expected_unexpected=text_side)
         return VisionEncoder(model, "clip_vision", spec.get("input_size", model.config.image_size),
                              spec.get("mean", [0.5] * 3), spec.get("std", [0.5] * 3), device,
                              resize=spec.get("resize", "bicubic"))
@@ -247,7 +249,9 @@ def load_encoder(spec: dict, name: str, device="cpu") -> VisionEncoder:
 
         config = from_pretrained(AutoConfig, spec["pretrained"], f"{name} vision encoder", key)
         if config.model_type == "vit":
-            model = from_pretrained(ViTModel, spec["pretrained"], f"{name} vision encoder", key, add_pooling_layer=False)
+            # facebook/dino-vit* also hold a pooler, which the encoder does not use
+            model = from_pretrained(ViTModel, spec["pretrained"], f"{name} vision encoder", key,
+                                    add_pooling_layer=False, expected_unexpected=("pooler.",))
         else:  # e.g. dinov2: its last_hidden_state is also after the final norm
             model = from_pretrained(AutoModel, spec["pretrained"], f"{name} vision encoder", key)
         kind = "transformers"

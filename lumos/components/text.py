@@ -196,6 +196,14 @@ class TextEncoder:
         return out.float(), enc["attention_mask"].bool()
 
 
+# Checkpoint keys the text encoder does not use: a Flan-T5's decoder and LM head, a full CLIP's
+# image side (and its text projection: the encoder gives the hidden states).
+EXPECTED_UNEXPECTED = {
+    "t5": ("decoder.", "lm_head."),
+    "clip": ("vision_model.", "visual_projection.", "text_projection.", "logit_scale"),
+}
+
+
 def load_text_encoder(spec: dict, name: str, device="cpu") -> TextEncoder:
     """Load the text encoder of config block `components.<name>` (keys: pretrained, kind 't5' or
     'clip', max_length). A full CLIP folder/hub id gives its text tower."""
@@ -208,7 +216,8 @@ def load_text_encoder(spec: dict, name: str, device="cpu") -> TextEncoder:
     cls = {"t5": T5EncoderModel, "clip": CLIPTextModel}.get(kind)
     if cls is None:
         raise ValueError(f"components.{name}.kind must be 't5' or 'clip', got {kind!r}")
-    model = from_pretrained(cls, spec["pretrained"], f"{name} text encoder", key)
+    model = from_pretrained(cls, spec["pretrained"], f"{name} text encoder", key,
+                            expected_unexpected=EXPECTED_UNEXPECTED[kind])
     tokenizer = from_pretrained(AutoTokenizer, spec["pretrained"], f"{name} tokenizer", key)
     return TextEncoder(model, tokenizer, kind, spec["max_length"], device)
 
