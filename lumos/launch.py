@@ -13,6 +13,7 @@ def launch(argv: list[str]) -> None:
     """`lumos launch --processes N [--nodes M] -- <command> ...`: run a command on N processes.
 
     One process: the command runs here. More: `accelerate launch` starts one process per GPU;
+    `--processes auto` (the workflow's GPU rules outside SLURM) takes one per GPU the job sees;
     on several nodes (one launcher per node, started by srun) the rendezvous comes from SLURM's
     environment (node rank SLURM_NODEID, the first host of SLURM_JOB_NODELIST). SIGUSR1/SIGTERM
     are forwarded to every worker so they checkpoint before a time limit or pre-emption.
@@ -21,7 +22,8 @@ def launch(argv: list[str]) -> None:
 
     p = argparse.ArgumentParser(prog="lumos launch", description=launch.__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--processes", type=int, default=1, help="total processes (= GPUs) over all nodes")
+    p.add_argument("--processes", default="1",
+                   help="total processes (= GPUs) over all nodes, or 'auto': one per GPU this job sees (1 on a CPU)")
     p.add_argument("--nodes", type=int, default=1, help="nodes (one launcher per node)")
     p.add_argument("--port", type=int, default=29500 + int(os.environ.get("SLURM_JOB_ID", "0")) % 1000)
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the lumos command and its options")
@@ -29,6 +31,7 @@ def launch(argv: list[str]) -> None:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         p.error("no command given after --")
+    args.processes = local_processes() if args.processes == "auto" else int(args.processes)
     if args.processes <= 1:
         return main(command)
     import torch
@@ -57,3 +60,13 @@ def first_slurm_host() -> str:
     hosts = subprocess.run(["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]],
                            capture_output=True, text=True, check=True).stdout.split()
     return hosts[0]
+
+
+def local_processes() -> int:
+    """One process per CUDA device this job sees (CUDA_VISIBLE_DEVICES), 1 without CUDA."""
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    print(f"lumos launch: {max(n, 1)} process(es) on this machine's {n} visible GPU(s)" if n else
+          "lumos launch: no GPU visible: one process", file=sys.stderr, flush=True)
+    return max(n, 1)

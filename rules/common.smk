@@ -35,6 +35,8 @@ except ConfigError as err:
 # Rules call the package through its `lumos` CLI, installed beside the Python running Snakemake
 # (also when that environment is not activated).
 os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+# With `--sdm conda`, envs/lumos.post-deploy.sh installs this checkout into the rules' env from here.
+os.environ.setdefault("LUMOS_ROOT", workflow.basedir)
 RUNS = sorted(config["pretrain"]["runs"])
 EVAL_SPLITS = config["eval"]["splits"]
 MAIN_ENCODERS = config["features"]["main_encoders"]  # cached in each split's own features folder
@@ -189,6 +191,12 @@ def curated(split):
     `data.source: paths`) rather than generated from the Shapes world."""
     base = split_base(split)[0]
     return base in config["data"].get("sources", {}) or config["data"]["source"] == "paths"
+
+
+def table_splits(*splits):
+    """Folders of the curated splits among `splits` (a table's data: its table notes any that came
+    out short of its n)."""
+    return [f"results/data/{s}" for s in dict.fromkeys(splits) if curated(s)]
 
 
 def data_jobs(split):
@@ -432,7 +440,7 @@ def official_repo_key(bench):
 def official_launch_flags():
     """`accelerate launch` flags of dpg_official, as DPG-Bench's dist_eval.sh passes them (fp16;
     one process per GPU of the official_eval job)."""
-    processes = rule_resources("official_eval")["processes"]
+    processes = max(1, rule_request("official_eval").get("gpus_per_node", 0))  # one node
     multi = " --multi_gpu" if processes > 1 else ""
     return f"--num_machines 1 --num_processes {processes}{multi} --mixed_precision fp16"
 
@@ -490,9 +498,9 @@ def fig_inputs(fig):
 
 
 def fid_cfg():
-    """The settings FID steps read: the feature network (its own settings only when it is the
-    DAG's classifier) and the batch size."""
-    net = ["components.fid_net"] if config["eval"]["fid_extractor"] == "fid_net" else []
+    """The settings FID steps read: the feature network (its own settings when it is
+    `components.fid_net`, the weights file when it is Inception) and the batch size."""
+    net = ["components.fid_net"] if config["eval"]["fid_extractor"] == "fid_net" else ["eval.inception"]
     return cfg_json("eval.fid_extractor", "eval.batch_size", *net)
 
 
@@ -537,23 +545,42 @@ def sample_count(wildcards):
 # `--configfile`/`--config` like every other setting, and GPU rules need values derived from
 # them (processes = GPUs x nodes for `lumos launch`, `srun` for multi-node, the SIGUSR1 lead
 # time) that `set-resources` cannot compute. Retries do use Snakemake's `attempt`.
+def rule_request(rule):
+    """Config `resources.default` overridden by `resources.rules.<rule>`."""
+    return {**config["resources"]["default"], **config["resources"]["rules"].get(rule, {})}
+
+
+def on_slurm():
+    """Whether this run's jobs go to SLURM: the slurm executor, or slurm-jobstep running a job in
+    its allocation. A dry run (executor `dryrun`) shows what the executor it stands in for would
+    run: Snakemake forces threads for remote executors only (snakemake/api.py), and SLURM is the
+    one remote executor this workflow has a profile for."""
+    name = getattr(workflow.executor_plugin, "name", "local")
+    if name == "dryrun":
+        return bool(workflow.execution_settings.use_threads)
+    return name.startswith("slurm")
+
+
 def rule_resources(rule, signal=False):
     """Snakemake/SLURM resources of `rule` from config `resources` (local runs ignore them).
 
     Memory and runtime grow with the attempt number. GPU rules ask for `gpus_per_node` GPUs;
-    with `nodes` > 1 they run one launcher task per node through srun (`mpi`). `processes` is
-    the number of training processes the launcher starts (one per GPU). `signal` adds
+    under SLURM with `nodes` > 1 they run one launcher task per node through srun (`mpi`), and
+    `processes` is the number of training processes the launchers start (one per GPU); anywhere
+    else they run on one machine, one process per GPU it has (`on_slurm`). `signal` adds
     `--signal=USR1@<slurm.signal_seconds>` so a job checkpoints before its time limit.
     """
-    r = {**config["resources"]["default"], **config["resources"]["rules"].get(rule, {})}
+    r = rule_request(rule)
     gpus, nodes = r.get("gpus_per_node", 0), r.get("nodes", 1)
     mem, minutes = r["mem_mb"], r["runtime"]
     out = {
         "mem_mb": lambda wc, attempt: mem * attempt,
         "runtime": lambda wc, attempt: minutes * attempt,
-        "processes": max(1, gpus * nodes),
-        "nodes": nodes,
-        "mpi": "srun" if nodes > 1 else "",
+        # Under SLURM: gpus x nodes processes, one srun launcher per node. Elsewhere (a workstation,
+        # an interactive node): one process per GPU the job sees, on this machine.
+        "processes": lambda wc: max(1, gpus * nodes) if on_slurm() else ("auto" if gpus else 1),
+        "nodes": lambda wc: nodes if on_slurm() else 1,
+        "mpi": lambda wc: "srun" if nodes > 1 and on_slurm() else "",
     }
     extra = [r["slurm_extra"]] if r.get("slurm_extra") else []
     if signal and config["slurm"]["signal_seconds"]:
@@ -607,8 +634,11 @@ def check_before_run():
             files += [("aesthetic.model.head", model["head"])] if model else []
             absent += [f"data.sources.{split}.{k}.{key} = '{path}' ({src['name']})" for key, path in files
                        if not path.startswith("results/") and not os.path.exists(path)]
+    inception = config["eval"]["inception"]
+    if config["eval"]["fid_extractor"] == "inception" and not (inception and os.path.isfile(inception)):
+        absent.append(f"eval.inception = '{inception}' (clean-fid's inception-2015-12-05.pt, never downloaded)")
     if absent:
-        raise WorkflowError(f"data of the paper preset is missing: {'; '.join(absent[:8])}"
+        raise WorkflowError(f"inputs of the {config['preset']} preset are missing: {'; '.join(absent[:8])}"
                             + (f"; and {len(absent) - 8} more" if len(absent) > 8 else ""))
 
 onstart:

@@ -92,12 +92,14 @@ rule gather_data:
         directory("results/data/{split}"),
     params:
         n=lambda wc: split_size(wc.split),
+        min_fraction=config["data"]["curation"]["min_fraction"],
     log:
         "results/logs/data/{split}.gather.log",
     conda:
         "../envs/lumos.yaml"
     shell:
-        "lumos gather-data --parts {input} --limit {params.n} --out {output} > {log} 2>&1"
+        "lumos gather-data --parts {input} --limit {params.n} --min-fraction {params.min_fraction} --out {output}"
+        " > {log} 2>&1"
 
 
 # The Shapes world as img2dataset writes web images (tar shards of <key>.png + .txt + .json with

@@ -118,6 +118,8 @@ rule t2i_pipeline:
     params:
         cfg=lambda wc: cfg_json("components.vae", f"components.{t2i_text(wc)}", "sample.sampler"),
         text=t2i_text,
+    resources:
+        **rule_resources("text_features"),  # loads the text encoder (paper: the 4.7B T5) like a text-feature job
     log:
         "results/logs/t2i/{ft}_pipeline.log",
     conda:

@@ -7,7 +7,6 @@ localrules:
     table1,
     table2,
     table3,
-    t2i_grid,
     figure,
     fig12,
     ablation_figure,
@@ -22,6 +21,11 @@ rule table1:
             split=EVAL_SPLITS,
         ),
         grid_data=f"results/data/{EVAL_SPLITS[0]}",
+        splits=table_splits(
+            *(config["pretrain"]["runs"][r].get("data", "pool") for r in ("lumos_i2i", "rcg")),
+            *EVAL_SPLITS,
+            *(f"{s}_ref" for s in EVAL_SPLITS),
+        ),
         lumos=f"results/samples/lumos_i2i/{EVAL_SPLITS[0]}",
         rcg=f"results/samples/rcg/{EVAL_SPLITS[0]}",
     output:
@@ -38,7 +42,7 @@ rule table1:
     shell:
         "lumos table1 --cfg {params.cfg:q} --fid {input.fid} --csv {output.csv} --md {output.md}"
         " --grid {output.grid} --grid-data {input.grid_data}"
-        " --grid-samples Lumos-I2I={input.lumos} RCG={input.rcg} > {log} 2>&1"
+        " --grid-samples Lumos-I2I={input.lumos} RCG={input.rcg} --splits {input.splits} > {log} 2>&1"
 
 
 # With config released.t2i, Tables 2 and 3 gain the row "Lumos-T2I (released weights, evaluated
@@ -56,6 +60,7 @@ rule table2:
         grid="results/t2i_samples.png",
         released=["results/eval/t2i/released_t2i/fid_coco_short.json"] if RELEASED_T2I else [],
         released_grid=["results/released_t2i_samples.png"] if RELEASED_T2I else [],
+        splits=table_splits("pairs", "coco", "coco_ref"),
     output:
         csv=report("results/table2.csv", caption="../docs/report/table2.rst", category="T2I (Section 4.2.1)"),
         md="results/table2.md",
@@ -69,7 +74,7 @@ rule table2:
     shell:
         "lumos table2 --cfg {params.cfg:q} --short {input.short} --long {input.long}"
         " --untrained {input.untrained} --real {input.real} --summary {input.summary} {params.released}"
-        " --csv {output.csv} --md {output.md} > {log} 2>&1"
+        " --splits {input.splits} --csv {output.csv} --md {output.md} > {log} 2>&1"
 
 
 rule table3:
@@ -100,12 +105,20 @@ rule t2i_grid:
         report("results/t2i_samples.png", caption="../docs/report/t2i_samples.rst", category="T2I (Section 4.2.1)"),
     params:
         cfg=cfg_json("sample"),
+        # the Shapes world's prompts, enlarged 4x; on real data the paper's prompts at the model's size
+        prompts=""
+        if config["data"]["source"] == "shapes"
+        else "--prompts paper --images-per-prompt 1 --columns 6 --scale 1",
+    threads: 1
+    resources:
+        **rule_resources("t2i_sample"),  # it samples the T2I model: a job, never on the login node
     log:
         "results/logs/report/t2i_grid.log",
     conda:
         "../envs/lumos.yaml"
     shell:
-        "lumos t2i-grid --cfg {params.cfg:q} --pipeline {input} --out {output} > {log} 2>&1"
+        "lumos t2i-grid --threads {threads} --cfg {params.cfg:q} --pipeline {input} {params.prompts} --out {output}"
+        " > {log} 2>&1"
 
 
 rule figure:
@@ -148,6 +161,9 @@ rule interpolation:
         cfg=cfg_json(
             "pretrain.interpolation", f"pretrain.runs.{INTERP_RUN}", "components.vae", f"components.{INTERP_ENCODER}", "sample"
         ),
+    threads: 1
+    resources:
+        **rule_resources("sample"),  # it samples the prior
     log:
         "results/logs/report/figS7.log",
     conda:

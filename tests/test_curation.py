@@ -160,6 +160,32 @@ def test_jobs_gather_to_what_one_job_keeps_and_caps_are_shared(tmp_path):
     assert quota["totals"]["kept"] == 5
 
 
+def test_a_short_split_is_a_warning_noted_under_the_tables_or_an_error(tmp_path, caplog):
+    """16 images for n = 24: a WARNING naming the split, its n and what was kept, `n` in
+    curation.json and a note under Tables 1 and 2; with min_fraction 0.7 (16 < 0.7 x 24) an error."""
+    import logging
+
+    from lumos.report.markdown import short_split_notes
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(16):
+        (src / f"{i}.png").write_bytes(_png((40, 40), (10 * i, 0, 0)))
+    curate_part("pool", [Source("folder", str(src))], 24, 16, 8, str(tmp_path / "p0"))
+    with caplog.at_level(logging.WARNING, logger="lumos"):
+        gather_split([str(tmp_path / "p0")], str(tmp_path / "pool"), limit=24, min_fraction=0.5)
+    assert "split pool is short of its n: kept 16 of n = 24 (67%" in caplog.text
+    assert json.loads((tmp_path / "pool" / "curation.json").read_text())["n"] == 24
+    note = short_split_notes([tmp_path / "pool", tmp_path / "absent"])
+    assert note.startswith("Split pool is short: 16 of n = 24 images kept (67%")
+    with pytest.raises(ValueError, match=r"kept 16 of n = 24 .*below data.curation.min_fraction = 0.7.*data.splits.pool.n"):
+        gather_split([str(tmp_path / "p0")], str(tmp_path / "pool2"), limit=24, min_fraction=0.7)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lumos"):
+        gather_split([str(tmp_path / "p0")], str(tmp_path / "pool3"), limit=16, min_fraction=0.7)
+    assert "short" not in caplog.text and short_split_notes([tmp_path / "pool3"]) == ""
+
+
 def test_coco_source_draws_images_and_one_caption_each_with_the_seed(tmp_path):
     (tmp_path / "val2014").mkdir()
     images, anns = [], []

@@ -52,10 +52,42 @@ def test_statistics_round_trip_and_missing_file(tmp_path):
         fid.load_statistics(tmp_path / "missing.npz")
 
 
-def test_inception_missing_is_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(fid.tempfile, "gettempdir", lambda: str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="inception-2015-12-05.pt"):
-        fid.load_extractor("inception", None)
+@pytest.mark.parametrize("path, message", [
+    (None, "config key 'eval.inception' is not set"),
+    ("{tmp}/inception-2015-12-05.pt", "does not exist.*'eval.inception'"),
+    ("{tmp}/inception.pt", "must name clean-fid's 'inception-2015-12-05.pt'"),
+])
+def test_inception_missing_is_a_clear_error(tmp_path, path, message):
+    with pytest.raises(FileNotFoundError, match=message):
+        fid.load_extractor("inception", None, inception=path and path.format(tmp=tmp_path))
+
+
+def test_inception_fid_runs_from_the_configured_file_offline(small_split, inception_standin, tmp_path):
+    """With TMPDIR elsewhere (SLURM sites set one per job) and no network, `lumos fid-reference`
+    and `lumos fid` read Inception from `eval.inception`: clean-fid's /tmp copy and download are
+    never consulted (a download attempt would fail: nothing here reaches the network)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    data, images, _ = small_split
+    cfg = json.dumps({"eval.fid_extractor": "inception", "eval.inception": str(inception_standin),
+                      "eval.batch_size": 16})
+    env = {**os.environ, "TMPDIR": str(tmp_path / "job_tmp")}
+    (tmp_path / "job_tmp").mkdir()
+    lumos = [sys.executable, "-m", "lumos.cli"]
+    ref = tmp_path / "ref.npz"
+    subprocess.run([*lumos, "fid-reference", "--cfg", cfg, "--threads", "1", "--data", str(data), "--out", str(ref)],
+                   check=True, env=env)
+    stats = fid.load_statistics(ref)
+    assert stats["mu"].shape == (2048,) and int(stats["n"]) == len(images)
+    proc = subprocess.run([*lumos, "fid", "--cfg", cfg, "--threads", "1", "--run", "r", "--split", "pool", "--data",
+                           str(data), "--reference", str(ref), "--out", str(tmp_path / "fid.json")],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "fid.json").read_text())
+    assert result["extractor"] == fid.INCEPTION_NAME and abs(result["fid"]) < 1e-2  # the split against itself (rank-deficient covariances: sqrtm noise)
 
 
 @pytest.mark.parametrize("a, b, input_size, ok", [

@@ -180,14 +180,31 @@ def test_a_switch_trains_the_same_weights(tmp_path, eager, switches, tolerance):
     assert _max_diff(eager, _train(tmp_path, "switched", **switches)) <= tolerance
 
 
-def test_compiled_training_is_the_eager_training(tmp_path, eager, monkeypatch):
+def test_compile_is_skipped_on_the_cpu_with_a_log_line(tmp_path, eager, caplog):
+    """compile: true with inductor on the CPU (minutes of compilation for little gain) trains
+    eagerly and says so in the log."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="lumos"):
+        assert _max_diff(eager, _train(tmp_path, "cpu", compile=True)) == 0.0
+    assert "pretrain.train.compile: skipped on the CPU" in caplog.text
+    assert "the first step took" not in caplog.text
+
+
+def test_compiled_training_is_the_eager_training(tmp_path, eager, monkeypatch, caplog):
     """compile: true (the aot_eager backend: the same graph capture as inductor, without code
-    generation) trains exactly the eager weights, and a run stopped without compile resumes with
-    it: the compiled model's checkpoints keep the parameter names."""
+    generation) trains exactly the eager weights, logs the first (compiling) and second step's
+    times, and a run stopped without compile resumes with it: the compiled model's checkpoints
+    keep the parameter names."""
+    import logging
+
     import lumos.train
 
     monkeypatch.setattr(lumos.train, "COMPILE_BACKEND", "aot_eager")
-    assert _max_diff(eager, _train(tmp_path, "compiled", compile=True)) == 0.0
+    with caplog.at_level(logging.INFO, logger="lumos"):
+        assert _max_diff(eager, _train(tmp_path, "compiled", compile=True)) == 0.0
+    assert re.search(r"compile: the first step took [0-9.]+ s \(torch.compile's compilation included\)", caplog.text)
+    assert re.search(r"compile: the second step took [0-9.]+ s \(compiled\)", caplog.text)
     assert _train(tmp_path, "resumed", stop_after=3) == {"stopped_at": 3}
     assert _max_diff(eager, _train(tmp_path, "resumed", compile=True)) == 0.0
 

@@ -104,3 +104,32 @@ def test_table2_table3_released_t2i_row_only_when_evaluated(tmp_path):
     assert "guidance 4.5" in table3.to_markdown(df3, "official GenEval", "official DPG-Bench", sampling)
     only_ours = table3.build_table3({"Lumos-T2I": rows["Lumos-T2I"]}, "paper")
     assert "released" not in table3.to_markdown(only_ours, "official GenEval", "official DPG-Bench", sampling)
+
+
+def test_fid_tables_call_rows_comparable_by_the_feature_network_not_the_preset(tmp_path):
+    """Table 1's note calls measured rows comparable with the paper's only when FID used
+    Inception-v3; the paper preset with another network (a user's fid_net) is not comparable,
+    and the extractor column names that network."""
+    import json
+
+    from lumos.eval.fid import INCEPTION_NAME, fid_net_name
+    from lumos.report.table1 import build_table1, to_markdown
+
+    def table(extractor):
+        files = []
+        for run in ("lumos_i2i", "rcg", "untrained", "real"):
+            for split in ("coco", "imagenet"):
+                path = tmp_path / f"{run}_{split}.json"
+                path.write_text(json.dumps({"run": run, "split": split, "fid": 1.0, "n_samples": 8,
+                                            "extractor": extractor}))
+                files.append(str(path))
+        return build_table1(files, "paper")
+
+    user = fid_net_name({"pretrained": "/nets/my_net", "train": None})
+    assert user == "user network (/nets/my_net)"
+    assert fid_net_name({"pretrained": "results/components/fid_net", "train": {"steps": 1}}) == \
+        "shapes-classifier (trained in the DAG)"
+    df = table(user)
+    assert set(df.loc[df["source"] == "measured", "feature_extractor"]) == {user}
+    assert "not comparable with the `reported (paper)` rows" in to_markdown(df)
+    assert "they compare with the `reported (paper)` rows" in to_markdown(table(INCEPTION_NAME))

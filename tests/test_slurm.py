@@ -37,7 +37,8 @@ def run(*args, cwd, check=True, **kw):
 def test_profile_slurm_resolves_by_name_from_the_repository_root(tmp_path):
     """`--profile slurm` from the repo root: the paper DAG of every implemented target (`all`: the
     tables and figures) with each GPU rule's SLURM resources and launch line."""
-    proc = run("all", "--profile", "slurm", "-n", "-p", "--directory", str(tmp_path), cwd=ROOT)
+    figures = [f"results/{f}.png" for f in ("fig12", "fig9", "fig10", "fig2c", "figS2", "figS3", "fig11b")]
+    proc = run("all", *figures, "--profile", "slurm", "-n", "-p", "--directory", str(tmp_path), cwd=ROOT)
     out = proc.stdout
     jobs = re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", out, re.M)
     res = {}
@@ -60,6 +61,10 @@ def test_profile_slurm_resolves_by_name_from_the_repository_root(tmp_path):
     for rule in ("table1", "table2", "table3", "figure", "official_scores", "gather_features", "gather_samples",
                  "gather_t2i_samples", "gather_text_features"):  # local rules (submit host): no resources asked
         assert f"rule {rule}:" in out and "gpu" not in res[rule] and "gres" not in res[rule], rule
+    # the prompt grid samples the T2I model: a GPU job with the paper's prompts at the model's size
+    assert res["t2i_grid"]["gpu"] == "1" and res["interpolation"]["gpu"] == "1"
+    grid = re.search(r"^Shell command: (lumos t2i-grid .*)$", out, re.M).group(1)
+    assert "--prompts paper" in grid and "--scale 1" in grid
 
 
 def test_real_run_without_account_or_data_is_a_clear_error(tmp_path):

@@ -329,6 +329,40 @@ def test_paper_dag_dry_run_without_weights(tmp_path):
         filtered = {s["name"] for s in sources if s["min_side"] or s["aesthetic"]}
         assert filtered == ({"laion", "coyo"} if split == "pool" else set()), (split, filtered)
     assert re.search(r"--parts 400 --out results/data/pool.part399\b", out)
+    # no SLURM (no profile): pretraining launches on the devices its job sees, on one machine
+    launches = [line for line in out.splitlines() if "lumos launch" in line]
+    assert len(launches) == 2 and all("Shell command:  lumos launch --processes auto --nodes 1 -- pretrain " in line
+                                      for line in launches)
+    assert "srun" not in out
+
+
+# What a local rule (run by Snakemake itself: on a cluster, the login node) may run: commands that
+# read and write files only. A command that loads a network belongs in a job.
+FILE_ONLY_COMMANDS = {"table1", "table2", "table3", "table4", "table5", "figure", "fig12", "ablation-figure",
+                      "official-scores", "gather", "gather-data", "gather-clips", "gather-views", "lgm-inputs"}
+LOCAL_RULES = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+with SnakemakeApi(OutputSettings()) as api:
+    wf = api.workflow(resource_settings=ResourceSettings(), snakefile=Path(sys.argv[1]), workdir=Path(sys.argv[2]),
+                      config_settings=ConfigSettings(configfiles=[Path(sys.argv[3])]))._workflow
+    print(json.dumps({r.name: r.shellcmd for r in wf.rules if r.name in wf._localrules}))
+"""
+
+
+def test_paper_local_rules_load_no_network(tmp_path):
+    """Every local rule of the paper preset (run on the login node, which has no GPU) runs a
+    command that only reads and writes files; every rule that loads a network is a job."""
+    proc = subprocess.run([sys.executable, "-c", LOCAL_RULES, str(ROOT / "Snakefile"), str(tmp_path),
+                           str(ROOT / "config" / "paper.yaml")], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    local = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {"table1", "table2", "figure", "fig12", "gather_samples"} <= set(local) and "t2i_grid" not in local
+    for rule, command in local.items():
+        words = re.findall(r"\blumos ([a-z0-9-]+)", command or "")
+        assert words and set(words) <= FILE_ONLY_COMMANDS, (rule, command)
 
 
 def test_paper_t2i_dag_dry_run_without_weights(tmp_path):

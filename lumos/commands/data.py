@@ -82,7 +82,7 @@ def cmd_gather_data(args):
     from lumos.utils import setup_logging
 
     setup_logging()
-    gather_split(args.parts, args.out, limit=args.limit)
+    gather_split(args.parts, args.out, limit=args.limit, min_fraction=args.min_fraction)
 
 
 def cmd_export_shapes(args):
@@ -110,6 +110,8 @@ def register(add):
         summary=("counts file (default: <out stem>.summary.json)", {"default": None}),
         work=("resumable progress, one folder per settings", {"default": "results/state/captions"}))
     add("gather-data", cmd_gather_data, config=False, parts=("the job folders, in order", {"nargs": "+", **req}),
-        out=("the split folder", req), limit=("keep the first N images (the split's n)", {"type": int, "default": None}))
+        out=("the split folder", req), limit=("keep the first N images (the split's n)", {"type": int, "default": None}),
+        min_fraction=("stop when a curated split keeps fewer than this fraction of --limit (data.curation.min_fraction)",
+                      {"type": float, "default": 0.0}))
     add("export-shapes", cmd_export_shapes, split=("split name", req), out=("output folder of tar shards", req),
         parallel=True)

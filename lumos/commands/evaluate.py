@@ -10,7 +10,7 @@ from lumos.commands import setup, write_json
 def _extractor(cfg, device):
     from lumos.eval.fid import load_extractor
 
-    return load_extractor(cfg["eval.fid_extractor"], cfg.get("components.fid_net"), device)
+    return load_extractor(cfg["eval.fid_extractor"], cfg.get("components.fid_net"), device, cfg.get("eval.inception"))
 
 
 def cmd_fid_reference(args):

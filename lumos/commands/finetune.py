@@ -112,7 +112,8 @@ def cmd_export_pipeline(args):
 
 def cmd_t2i_grid(args):
     """Samples for a fixed prompt list (`--prompts`: the Shapes-world prompts or the paper's own)
-    from an exported pipeline, labels under the images; `--tile-size` shrinks large samples."""
+    from an exported pipeline, labels under the images; `--tile-size` shrinks large samples,
+    `--scale` enlarges small ones."""
     from lumos.eval.t2i import grid_prompts
     from lumos.pipelines import pipeline_sampler
     from lumos.viz import save_grid, shrink
@@ -126,7 +127,7 @@ def cmd_t2i_grid(args):
         labels += [label] + [""] * (per - 1)
     if args.tile_size:
         images = shrink(images, args.tile_size)
-    save_grid(args.out, images, ncols=args.columns or per * 2, scale=1 if args.tile_size else 4, labels=labels)
+    save_grid(args.out, images, ncols=args.columns or per * 2, scale=1 if args.tile_size else args.scale, labels=labels)
 
 
 def cmd_official_images(args):
@@ -202,8 +203,10 @@ def register(add):
         prompts=("prompt set: shapes (the Shapes world's) or paper (Figures 1a, S4, S5)",
                  {"choices": ["shapes", "paper"], "default": "shapes"}),
         columns=("tiles per grid row (default: 2 prompts' worth)", {"type": int, "default": None}),
-        tile_size=("shrink each sample to this width in pixels (default: enlarge 4x, for tiny samples)",
+        tile_size=("shrink each sample to this width in pixels (default: enlarge by --scale)",
                    {"type": int, "default": None}),
+        scale=("enlarge each sample this many times (4: tiny Shapes samples; 1: the model's own size)",
+               {"type": int, "default": 4}),
         sample_key=sample_key)
     add("official-images", cmd_official_images, bench=bench, pipeline=("exported T2I pipeline folder", req),
         out=("image folder in the evaluator's layout", req),

@@ -26,7 +26,7 @@ def cmd_table1(args):
 
     cfg, _ = setup(args)
     df = build_table1(args.fid, cfg["preset"])
-    _write_table(df, args.csv, args.md, to_markdown(df))
+    _write_table(df, args.csv, args.md, to_markdown(df, args.splits))
     n = cfg["eval.grid_images"]
     cols = dict(kv.split("=", 1) for kv in args.grid_samples)
     write_grid(read_images(args.grid_data, n), {k: read_pngs(v, n) for k, v in cols.items()}, args.grid, n)
@@ -38,7 +38,7 @@ def cmd_table2(args):
 
     cfg, _ = setup(args)
     df = build_table2(args.short, args.long, args.untrained, args.real, args.summary, cfg["preset"], args.released)
-    _write_table(df, args.csv, args.md, to_markdown(df, cfg.get("released.t2i_sample")))
+    _write_table(df, args.csv, args.md, to_markdown(df, cfg.get("released.t2i_sample"), args.splits))
 
 
 def cmd_table3(args):
@@ -127,13 +127,15 @@ def cmd_interpolate(args):
 
 def register(add):
     req = {"required": True}
+    splits = ("the data splits the table rests on: a curated one short of its n is noted", {"nargs": "*", "default": []})
     add("table1", cmd_table1, fid=("FID json files", {"nargs": "+", "required": True}), csv=("output CSV", req),
         md=("output Markdown", req), grid=("output PNG grid", req), grid_data=("eval split folder", req),
-        grid_samples=("NAME=FOLDER sample folders", {"nargs": "+", "required": True}))
+        grid_samples=("NAME=FOLDER sample folders", {"nargs": "+", "required": True}), splits=splits)
     add("table2", cmd_table2, short=("FID json, short captions", req), long=("FID json, long captions", req),
         untrained=("FID json of the untrained model", req), real=("FID json of the real floor", req),
         summary=("train_summary.json of the fine-tune", req), csv=("output CSV", req), md=("output Markdown", req),
-        released=("FID json of the released T2I model (config released.t2i; adds its row)", {"default": None}))
+        released=("FID json of the released T2I model (config released.t2i; adds its row)", {"default": None}),
+        splits=splits)
     add("table3", cmd_table3, row=("LABEL=GENEVAL_JSON,DPG_JSON[,MODEL_DIR]", {"nargs": "+", "required": True}),
         official=("the scores come from the official evaluators (paper preset)", {"action": "store_true"}),
         csv=("output CSV", req), md=("output Markdown", req))

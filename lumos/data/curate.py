@@ -189,11 +189,13 @@ def _keep(item: Item, source, split: str, image_size: int, max_pixels: int, writ
     return None
 
 
-def gather_split(parts: list[str], out_dir: str, limit: int | None = None, sheet: bool = True) -> dict:
+def gather_split(parts: list[str], out_dir: str, limit: int | None = None, sheet: bool = True,
+                 min_fraction: float = 0.0) -> dict:
     """Join the part folders of a split: shards hard-linked in part order and renumbered, index and
-    `curation.json` (counts summed by source and reason) written, a contact sheet drawn. With
-    `limit` (the split's n) only the first `limit` images are kept, the rest counted as `over_n`.
-    Bucketed parts are joined bucket by bucket (and not cut to `limit`)."""
+    `curation.json` (counts summed by source and reason, and the split's `n`) written, a contact
+    sheet drawn. With `limit` (the split's n) only the first `limit` images are kept, the rest
+    counted as `over_n`; a curated split short of it is a WARNING, and an error below
+    `min_fraction` of it. Bucketed parts are joined bucket by bucket (and not cut to `limit`)."""
     from lumos.data.buckets import bucket_dirs, write_bucket_index
 
     out = Path(out_dir)
@@ -217,14 +219,29 @@ def gather_split(parts: list[str], out_dir: str, limit: int | None = None, sheet
         for s, k in dropped.items():
             by_source[s].update(kept=-k, over_n=k)
         totals = sum(by_source.values(), Counter())
-        report = {"split": reports[0]["split"], "parts": len(parts), "totals": dict(totals),
-                  "by_source": {s: dict(c) for s, c in by_source.items()}}
+        report = {"split": reports[0]["split"], "parts": len(parts), "n": limit if buckets is None else None,
+                  "totals": dict(totals), "by_source": {s: dict(c) for s, c in by_source.items()}}
         (out / "curation.json").write_text(json.dumps(report, indent=1))
         if not totals.get("kept"):
             raise ValueError(f"no usable images for split {report['split']}: {dict(totals)} (see {out}/curation.json)")
         log.info("%s: kept %d of %d seen; skipped %s", report["split"], totals["kept"], totals["seen"],
                  {k: v for k, v in totals.items() if k not in ("seen", "kept")})
+        check_shortfall(report, min_fraction, out / "curation.json")
     return index
+
+
+def check_shortfall(report: dict, min_fraction: float, path) -> None:
+    """A split that kept fewer images than its n: a WARNING naming it, its n and what was kept
+    (the tables note it too), or an error below `min_fraction` of n (data.curation.min_fraction)."""
+    n, kept = report.get("n"), report["totals"].get("kept", 0)
+    if not n or kept >= n:
+        return
+    what = (f"split {report['split']} is short of its n: kept {kept} of n = {n} ({100 * kept / n:.0f}%; "
+            f"skipped {({k: v for k, v in report['totals'].items() if k not in ('seen', 'kept')})}, see {path})")
+    if kept < min_fraction * n:
+        raise ValueError(f"{what}: below data.curation.min_fraction = {min_fraction}. Add sources, loosen their "
+                         f"filters, or lower data.splits.{report['split']}.n")
+    log.warning("%s; the tables note it", what)
 
 
 def _gather_shards(parts: list[str], out: Path, sheet: bool, limit: int | None = None) -> tuple[dict, Counter]:

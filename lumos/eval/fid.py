@@ -2,7 +2,8 @@
 
 Small scale: the Shapes-world classifier (`components.fid_net`) is clean-fid's custom feature
 extractor, on images at their native size (no resize). Paper scale: clean-fid's Inception
-("clean" mode, resize to 299 with PIL bicubic). Reference statistics (mean, covariance, and the
+("clean" mode, resize to 299 with PIL bicubic), loaded from the file of config key
+`eval.inception` (offline nodes: clean-fid itself would download it into /tmp). Reference statistics (mean, covariance, and the
 pixel size of the reference images) are written by the DAG into results/, never into clean-fid's
 install folder.
 
@@ -16,7 +17,6 @@ upscaled and blurred) biases FID, and `check_comparable` stops it naming the siz
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -39,25 +39,52 @@ class Extractor:
         self.input_size = input_size
 
 
-def load_extractor(kind: str, fid_net_spec: dict | None, device="cpu") -> Extractor:
-    """`fid_net`: the DAG-trained classifier; `inception`: clean-fid's Inception (must be cached)."""
+def load_extractor(kind: str, fid_net_spec: dict | None, device="cpu", inception: str | None = None) -> Extractor:
+    """`fid_net`: the network of `components.fid_net` (the DAG-trained Shapes classifier, or a
+    user's network when its `train` is null); `inception`: clean-fid's Inception from the
+    TorchScript file `inception` (config key `eval.inception`), never downloaded."""
     from cleanfid.resize import build_resizer
 
     if kind == "fid_net":
         from lumos.components.classifier import CleanFIDExtractor, load_fid_net
 
         net = load_fid_net(fid_net_spec, device)
-        return Extractor(CleanFIDExtractor(net).to(device), _identity, "shapes-classifier (trained in the DAG)", device)
-    path = Path(tempfile.gettempdir()) / INCEPTION_FILE
-    if not path.exists():
-        raise FileNotFoundError(
-            f"clean-fid's Inception weights are not at {path}: place '{INCEPTION_FILE}' there "
-            f"(clean-fid downloads it only where the network is reachable)"
-        )
-    from cleanfid.features import build_feature_extractor
+        return Extractor(CleanFIDExtractor(net).to(device), _identity, fid_net_name(fid_net_spec), device)
+    from cleanfid.inception_torchscript import InceptionV3W
 
-    model = build_feature_extractor("clean", device=torch.device(device), use_dataparallel=False)
-    return Extractor(model, build_resizer("clean"), "inception-v3 (clean-fid, clean mode)", device, INCEPTION_SIZE)
+    path = check_inception_file(inception)
+    # clean-fid's own wrapper with its download off: it reads <folder>/inception-2015-12-05.pt
+    model = InceptionV3W(str(path.parent), download=False, resize_inside=False).to(device).eval()
+    return Extractor(model, build_resizer("clean"), INCEPTION_NAME, device, INCEPTION_SIZE)
+
+
+INCEPTION_NAME = "inception-v3 (clean-fid, clean mode)"
+
+
+def fid_net_name(spec: dict) -> str:
+    """What `components.fid_net` is, as the tables name it: the Shapes classifier the DAG trains,
+    or the user's own network (`train: null`) by its path."""
+    if spec.get("train"):
+        return "shapes-classifier (trained in the DAG)"
+    return f"user network ({spec['pretrained']})"
+
+
+def check_inception_file(path: str | None) -> Path:
+    """The Inception TorchScript file of config key `eval.inception`, or a clear error naming the
+    key (clean-fid would otherwise try to download it into /tmp, whatever TMPDIR says)."""
+    if not path:
+        raise FileNotFoundError(
+            f"eval.fid_extractor is 'inception' but config key 'eval.inception' is not set: download "
+            f"'{INCEPTION_FILE}' once on a machine with network (clean-fid's URL, "
+            f"cleanfid.downloads_helper) and set eval.inception to its path")
+    path = Path(path).expanduser()
+    if path.name != INCEPTION_FILE:
+        raise FileNotFoundError(f"config key 'eval.inception' must name clean-fid's '{INCEPTION_FILE}' "
+                                f"(clean-fid loads it by that name), not '{path.name}'")
+    if not path.is_file():
+        raise FileNotFoundError(f"missing Inception weights: '{path}' does not exist. Place clean-fid's "
+                                f"'{INCEPTION_FILE}' there or point config key 'eval.inception' at it")
+    return path
 
 
 def array_features(images: np.ndarray, ext: Extractor, batch_size: int = 250) -> np.ndarray:

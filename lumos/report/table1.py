@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lumos.report.markdown import markdown_table
+from lumos.report.markdown import fid_comparability, markdown_table, short_split_notes
 
 # Table 1 of the paper: MS-COCO FID-30K and ImageNet FID-50K.
 REPORTED = [
@@ -52,13 +52,14 @@ def build_table1(fid_files: list[str], preset: str) -> pd.DataFrame:
     return pd.DataFrame(rows)[cols]
 
 
-def to_markdown(df: pd.DataFrame) -> str:
-    """A Markdown table with a note on what is comparable."""
+def to_markdown(df: pd.DataFrame, splits=()) -> str:
+    """A Markdown table with a note on what is comparable (by the feature network) and on any of
+    `splits` (curated split folders) that came out short of its `n`."""
     note = ("Table 1 (I2I generation). `measured` rows come from this workflow's run (FID in the feature space "
             "named in `feature_extractor`, one sample per eval image); `reported (paper)` rows are copied from "
-            "the paper (Inception FID on MS-COCO 30K / ImageNet 50K) and are not comparable to measured rows "
-            "unless the preset is `paper`.")
-    return markdown_table(df, "Table 1: RCG vs Lumos-I2I", note)
+            "the paper (Inception FID on MS-COCO 30K / ImageNet 50K). " + fid_comparability(df))
+    short = short_split_notes(splits)
+    return markdown_table(df, "Table 1: RCG vs Lumos-I2I", note + (" " + short if short else ""))
 
 
 def write_grid(eval_images, columns: dict, path: str, n: int) -> None:

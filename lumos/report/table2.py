@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lumos.report.markdown import markdown_table
+from lumos.report.markdown import fid_comparability, markdown_table, short_split_notes
 from lumos.report.released import RELEASED_T2I_LABEL, released_t2i_sampling
 
 # The paper's Table 2: (method, type, text-image pairs, steps, FID-30K). '-' = unknown.
@@ -71,16 +71,18 @@ def build_table2(short: str, long: str, untrained: str, real: str, summary: str,
     return pd.DataFrame(rows)[COLUMNS]
 
 
-def to_markdown(df: pd.DataFrame, released_sampling: dict | None = None) -> str:
-    """A Markdown table with a note on what is comparable (and, with the released row, how it was
-    sampled: `released_sampling`, config `released.t2i_sample`)."""
+def to_markdown(df: pd.DataFrame, released_sampling: dict | None = None, splits=()) -> str:
+    """A Markdown table with a note on what is comparable (by the feature network; with the
+    released row, how it was sampled: `released_sampling`, config `released.t2i_sample`) and on
+    any of `splits` (curated split folders) that came out short of its `n`."""
     note = ("Table 2 (T2I FID). `measured` rows: this workflow's Lumos-T2I, fine-tuned from the Lumos-I2I prior on "
             "the pair set, one sample per caption of the COCO-role split, FID in the feature space named in "
             "`feature_extractor`; † = sampled from the long captions. `reported (paper)` rows are the paper's "
-            "Table 2 (Inception FID-30K on MS-COCO; literature rows as the paper quotes them; * = PixArt-α-256) and "
-            "are not comparable to measured rows unless the preset is `paper`.")
+            "Table 2 (Inception FID-30K on MS-COCO; literature rows as the paper quotes them; * = PixArt-α-256). "
+            + fid_comparability(df))
     if released_sampling and (df["method"] == RELEASED_T2I_LABEL).any():
         note += (f" {released_t2i_sampling(released_sampling)} It is sampled from the same short captions; its FID "
                  "reference is the same COCO images at 299 px, the Inception input size, so that neither side is "
                  "upscaled.")
-    return markdown_table(df, "Table 2: T2I FID, short vs long captions", note)
+    short = short_split_notes(splits)
+    return markdown_table(df, "Table 2: T2I FID, short vs long captions", note + (" " + short if short else ""))
