@@ -51,9 +51,11 @@ def main(argv=None) -> None:
 
         return launch(argv[1:])
     args = build_parser().parse_args(argv)
+    from lumos.utils import WriteError
+
     try:
         args.func(args)
-    except (FileNotFoundError, FloatingPointError, ValueError, KeyError) as err:
+    except (FileNotFoundError, FloatingPointError, ValueError, KeyError, WriteError) as err:
         from lumos.config import ConfigError
 
         kind = "config error" if isinstance(err, ConfigError) else type(err).__name__

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lumos.utils import link_or_copy, log, progress
+from lumos.utils import atomic_write, link_or_copy, log, png_complete, progress
 
 
 def load_model(model_dir: str | None, fresh_from=None):
@@ -30,18 +30,19 @@ def load_model(model_dir: str | None, fresh_from=None):
 def write_batches(n: int, batch_size: int, make, out_dir: str, work_dir: str, part: int = 0, parts: int = 1,
                   what: str = "samples") -> int:
     """Write items 0..n-1 as PNGs named by their index, batch by batch: `make(start, stop)` returns
-    the uint8 images of one batch. Batches whose PNGs are all in `work_dir` are skipped (a killed job
-    resumes); the folder is moved to `out_dir` at the end. With `parts` > 1 this job makes every
+    the uint8 images of one batch. Batches whose PNGs are all in `work_dir`, whole, are skipped (a
+    killed job resumes; each PNG is written beside and renamed, and a truncated one, from a kill of
+    an older version, is made again); the folder is moved to `out_dir` at the end. With `parts` > 1 this job makes every
     `parts`-th batch only. Returns the number of items this job made."""
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     mine = list(range(0, n, batch_size))[part::parts]
     for start in progress(mine, desc=f"{what} (part {part + 1}/{parts})"):
         stop = min(start + batch_size, n)
-        if all((work / f"{i:06d}.png").exists() for i in range(start, stop)):
+        if all(png_complete(work / f"{i:06d}.png") for i in range(start, stop)):
             continue
         for i, img in zip(range(start, stop), make(start, stop)):
-            Image.fromarray(img).save(work / f"{i:06d}.png")
+            atomic_write(work / f"{i:06d}.png", Image.fromarray(img).save)
     out = Path(out_dir)
     if out.exists():
         shutil.rmtree(out)

@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from lumos.data.subsets import in_subset
+from lumos.utils import atomic_write
 
 
 def feature_index(features_dir) -> dict:
@@ -75,7 +76,7 @@ def write_shard(folder, name: str, arrays: dict[str, np.ndarray]) -> None:
     out = Path(folder) / name
     out.mkdir(parents=True, exist_ok=True)
     for key, value in arrays.items():
-        np.save(out / f"{key}.npy", np.ascontiguousarray(value))
+        atomic_write(out / f"{key}.npy", lambda tmp, v=value: np.save(tmp, np.ascontiguousarray(v)))
 
 
 def write_store(folder, arrays: dict[str, np.ndarray], shard_size: int | None = None, **meta) -> dict:

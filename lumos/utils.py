@@ -1,7 +1,9 @@
-"""Small shared helpers: devices, threads, seeds, logging, progress bars and file linking."""
+"""Small shared helpers: devices, threads, seeds, logging, progress bars, file linking and safe
+writes."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
@@ -81,3 +83,53 @@ def link_or_copy(src, dst) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, Path(dst))
+
+
+class WriteError(OSError):
+    """A file could not be written; the message names the file, why, and the free space."""
+
+
+def write_error(path, err: OSError) -> WriteError:
+    """`err` (raised writing `path`) as one line naming the file, the reason and the free space
+    on its filesystem. numpy's short write (`N requested and M written`) has no errno: with
+    under 64 MiB free it is taken for a full disk."""
+    folder = Path(path).resolve().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if err.errno in (errno.ENOSPC, errno.EDQUOT) or (err.errno is None and free < 64 * 2**20):
+        why = "no space left on the device"
+    elif err.errno in (errno.EACCES, errno.EPERM):
+        why = "permission denied"
+    elif err.errno == errno.EROFS:
+        why = "read-only filesystem"
+    else:
+        why = str(err)
+    return WriteError(err.errno, f"cannot write {path}: {why} ({free / 2**20:.1f} MiB free in {folder}; {err})")
+
+
+def atomic_write(path, write) -> Path:
+    """Write `path` by `write(tmp)` to a temporary name beside it (same suffix, so writers that
+    infer the format from it keep working), then rename it into place: a kill leaves no half-written
+    file under the real name. A failed write removes the temporary file and raises `WriteError`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise err if isinstance(err, WriteError) else write_error(path, err) from err
+    return path
+
+
+def png_complete(path) -> bool:
+    """Whether `path` is a whole PNG (every chunk present, checksums right): what a resume may skip."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        return True
+    except (OSError, SyntaxError, ValueError):
+        return False

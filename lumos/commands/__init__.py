@@ -40,9 +40,12 @@ def setup(args, preset_keys: tuple[str, ...] = ()):
 
 
 def write_json(path, obj) -> None:
-    """Write `obj` as indented JSON (folders created)."""
+    """Write `obj` as indented JSON (folders created; written beside, then renamed)."""
+    from lumos.utils import atomic_write
+
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(obj, indent=1))
+    text = json.dumps(obj, indent=1)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def optional_path(value: str) -> str | None:
