@@ -301,6 +301,9 @@ def train_diffusion(model, latents, cond: torch.Tensor | None, cond_mask: torch.
         """Every process saves its part (RNG states are per process); rank 0 marks it complete."""
         path = state / f"checkpoint-{at}"
         accel.save_state(str(path))
+        # this rank's loss sums since the last logged row: the next row after a resume averages
+        # the same steps as an uninterrupted run's
+        torch.save({"sums": window.cpu(), "steps": window_steps}, path / f"loss_window_{accel.process_index}.pt")
         accel.wait_for_everyone()
         if accel.is_main_process:
             (path / "DONE").write_text(str(at))
@@ -315,6 +318,9 @@ def train_diffusion(model, latents, cond: torch.Tensor | None, cond_mask: torch.
     t0, seen, ran = time.time(), 0, 0
     step_end = t0
     window, window_steps = torch.zeros(3, device=accel.device), 0  # running sums of loss, mse, vb between logged rows
+    if last is not None and (last / f"loss_window_{accel.process_index}.pt").exists():
+        saved = torch.load(last / f"loss_window_{accel.process_index}.pt")
+        window, window_steps = saved["sums"].to(accel.device), saved["steps"]
     on_gpu = accel.device.type == "cuda"
     # Checking the loss waits for the device: every step on the CPU (free there), else every
     # `check_every` steps on a flag the steps accumulate, and always before a row, snapshot or

@@ -45,6 +45,21 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
     assert [int(r["step"]) for r in rows] == list(range(1, 13))  # no duplicated or missing steps
 
 
+def test_resume_between_logged_rows_writes_the_uninterrupted_loss_record(tmp_path):
+    """Stopped at step 6 with rows every 4 steps (the window since row 5 holds a step): the
+    resumed run's loss.csv is byte for byte the uninterrupted run's; the loss sums since the last
+    row are part of the checkpoint."""
+    lat, cond, mask = data()
+    cfg = {**CFG, "log_every": 4, "checkpoint_every": 3}
+    train_diffusion(model(), lat, cond, mask, cfg, str(tmp_path / "a"), str(tmp_path / "state_a"))
+    assert train_diffusion(model(), lat, cond, mask, cfg, str(tmp_path / "b"), str(tmp_path / "state_b"),
+                           stop_after=6) == {"stopped_at": 6}
+    train_diffusion(model(seed=123), lat, cond, mask, cfg, str(tmp_path / "b"), str(tmp_path / "state_b"))
+    a, b = (tmp_path / "a" / "loss.csv").read_bytes(), (tmp_path / "b" / "loss.csv").read_bytes()
+    assert [r.split(b",")[0] for r in a.splitlines()[1:]] == [b"1", b"5", b"9", b"12"]
+    assert a == b
+
+
 def test_training_decreases_loss_and_writes_outputs(tmp_path):
     lat, cond, mask = data(n=8)
     cfg = {**CFG, "steps": 60, "batch_size": 8, "checkpoint_every": 30, "log_every": 10, "lr": 2e-3}
