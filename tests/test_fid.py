@@ -41,6 +41,9 @@ def test_folder_features_equal_array_features(extractor, tmp_path):
         Image.fromarray(img).save(tmp_path / f"{i:06d}.png")
     np.testing.assert_allclose(fid.folder_features(tmp_path, extractor), fid.array_features(images, extractor),
                                rtol=1e-5, atol=1e-5)
+    # read in chunks of one 4-image batch (the progress bar's steps): the same features
+    np.testing.assert_allclose(fid.folder_features(tmp_path, extractor, batch_size=4, chunk_batches=1),
+                               fid.array_features(images, extractor), rtol=1e-5, atol=1e-5)
 
 
 def test_statistics_round_trip_and_missing_file(tmp_path):

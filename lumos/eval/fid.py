@@ -91,8 +91,10 @@ def array_features(images: np.ndarray, ext: Extractor, batch_size: int = 250) ->
     """Features of uint8 (n, H, W, 3) images, resized exactly as clean-fid resizes files."""
     from cleanfid.fid import get_batch_features
 
+    from lumos.utils import progress
+
     feats = []
-    for start in range(0, len(images), batch_size):
+    for start in progress(range(0, len(images), batch_size), desc="fid features", unit="batch"):
         batch = [ext.resize(img) for img in images[start : start + batch_size]]
         # uint8 or clean-fid's float32 resize output: both in [0, 255], as its dataset yields them
         x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float()
@@ -100,13 +102,26 @@ def array_features(images: np.ndarray, ext: Extractor, batch_size: int = 250) ->
     return np.concatenate(feats)
 
 
-def folder_features(folder: str, ext: Extractor, batch_size: int = 250) -> np.ndarray:
-    """Features of every image file in `folder`, read and resized by clean-fid."""
-    from cleanfid.fid import get_folder_features
+def folder_features(folder: str, ext: Extractor, batch_size: int = 250, chunk_batches: int = 8) -> np.ndarray:
+    """Features of every image file in `folder` (clean-fid's file list), read and resized by
+    clean-fid, `chunk_batches` batches at a time under a progress bar (the network is in eval
+    mode: how files are grouped does not change their features)."""
+    from glob import glob
 
-    return get_folder_features(str(folder), ext.model, num_workers=0, batch_size=batch_size,
-                               device=torch.device(ext.device), mode="clean", custom_fn_resize=ext.resize,
-                               verbose=False)
+    from cleanfid.fid import get_files_features
+    from cleanfid.utils import EXTENSIONS
+
+    from lumos.utils import progress
+
+    files = sorted(f for e in EXTENSIONS for f in glob(os.path.join(folder, f"**/*.{e}"), recursive=True))
+    if not files:
+        raise FileNotFoundError(f"no image files in {folder}")
+    chunk = batch_size * chunk_batches
+    feats = [get_files_features(files[i : i + chunk], ext.model, num_workers=0, batch_size=batch_size,
+                                device=torch.device(ext.device), mode="clean", custom_fn_resize=ext.resize,
+                                verbose=False)
+             for i in progress(range(0, len(files), chunk), desc=f"fid features ({len(files)} images)", unit="chunk")]
+    return np.concatenate(feats)
 
 
 def statistics(feats: np.ndarray, image_size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
