@@ -4,6 +4,7 @@ import os
 import re
 import sys
 
+from snakemake.logging import logger
 from snakemake.utils import min_version
 
 min_version("9.20")
@@ -616,33 +617,61 @@ def check_before_run():
                 f"the SLURM profile needs config key(s) {', '.join(f'slurm.{k}' for k in missing)}: "
                 "set them in config/paper.yaml or pass --config 'slurm={account: ACC, partition: PART}'"
             )
-    needed = ["pool", "pairs", *EVAL_SPLITS, *(f"{s}_ref" for s in EVAL_SPLITS)]
-    if config["eval"]["fid_extractor"] == "fid_net":
-        needed.append("classifier")
-    needed += sorted({r.get("data", "pool") for r in config["pretrain"]["runs"].values()} - {"pool"})
-    absent = []
-    for split in (s for s in needed if curated(s)):
-        sources = config["data"].get("sources", {}).get(split)
-        if not sources:
-            path = config["data"].get("paths", {}).get(split, "")
-            if not os.path.isdir(path):
-                absent.append(f"data.paths.{split} = '{path}'")
-            continue
-        for k, src in enumerate(sources):
-            files = [("path", src["path"])] + ([("annotations", src["annotations"])] if src.get("annotations") else [])
-            model = (src.get("aesthetic") or {}).get("model")
-            files += [("aesthetic.model.head", model["head"])] if model else []
-            absent += [f"data.sources.{split}.{k}.{key} = '{path}' ({src['name']})" for key, path in files
-                       if not path.startswith("results/") and not os.path.exists(path)]
-    inception = config["eval"]["inception"]
-    if config["eval"]["fid_extractor"] == "inception" and not (inception and os.path.isfile(inception)):
-        absent.append(f"eval.inception = '{inception}' (clean-fid's inception-2015-12-05.pt, never downloaded)")
+    needed = {(stage, name) for job in workflow.dag.needrun_jobs() for stage, name in job_reads(job)}
+    absent = [f"{key} = '{path}' ({what})" for key, path, what, stage, name in missing_inputs()
+              if (stage, name) in needed]
     if absent:
         raise WorkflowError(f"inputs of the {config['preset']} preset are missing: {'; '.join(absent[:8])}"
                             + (f"; and {len(absent) - 8} more" if len(absent) > 8 else ""))
 
+
+# The config's input paths and the jobs that read them: `missing_inputs` lists the paths that do
+# not exist, with their config keys (a warning at start, also in a dry run); `check_before_run`
+# stops a real run when a job it will run reads one.
+READERS = {"data_part": "split", "aesthetic_part": "split", "caption": "split", "views_part": "vsplit",
+           "clips_part": "clipsplit", "import_released": "kind"}
+FID_RULES = ("fid_reference", "fid", "fid_real", "t2i_fid", "released_t2i_fid")
+
+
+def job_reads(job):
+    """(stage, name) of the configured inputs a job reads: its split's sources, the released
+    checkpoint of its kind, or Inception."""
+    name = job.rule.name
+    if name in READERS:
+        value = job.wildcards[READERS[name]]
+        yield (name.split("_")[0] if name in ("views_part", "clips_part", "import_released") else "data",
+               split_base(value)[0] if READERS[name] == "split" else value)
+    if name in FID_RULES and config["eval"]["fid_extractor"] == "inception":
+        yield ("inception", "")
+
+
+def missing_inputs():
+    """(config key, path, what, stage, name) of every input path in the config that does not
+    exist (paths under results/ are the DAG's own)."""
+    paths = []
+    for split, sources in config["data"].get("sources", {}).items():
+        for k, src in enumerate(sources):
+            model = (src.get("aesthetic") or {}).get("model")
+            files = [("path", src["path"]), *([("annotations", src["annotations"])] if src.get("annotations") else []),
+                     *([("aesthetic.model.head", model["head"])] if model else [])]
+            paths += [(f"data.sources.{split}.{k}.{key}", path, src["name"], "data", split) for key, path in files]
+    for split, path in config["data"].get("paths", {}).items():
+        if split not in config["data"].get("sources", {}):
+            paths.append((f"data.paths.{split}", path, "image folder", "data", split))
+    paths += [(f"nvs.paths.{split}", path, "rendered views", "views", split)
+              for split, path in config["nvs"].get("paths", {}).items()]
+    paths += [(f"i2v.sources.{split}.path", src["path"], "videos", "clips", split)
+              for split, src in config["i2v"].get("sources", {}).items()]
+    paths += [(f"released.{kind}", path, "released checkpoint", "import", kind) for kind, path in RELEASED.items()]
+    if config["eval"]["fid_extractor"] == "inception":
+        paths.append(("eval.inception", config["eval"]["inception"] or "",
+                      "clean-fid's inception-2015-12-05.pt, never downloaded", "inception", ""))
+    return [p for p in paths if not p[1].startswith("results/") and not os.path.exists(p[1])]
+
+
 onstart:
     check_before_run()
+
 
 
 # ----------------------------------------------------------------------------- novel view synthesis
@@ -865,3 +894,9 @@ def ablation_files(fig):
     t2i = [f"{label}={int(s.split('-')[1])}:results/eval/t2i/{run}-{MAIN_TEXT}-mixed-n0/{s}/fid_coco_short.json"
            for label, run in ablation_lines(fig).items() for s in SNAPSHOTS]
     return {"i2i": i2i, "t2i": t2i}
+
+
+# Every configured input path that does not exist, named by its key (dry runs too).
+for _key, _path, _what, _stage, _name in missing_inputs():
+    logger.warning(f"{config['preset']} preset: {_key} = '{_path}' ({_what}) does not exist: a run that needs it "
+                   f"stops at start")

@@ -365,6 +365,18 @@ def test_paper_local_rules_load_no_network(tmp_path):
         assert words and set(words) <= FILE_ONLY_COMMANDS, (rule, command)
 
 
+def test_a_missing_inception_file_is_named_in_a_dry_run_and_stops_a_real_run(tmp_path):
+    """eval.inception pointing nowhere: a dry run warns naming the key; a real run stops at
+    start (before any job) naming the key and the preset."""
+    cfg = ["--configfile", str(ROOT / "config" / "smoke.yaml"), "--config", "eval={fid_extractor: inception}"]
+    dry = snakemake("results/table1.csv", *cfg, "-n", cwd=tmp_path)
+    assert "smoke preset: eval.inception = '' (clean-fid's inception-2015-12-05.pt" in dry.stdout + dry.stderr
+    real = snakemake("results/table1.csv", *cfg, "--cores", "1", cwd=tmp_path, check=False)
+    assert real.returncode != 0
+    assert "inputs of the smoke preset are missing: eval.inception = ''" in real.stdout + real.stderr
+    assert not (tmp_path / "results" / "data").exists()
+
+
 def test_paper_t2i_dag_dry_run_without_weights(tmp_path):
     proc = snakemake("results/table2.csv", "results/table3.csv", "--configfile", str(ROOT / "config" / "paper.yaml"),
                      "-n", "-p", cwd=tmp_path)
