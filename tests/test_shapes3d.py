@@ -223,7 +223,7 @@ def _write_view(folder, stem, c2w, camera, size=48, alpha=True):
 
 
 @pytest.mark.parametrize("camera", ["c2w_opencv", "w2c_blender"])
-def test_import_views_folder_counts_skips(tmp_path, camera):
+def test_import_views_folder_counts_skips(tmp_path, camera, caplog):
     root = tmp_path / "renders"
     cams = {v: s3.camera_to_world(45.0 * v, 10.0 + v, 1.5 + 0.1 * v) for v in range(6)}
     a, b, c = root / "obj_a", root / "obj_b", root / "obj_c"
@@ -242,7 +242,12 @@ def test_import_views_folder_counts_skips(tmp_path, camera):
     (c / "002.npy").write_bytes(b"not a numpy file")
 
     out = tmp_path / "imported"
-    summary = s3.import_views_folder(root, out, image_size=32, shard_size=4, camera=camera)
+    with caplog.at_level("WARNING", logger="lumos"):
+        summary = s3.import_views_folder(root, out, image_size=32, shard_size=4, camera=camera)
+    # every skip is named at WARNING: the file or object, and the reason
+    for named in (f"{a / '003.png'}: image_corrupt", f"{a / '004.png'}: camera_missing",
+                  f"{c / '002.npy'}: camera_unreadable", f"skip object {b}: too_few_views"):
+        assert named in caplog.text, named
     assert summary["objects_seen"] == 3 and summary["objects_kept"] == 2 and summary["views_kept"] == 5
     assert summary["skipped_views"] == {"camera_missing": 1, "camera_unreadable": 1, "image_corrupt": 1}
     assert summary["skipped_objects"] == {"too_few_views": 1}
@@ -263,7 +268,7 @@ def test_import_views_folder_counts_skips(tmp_path, camera):
     assert s3.import_views_folder(root, tmp_path / "limited", 32, 4, camera=camera, limit=1)["objects_seen"] == 1
 
 
-def test_import_with_a_fixed_view_count_and_test_roles(tmp_path):
+def test_import_with_a_fixed_view_count_and_test_roles(tmp_path, caplog):
     """`views`: objects with fewer good views are skipped and counted, the rest cut to that many;
     kind 'test' makes each object's first view its input view."""
     root = tmp_path / "gso"
@@ -274,6 +279,7 @@ def test_import_with_a_fixed_view_count_and_test_roles(tmp_path):
             _write_view(root / name, f"{v:03d}", cams[v], "c2w_opencv")
     summary = s3.import_views_folder(root, tmp_path / "out", 16, 8, views=3, kind="test")
     assert summary["objects_kept"] == 2 and summary["skipped_objects"] == {"incomplete_views": 1}
+    assert f"skip object {root / 'b'}: incomplete_views (2 good of the 3 needed)" in caplog.text
     records = read_records(tmp_path / "out")
     assert [(r["object_id"], r["view"], r["role"]) for r in records] == [
         (o, v, "input" if v == 0 else "target") for o in ("a", "c") for v in range(3)]

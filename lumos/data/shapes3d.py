@@ -649,17 +649,19 @@ def _object_views(obj_dir: Path, image_size: int, camera: str, skips: Counter) -
     for stem in stems:
         png, npy = obj_dir / f"{stem}.png", obj_dir / f"{stem}.npy"
         if not npy.exists():
+            log.warning("skip view %s: camera_missing (no %s)", png, npy.name)
             skips["camera_missing"] += 1
             continue
         try:
             c2w = load_camera(npy, camera)
         except (ValueError, TypeError, OSError, EOFError) as e:
-            log.debug("skip %s: %s", npy, e)
+            log.warning("skip view %s: camera_unreadable (%s)", npy, e)
             skips["camera_unreadable"] += 1
             continue
         try:
             img = open_image(png)
         except BadImage as e:
+            log.warning("skip view %s: image_%s", png, e.reason)
             skips[f"image_{e.reason}"] += 1
             continue
         if img.size != (image_size, image_size):
@@ -711,10 +713,12 @@ def import_views_folder(root, out_dir, image_size: int, shard_size: int, camera:
         counts["objects_seen"] += 1
         good = _object_views(obj_dir, image_size, camera, view_skips)
         if len(good) < 2:
+            log.warning("skip object %s: too_few_views (%d good)", obj_dir, len(good))
             object_skips["too_few_views"] += 1
             continue
         if views is not None:
             if len(good) < views:
+                log.warning("skip object %s: incomplete_views (%d good of the %d needed)", obj_dir, len(good), views)
                 object_skips["incomplete_views"] += 1
                 continue
             good = good[:views]
