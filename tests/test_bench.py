@@ -1,5 +1,7 @@
 """The FLOP count behind the GPU benchmark's MFU, and the benchmark's code path on CPU."""
 
+import re
+
 import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -116,3 +118,20 @@ def test_gpu_benchmark_variants_run_on_cpu(capsys, monkeypatch):
     assert all(float(line.split(" img/s")[0].split()[-1]) > 0 for line in lines)
     table = [line for line in out.splitlines() if line.startswith("| ") and "GFLOP per trained image" not in line]
     assert [row.split("|")[1].strip() for row in table[1:]] == variants.split(",")
+
+
+def test_cpu_benchmark_quick_mode_prints_every_line(capsys):
+    """`lumos bench --quick` (the CPU benchmark's smoke check): both training lines and both
+    samplers print positive throughputs."""
+    from lumos.cli import main
+
+    main(["bench", "--quick"])
+    out = capsys.readouterr().out
+    assert out.startswith("# lumos bench: torch ") and "batch 8" in out.splitlines()[0]
+    for name in ("DiT-T/2", "DiT-S/2"):
+        line = next(line for line in out.splitlines() if line.startswith(f"train {name}"))
+        cached, online = (float(v) for v in re.findall(r"([0-9.]+) img/s", line))
+        assert cached > 0 and online > 0 and re.search(r"caching speed-up x[0-9.]+$", line)
+    for sampler in ("ddpm   25 steps", "dpm++   2 steps"):
+        line = next(line for line in out.splitlines() if line.startswith(f"sample DiT-T/2 {sampler}"))
+        assert float(re.search(r"([0-9.]+) img/s", line).group(1)) > 0
