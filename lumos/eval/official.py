@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lumos.utils import atomic_write, png_complete
+
 GENEVAL_TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 DPG_CATEGORIES = ("global", "entity", "attribute", "relation", "other")
 DPG_GRID = 2  # DPG-Bench reads four samples per prompt as a 2x2 grid (`--pic-num 4`)
@@ -78,7 +80,7 @@ def write_geneval_images(generate, repo: str, out_dir: str, per_prompt: int = 4)
             continue
         samples.mkdir(parents=True, exist_ok=True)
         for k, img in enumerate(generate([meta["prompt"]] * per_prompt, i)):
-            Image.fromarray(img).save(samples / f"{k:04d}.png")
+            atomic_write(samples / f"{k:04d}.png", Image.fromarray(img).save)
         (folder / "metadata.jsonl").write_text(json.dumps(meta) + "\n")  # written last: marks it done
     return i + 1
 
@@ -91,10 +93,11 @@ def write_dpg_images(generate, repo: str, out_dir: str) -> int:
     out.mkdir(parents=True, exist_ok=True)
     prompts = dpg_prompts(repo)
     for i, (pid, text) in enumerate(prompts.items()):
-        if (out / f"{pid}.png").exists():
+        if png_complete(out / f"{pid}.png"):
             continue
         a, b, c, d = generate([text] * 4, i)
-        Image.fromarray(np.concatenate([np.concatenate([a, b], 1), np.concatenate([c, d], 1)], 0)).save(out / f"{pid}.png")
+        grid = np.concatenate([np.concatenate([a, b], 1), np.concatenate([c, d], 1)], 0)
+        atomic_write(out / f"{pid}.png", Image.fromarray(grid).save)
     return len(prompts)
 
 
