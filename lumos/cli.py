@@ -22,6 +22,9 @@ COMMAND_MODULES = ["data", "components", "features", "pretrain", "finetune", "nv
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lumos", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from lumos import __version__
+
+    p.add_argument("--version", action="version", version=f"lumos {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name, fn, config=True, parallel=False, **flags):

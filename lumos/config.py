@@ -13,8 +13,11 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-SCHEMA_PATH = ROOT / "config" / "schema.yaml"
+# config.yaml and config/ of the checkout, found from the package: lumos/config.yaml and
+# lumos/presets are links to them in the checkout, copies in an installed (non-editable) lumos
+PACKAGE = Path(__file__).parent
+PRESETS_DIR = PACKAGE / "presets"
+SCHEMA_PATH = PRESETS_DIR / "schema.yaml"
 PRESETS = ("smoke", "tiny", "paper", "gpu")  # config/<preset>.yaml merged on config.yaml (tiny)
 
 
@@ -85,9 +88,9 @@ def load_config(preset: str = "tiny", overrides: dict | None = None) -> dict:
     """Load `config.yaml` merged with `config/<preset>.yaml` and `overrides`, validated."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}: choose one of {list(PRESETS)}")
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config = yaml.safe_load((PACKAGE / "config.yaml").read_text())
     if preset != "tiny":
-        config = deep_merge(config, yaml.safe_load((ROOT / "config" / f"{preset}.yaml").read_text()))
+        config = deep_merge(config, yaml.safe_load((PRESETS_DIR / f"{preset}.yaml").read_text()))
     return validate_config(deep_merge(config, overrides or {}))
 
 
