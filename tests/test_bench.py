@@ -135,3 +135,32 @@ def test_cpu_benchmark_quick_mode_prints_every_line(capsys):
     for sampler in ("ddpm   25 steps", "dpm++   2 steps"):
         line = next(line for line in out.splitlines() if line.startswith(f"sample DiT-T/2 {sampler}"))
         assert float(re.search(r"([0-9.]+) img/s", line).group(1)) > 0
+
+
+def test_data_benchmark_quick_prints_the_jpeg_curation_lines(tmp_path, capsys, monkeypatch):
+    """`lumos bench --data --quick`: 8 realistic JPEGs; a line per path with its images per
+    CPU-second and ratio to the plain Pillow loop, the curation job (`lumos data` with the --cfg the
+    workflow passes: data.curation.* keys) and the output tolerance, met. Structure, not timings."""
+    import json
+    import re
+
+    from lumos.cli import main
+
+    monkeypatch.setenv("LUMOS_NO_PROGRESS", "1")
+    main(["bench", "--data", "--quick", "--work", str(tmp_path)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("# lumos bench --data --jpeg: 8 realistic JPEGs (") and "-> 256 px" in lines[0]
+    rates = {}
+    for line in lines:
+        m = re.match(r"(.+?)\s+([\d.]+) images/CPU-s\s+([\d.]+)x plain", line)
+        if m:
+            rates[m[1]] = (float(m[2]), float(m[3]))
+    assert [label.split(" (")[0] for label in rates] == [
+        "plain Pillow loop", "old curation path", "new curation path", "curate_part, min_side 0",
+        "curate_part, min_side 512", "one curation job"]
+    assert all(rate > 0 and ratio > 0 for rate, ratio in rates.values())
+    assert next(iter(rates.values()))[1] == 1.0
+    tolerance = next(line for line in lines if line.startswith("output vs old path: mean abs diff"))
+    assert re.search(r"of 255; tolerance mean <= 1.0, image <= 2.0, max <= 64: met \(", tolerance)
+    assert json.loads((tmp_path / "job" / "curation.json").read_text())["totals"] == {"seen": 8, "kept": 8}
+    assert json.loads((tmp_path / "curate_min512" / "curation.json").read_text())["totals"]["too_small"] >= 1

@@ -255,3 +255,63 @@ def test_imagenet_labels_reach_features_and_class_runs_check_their_range(tmp_pat
     assert PoolRows(str(tmp_path / "ok"), imagenet).sizes == [4]
     with pytest.raises(ValueError, match="outside the run's 40 classes"):
         PoolRows(str(tmp_path / "ok"), shapes)
+
+
+def _jpeg(size, orientation=1, seed=0) -> bytes:
+    """A smooth colour JPEG (q90) of `size` stored as is, with an EXIF orientation tag."""
+    rng = np.random.default_rng(seed)
+    img = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).resize(size, Image.BICUBIC)
+    exif = Image.Exif()
+    if orientation != 1:
+        exif[0x0112] = orientation
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=90, exif=exif)
+    return buf.getvalue()
+
+
+def test_curation_decodes_only_what_it_keeps(tmp_path, monkeypatch):
+    """Size checks come from the header: a too small image is never decoded (a truncated one is
+    counted too_small, not corrupt), a too large one neither; what is kept is decoded once, reduced
+    (1/2 here), and a truncated kept-size JPEG is corrupt."""
+    from lumos.data import decode
+
+    calls = []
+    crop_resize = decode.LazyImage.crop_resize
+
+    def spy(self, *args, **kwargs):
+        try:
+            return crop_resize(self, *args, **kwargs)
+        finally:
+            calls.append((self.stored_size, self._img.size))  # the size it was decoded at
+
+    monkeypatch.setattr(decode.LazyImage, "crop_resize", spy)
+    src = tmp_path / "src"
+    src.mkdir()
+    big = _jpeg((1200, 900))
+    (src / "big.jpg").write_bytes(big)
+    (src / "small.jpg").write_bytes(_jpeg((640, 480)))
+    (src / "small_truncated.jpg").write_bytes(_jpeg((640, 480))[:3000])
+    (src / "big_truncated.jpg").write_bytes(big[: len(big) // 2])
+    (src / "huge.png").write_bytes(_bomb())
+    report = curate_part("pool", [Source("web", str(src), min_side=512)], 100, 256, 100, str(tmp_path / "out"))
+    assert report["totals"] == {"seen": 5, "kept": 1, "too_small": 2, "corrupt": 1, "too_large": 1}
+    assert sorted(calls) == [((1200, 900), (600, 450)), ((1200, 900), (600, 450))]  # big, big_truncated
+
+
+def test_exif_rotated_jpeg_is_curated_upright_into_its_bucket(tmp_path):
+    """A JPEG stored landscape with EXIF orientation 6 (shown portrait): its record has the upright
+    size, it goes to the portrait bucket, and its pixels match the full-size path (tolerance)."""
+    from lumos.bench_data import full_decode_curation, output_difference
+
+    src = tmp_path / "src"
+    src.mkdir()
+    data = _jpeg((1200, 800), orientation=6)
+    (src / "rotated.jpg").write_bytes(data)
+    buckets = [(192, 320), (256, 256), (320, 192)]
+    curate_part("pool", [Source("web", str(src))], 10, 256, 10, str(tmp_path / "out"), buckets=buckets)
+    portrait = tmp_path / "out" / "320x192"
+    records = read_records(portrait)
+    assert [(r["width"], r["height"]) for r in records] == [(800, 1200)]
+    image = read_images(portrait)[0]
+    assert image.shape == (320, 192, 3)
+    assert output_difference([image], [full_decode_curation(data, 320, 192)])["image_mean"] < 1.0

@@ -215,3 +215,106 @@ def test_to_rgb_modes():
     assert _pixels(to_rgb(pal))[0, 0].tolist() == [9, 8, 7]
     rgb = Image.new("RGB", (1, 1))
     assert to_rgb(rgb) is rgb
+
+
+# --- curation's reduced decode (LazyImage.crop_resize) against the full-size decode ---------------
+
+
+@pytest.fixture(scope="module")
+def web_jpegs(tmp_path_factory):
+    """8 realistic web JPEGs (640x480 to 1500x1000, q90, 3 with an EXIF orientation), as bytes."""
+    from lumos.bench_data import realistic_jpegs
+
+    return [f.read_bytes() for f in realistic_jpegs(tmp_path_factory.mktemp("jpegs"), 8)]
+
+
+@pytest.mark.parametrize("size", [(256, 256), (192, 320), (320, 192), (64, 64)])
+def test_reduced_decode_within_tolerance_of_full_decode(web_jpegs, size):
+    """The stated tolerance (docs/curation-decode.md): against the previous path (full-size decode,
+    exif_transpose, crop, bicubic) the mean absolute difference is <= 1.0 of 255 over the images,
+    <= 2.0 for each image, and no pixel is off by more than 64; the JPEGs were decoded reduced."""
+    from lumos.bench_data import TOLERANCE, full_decode_curation, output_difference
+    from lumos.data.decode import open_lazy
+
+    assert TOLERANCE == {"mean": 1.0, "image_mean": 2.0, "max": 64}  # as docs/curation-decode.md states
+    got, reduced = [], 0
+    for data in web_jpegs:
+        with open_lazy(data) as img:
+            got.append(img.crop_resize(*size))
+            reduced += img._img.size[0] < img.stored_size[0]  # decoded at 1/2, 1/4 or 1/8
+    reference = [full_decode_curation(data, *size) for data in web_jpegs]
+    assert all(g.shape == (*size, 3) and g.dtype == np.uint8 for g in got)
+    diff = output_difference(got, reference)
+    assert diff["ok"], diff
+    assert diff["mean"] <= 0.6 and diff["image_mean"] <= 1.2  # measured 0.3-0.5 / 0.5-0.9 here
+    assert reduced >= 4
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_reduced_decode_applies_every_exif_orientation(orientation):
+    """Each EXIF orientation maps the crop box to the stored image and turns the small result
+    upright: the output matches the full-size path (a wrong mapping would be off by tens of levels)."""
+    from skimage import data as photos
+
+    from lumos.bench_data import full_decode_curation, output_difference
+    from lumos.data.decode import open_lazy
+
+    stored = Image.fromarray(photos.astronaut()[:, 40:440]).resize((1000, 640), Image.BICUBIC)  # asymmetric
+    exif = Image.Exif()
+    if orientation != 1:
+        exif[0x0112] = orientation
+    data = _encode(stored, "JPEG", quality=90, exif=exif)
+    upright = (640, 1000) if orientation >= 5 else (1000, 640)
+    for size in ((128, 128), (96, 160)):
+        with open_lazy(data) as img:
+            assert (img.stored_size, img.size, img.orientation) == ((1000, 640), upright, orientation)
+            got = img.crop_resize(*size)
+            assert img._img.size[0] < 1000  # reduced decode
+        diff = output_difference([got], [full_decode_curation(data, *size)])
+        assert diff["image_mean"] < 1.5 and diff["max"] <= 40, (size, diff)
+
+
+def test_lazy_header_then_decode_errors_are_counted():
+    """open_lazy reads the header only: the size of a PNG whose data is missing is known and the
+    error comes with the decode; a truncated large JPEG is `corrupt` from crop_resize (reduced
+    decode) and from open_image; the pixel limit is checked from the header."""
+    from lumos.data.decode import open_lazy
+
+    with open_lazy(_png_claiming(5000, 5000)) as img:  # 1 pixel of data behind a 5000 x 5000 header
+        assert img.stored_size == (5000, 5000)
+        with pytest.raises(BadImage) as bad:
+            img.crop_resize(64)
+        assert bad.value.reason == "corrupt"
+    jpg = _encode(_noise(1200, 900), "JPEG", quality=90)
+    with open_lazy(jpg[: len(jpg) // 2]) as img:
+        with pytest.raises(BadImage) as bad:
+            img.crop_resize(256)
+        assert bad.value.reason == "corrupt"
+    assert _reason(jpg[: len(jpg) // 2]) == "corrupt"
+    with pytest.raises(BadImage) as bad:
+        open_lazy(jpg, max_pixels=1200 * 900 - 1)
+    assert bad.value.reason == "too_large"
+
+
+def test_non_jpeg_and_odd_modes_through_crop_resize():
+    """PNGs (no reduced decode) match the full path; palette, alpha, grey, 16-bit and CMYK images
+    convert to RGB before the resize (a palette image is not resized NEAREST)."""
+    from lumos.bench_data import full_decode_curation, output_difference
+    from lumos.data.decode import open_lazy
+
+    rgb = _noise(120, 90, seed=1).resize((600, 450), Image.BICUBIC)  # smooth enough to compare
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    pal = rgb.quantize(64)
+    rgba = rgb.copy()
+    rgba.putalpha(Image.linear_gradient("L").resize(rgb.size))
+    grey16 = Image.fromarray((np.asarray(rgb.convert("L"), dtype=np.uint16) * 257))
+    files = {"png": _encode(rgb, "PNG"), "png_exif6": _encode(rgb, "PNG", exif=exif),
+             "palette": _encode(pal, "PNG", transparency=0), "rgba": _encode(rgba, "PNG"),
+             "grey16": _encode(grey16, "PNG"), "grey_jpg": _encode(rgb.convert("L"), "JPEG", quality=90),
+             "cmyk_jpg": _encode(rgb.convert("CMYK"), "JPEG", quality=90)}
+    for name, data in files.items():
+        with open_lazy(data) as img:
+            got = img.crop_resize(32, 48)
+        diff = output_difference([got], [full_decode_curation(data, 32, 48)])
+        assert diff["image_mean"] < 1.0 and diff["max"] <= 24, (name, diff)

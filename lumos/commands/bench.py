@@ -33,6 +33,9 @@ def register(add):
         scale=("--data: the large run has scale x n images", {"type": int, "default": 10}),
         image_size=("--data: image size", {"type": int, "default": 32}),
         work=("--data: scratch folder", {"default": "results/bench/data"}),
+        jpeg=("--data: instead, curation of this many realistic web JPEGs (640x480 to 1500x1000, q90) to 256 px in "
+              "images per CPU-second beside a plain Pillow loop, and the output's distance from the full-size decode "
+              "(with --quick: 8 JPEGs, the curation job in this process)", {"type": int, "default": None}),
         size=("--gpu: DiT size (the gpu preset's: DiT-T/2 with --latent-size 16 --cond-dim 64)",
               {"default": "DiT-XL/2"}),
         latent_size=("--gpu: latent side (32: 256 px through the SD VAE; the gpu preset: 16)",

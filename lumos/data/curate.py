@@ -2,8 +2,9 @@
 
 A curation job (`curate_part`) reads its units of every source (`lumos.data.sources`), applies the
 source's filters (caption present for captioned splits, aesthetic score from the metadata or from
-the job's scores file (`lumos.data.aesthetic_scores`), shorter side > min_side), decodes what
-passes (`lumos.data.decode`), center-crops and resizes it, and writes it at once to its own
+the job's scores file (`lumos.data.aesthetic_scores`), shorter side > min_side, read from the
+header), decodes what passes at the smallest JPEG scale its crop allows (`lumos.data.decode`:
+reduced decode, resize straight from the crop box), and writes it at once to its own
 shards (`lumos.data.shards.ShardWriter`): its memory does not depend on how many images it sees
 (a scores file is one job's share, loaded whole). Every item is counted, by source and by
 reason, in `curation.json`. `gather_split` links the parts' shards into the split folder,
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from lumos.data.aesthetic_scores import load_scores
-from lumos.data.decode import BadImage, open_image
+from lumos.data.decode import BadImage, center_box, open_image, open_lazy
 from lumos.data.shards import ShardWriter, read_shard, split_index
 from lumos.data.sources import Item, Skip, model_scored, read_source
 from lumos.utils import link_or_copy, log, progress
@@ -37,16 +38,14 @@ CAPTIONED = ("pairs", "coco")  # splits whose images need captions
 
 
 def center_crop_resize(img, height: int, width: int | None = None) -> np.ndarray:
-    """Center-crop a PIL image to the aspect ratio of `height` x `width` (square by default) and
-    resize it to that size (bicubic)."""
+    """Center-crop a PIL image to the aspect ratio of `height` x `width` (square by default,
+    `lumos.data.decode.center_box`) and resize it to that size (bicubic). Curation's own images take
+    `LazyImage.crop_resize` instead (reduced decode, resize from the crop box)."""
     from PIL import Image
 
     width = width or height
-    w, h = img.size
-    scale = min(w / width, h / height)
-    cw, ch = round(width * scale), round(height * scale)
-    img = img.crop(((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch))
-    return np.asarray(img.resize((width, height), Image.BICUBIC), dtype=np.uint8)
+    return np.asarray(img.crop(center_box(*img.size, height, width)).resize((width, height), Image.BICUBIC),
+                      dtype=np.uint8)
 
 
 class _Writers:
@@ -167,14 +166,15 @@ def _keep(item: Item, source, split: str, image_size: int, max_pixels: int, writ
             return _unscored(item, source, max_pixels)
         if score <= source.aesthetic["min"]:
             return "low_aesthetic"
-    try:
-        img = open_image(item.image, max_pixels)
+    try:  # the header first: a too large or too small image is never decoded
+        with open_lazy(item.image, max_pixels) as img:
+            if min(img.stored_size) <= source.min_side:
+                return "too_small"
+            size = writers.size_for(img, image_size)  # the upright size (EXIF orientation)
+            pixels = img.crop_resize(*size)  # reduced decode of what is kept (lumos.data.decode)
     except BadImage as bad:
         log.warning("skipped (%s) %s: %s", bad.reason, item.key, bad.detail)
         return bad.reason
-    if min(img.size) <= source.min_side:
-        return "too_small"
-    size = writers.size_for(img, image_size)
     record = {"key": item.key, "source": source.name, "label": item.label, "width": img.size[0],
               "height": img.size[1]}
     if item.label_name:
@@ -185,7 +185,7 @@ def _keep(item: Item, source, split: str, image_size: int, max_pixels: int, writ
         record.update(short_caption=item.caption, long_caption=item.long_caption or item.caption)
         if not item.long_caption:
             record["long_from_raw"] = True
-    writers.write(center_crop_resize(img, *size), record, size)
+    writers.write(pixels, record, size)
     return None
 
 
