@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lumos.utils import atomic_write, link_or_copy, log, png_complete, progress
+from lumos.utils import atomic_write, fault_point, link_or_copy, log, png_complete, progress
 
 
 def load_model(model_dir: str | None, fresh_from=None):
@@ -43,6 +43,7 @@ def write_batches(n: int, batch_size: int, make, out_dir: str, work_dir: str, pa
             continue
         for i, img in zip(range(start, stop), make(start, stop)):
             atomic_write(work / f"{i:06d}.png", Image.fromarray(img).save)
+            fault_point("sample")
     out = Path(out_dir)
     if out.exists():
         shutil.rmtree(out)
@@ -93,6 +94,7 @@ def gather_pngs(parts: list[str], out_dir: str) -> int:
                 raise ValueError(f"sample {f.name} is in two parts ({p})")
             link_or_copy(f, out / f.name)
             count += 1
+            fault_point("gather")
     log.info("gathered %d samples from %d parts into %s", count, len(parts), out)
     return count
 

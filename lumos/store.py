@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from lumos.data.subsets import in_subset
-from lumos.utils import atomic_write
+from lumos.utils import atomic_write, fault_point
 
 
 def feature_index(features_dir) -> dict:
@@ -77,6 +77,7 @@ def write_shard(folder, name: str, arrays: dict[str, np.ndarray]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for key, value in arrays.items():
         atomic_write(out / f"{key}.npy", lambda tmp, v=value: np.save(tmp, np.ascontiguousarray(v)))
+    fault_point("features")
 
 
 def write_store(folder, arrays: dict[str, np.ndarray], shard_size: int | None = None, **meta) -> dict:

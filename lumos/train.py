@@ -29,7 +29,7 @@ import torch
 
 from lumos.loader import TensorRows, step_loader
 from lumos.settings import TrainSettings
-from lumos.utils import log, progress
+from lumos.utils import fault_point, log, progress
 
 
 class BatchSampler:
@@ -283,11 +283,12 @@ def train_diffusion(model, latents, cond: torch.Tensor | None, cond_mask: torch.
         accel.load_state(str(last))
         step = int(last.name.split("-")[1])
         log.info("resuming from %s at step %d", last, step)
-    curve_path = state / "loss.csv"
     rows = []
-    if curve_path.exists():  # keep the curve up to the resumed step only
-        with open(curve_path) as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+    if last is not None:  # the curve up to the resumed step (state/loss.csv: checkpoints of older versions)
+        curve = last / "loss.csv" if (last / "loss.csv").exists() else state / "loss.csv"
+        if curve.exists():
+            with open(curve) as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
 
     stop = {"flag": False}
 
@@ -298,18 +299,22 @@ def train_diffusion(model, latents, cond: torch.Tensor | None, cond_mask: torch.
     old_handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGUSR1, signal.SIGTERM)}
 
     def checkpoint(at: int):
-        """Every process saves its part (RNG states are per process); rank 0 marks it complete."""
+        """Every process saves its part (RNG states are per process, so are its loss sums); rank 0
+        adds the logged rows, then marks it complete: a kill at any point leaves either a complete
+        checkpoint or one without DONE, which a resume ignores."""
         path = state / f"checkpoint-{at}"
         accel.save_state(str(path))
         # this rank's loss sums since the last logged row: the next row after a resume averages
         # the same steps as an uninterrupted run's
         torch.save({"sums": window.cpu(), "steps": window_steps}, path / f"loss_window_{accel.process_index}.pt")
+        if accel.is_main_process:  # the logged rows so far, part of the checkpoint (before DONE)
+            _write_rows(rows, path / "loss.csv")
         accel.wait_for_everyone()
         if accel.is_main_process:
             (path / "DONE").write_text(str(at))
+            fault_point("train")
             for old in sorted(state.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[:-2]:
                 shutil.rmtree(old, ignore_errors=True)
-            _write_rows(rows, curve_path)
         accel.wait_for_everyone()
 
     total, every = cfg.steps, cfg.checkpoint_every

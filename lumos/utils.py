@@ -63,6 +63,7 @@ def optimiser_step(opt, loss, step: int, what: str, params=None, max_norm: float
     if max_norm is not None:
         torch.nn.utils.clip_grad_norm_(params, max_norm)
     opt.step()
+    fault_point("component")
 
 
 def progress(iterable=None, **kwargs):
@@ -133,3 +134,21 @@ def png_complete(path) -> bool:
         return True
     except (OSError, SyntaxError, ValueError):
         return False
+
+
+def fault_point(name: str) -> None:
+    """A place where the fault-injection test (tests/test_faults.py) kills this process with
+    SIGKILL, as a crash or `kill -9` would, mid-work: when `name` is in $LUMOS_FAULT_POINTS
+    (comma-separated), once per name (a marker file in $LUMOS_FAULT_DIR records that it fired).
+    Nothing happens when the variable is unset."""
+    points = os.environ.get("LUMOS_FAULT_POINTS")
+    if not points or name not in points.split(","):
+        return
+    marker = Path(os.environ["LUMOS_FAULT_DIR"]) / name
+    try:
+        marker.touch(exist_ok=False)
+    except FileExistsError:
+        return
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)

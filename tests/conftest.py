@@ -1,6 +1,8 @@
 """Shared fixtures. Tests run offline on CPU with few threads; nothing downloads."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,25 @@ def write_inception_standin(path: Path, seed: int = 0) -> Path:
 def inception_standin(tmp_path_factory) -> Path:
     """The stand-in Inception file, named as clean-fid names it."""
     return write_inception_standin(tmp_path_factory.mktemp("inception") / "inception-2015-12-05.pt")
+
+
+SMOKE_STAGE3 = "results/t2i/lumos_i2i-t5-mixed-n0/stage3/model"  # the smoke preset's multi-scale stage
+
+
+def run_snakemake(*args, cwd, check=True, env=None) -> subprocess.CompletedProcess:
+    """`snakemake --snakefile <repo>/Snakefile --directory <cwd> <args>`; output captured."""
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory",
+                           str(cwd), *args], capture_output=True, text=True, cwd=cwd, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The smoke preset's Tables 1-3 (and its Table S1 stages), run once for the whole suite
+    (tests/test_workflow.py's assertions, tests/test_faults.py's uninterrupted reference)."""
+    work = tmp_path_factory.mktemp("smoke")
+    run_snakemake("results/table1.csv", "results/table2.csv", "results/table3.csv", SMOKE_STAGE3, "--configfile",
+                  str(ROOT / "config" / "smoke.yaml"), "--cores", "2", cwd=work)
+    return work

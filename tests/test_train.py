@@ -54,6 +54,8 @@ def test_resume_between_logged_rows_writes_the_uninterrupted_loss_record(tmp_pat
     train_diffusion(model(), lat, cond, mask, cfg, str(tmp_path / "a"), str(tmp_path / "state_a"))
     assert train_diffusion(model(), lat, cond, mask, cfg, str(tmp_path / "b"), str(tmp_path / "state_b"),
                            stop_after=6) == {"stopped_at": 6}
+    # the checkpoint holds the rows so far (written before DONE: a kill between them loses nothing)
+    assert [r["step"] for r in csv.DictReader(open(tmp_path / "state_b" / "checkpoint-6" / "loss.csv"))] == ["1", "5"]
     train_diffusion(model(seed=123), lat, cond, mask, cfg, str(tmp_path / "b"), str(tmp_path / "state_b"))
     a, b = (tmp_path / "a" / "loss.csv").read_bytes(), (tmp_path / "b" / "loss.csv").read_bytes()
     assert [r.split(b",")[0] for r in a.splitlines()[1:]] == [b"1", b"5", b"9", b"12"]

@@ -29,15 +29,6 @@ STAGE2 = "results/t2i/lumos_i2i-t5-mixed-n0/stage2/model"
 STAGE3 = "results/t2i/lumos_i2i-t5-mixed-n0/stage3/model"  # the smoke preset's multi-scale stage
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """Run the smoke preset's Tables 1-3 (and its Table S1 stages) once for the assertions below."""
-    work = tmp_path_factory.mktemp("smoke")
-    snakemake("results/table1.csv", "results/table2.csv", "results/table3.csv", STAGE3, "--configfile",
-              str(ROOT / "config" / "smoke.yaml"), "--cores", "2", cwd=work)
-    return work
-
-
 @pytest.mark.slow
 def test_smoke_table1_has_measured_and_reported_rows(smoke_run):
     df = pd.read_csv(smoke_run / "results" / "table1.csv")

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lumos.utils import fault_point
+
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp")
 
 
@@ -85,6 +87,7 @@ class ShardWriter:
         self._tar.write({"__key__": f"{self.sizes[-1]:08d}", ext: encode_image(image, self.image_format),
                          "json": json.dumps(record).encode()})
         self.sizes[-1] += 1
+        fault_point("shard")
 
     def _close_shard(self):
         if self._tar is not None:

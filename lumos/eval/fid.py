@@ -91,7 +91,7 @@ def array_features(images: np.ndarray, ext: Extractor, batch_size: int = 250) ->
     """Features of uint8 (n, H, W, 3) images, resized exactly as clean-fid resizes files."""
     from cleanfid.fid import get_batch_features
 
-    from lumos.utils import progress
+    from lumos.utils import fault_point, progress
 
     feats = []
     for start in progress(range(0, len(images), batch_size), desc="fid features", unit="batch"):
@@ -99,6 +99,7 @@ def array_features(images: np.ndarray, ext: Extractor, batch_size: int = 250) ->
         # uint8 or clean-fid's float32 resize output: both in [0, 255], as its dataset yields them
         x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float()
         feats.append(get_batch_features(x, ext.model, torch.device(ext.device)))
+        fault_point("fid")
     return np.concatenate(feats)
 
 
@@ -111,16 +112,17 @@ def folder_features(folder: str, ext: Extractor, batch_size: int = 250, chunk_ba
     from cleanfid.fid import get_files_features
     from cleanfid.utils import EXTENSIONS
 
-    from lumos.utils import progress
+    from lumos.utils import fault_point, progress
 
     files = sorted(f for e in EXTENSIONS for f in glob(os.path.join(folder, f"**/*.{e}"), recursive=True))
     if not files:
         raise FileNotFoundError(f"no image files in {folder}")
-    chunk = batch_size * chunk_batches
-    feats = [get_files_features(files[i : i + chunk], ext.model, num_workers=0, batch_size=batch_size,
-                                device=torch.device(ext.device), mode="clean", custom_fn_resize=ext.resize,
-                                verbose=False)
-             for i in progress(range(0, len(files), chunk), desc=f"fid features ({len(files)} images)", unit="chunk")]
+    chunk, feats = batch_size * chunk_batches, []
+    for i in progress(range(0, len(files), chunk), desc=f"fid features ({len(files)} images)", unit="chunk"):
+        feats.append(get_files_features(files[i : i + chunk], ext.model, num_workers=0, batch_size=batch_size,
+                                        device=torch.device(ext.device), mode="clean", custom_fn_resize=ext.resize,
+                                        verbose=False))
+        fault_point("fid")
     return np.concatenate(feats)
 
 
