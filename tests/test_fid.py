@@ -152,3 +152,19 @@ def test_inception_sizes_1024_samples_need_a_reference_of_at_least_299():
         fid.check_comparable(samples, {"image_size": np.array([256, 256])}, inception, "reference_coco.npz")
     fid.check_comparable(samples, {"image_size": np.array([299, 299])}, inception)
     fid.check_comparable(samples, {"mu": np.zeros(2)}, inception)
+
+
+def test_low_rank_frechet_distance_equals_clean_fids():
+    """With fewer images than feature dimensions (the stand-in paper run: 8 images, 2048-d), FID's
+    trace term comes from the n x n matrix F sigma_b F^T: clean-fid's value to 1e-6 relative."""
+    from cleanfid.fid import frechet_distance as clean
+
+    rng = np.random.default_rng(0)
+    a = fid.statistics(rng.normal(size=(12, 64)))
+    b = fid.statistics(rng.normal(0.3, 1.2, size=(80, 64)))
+    assert "factor" in a and "factor" not in b
+    expected = clean(a["mu"], a["sigma"], b["mu"], b["sigma"])
+    assert fid.frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
+    assert fid.frechet_distance(b, a) == pytest.approx(expected, rel=1e-6)
+    c = fid.statistics(rng.normal(size=(9, 64)))
+    assert fid.frechet_distance(a, c) == pytest.approx(clean(a["mu"], a["sigma"], c["mu"], c["sigma"]), rel=1e-6)

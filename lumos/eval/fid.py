@@ -131,6 +131,8 @@ def statistics(feats: np.ndarray, image_size: tuple[int, int] | None = None) -> 
     pixels of the images they come from (reference statistics keep it for `check_comparable`)."""
     feats = feats.astype(np.float64)
     stats = {"mu": feats.mean(0), "sigma": np.cov(feats, rowvar=False), "n": np.array(len(feats))}
+    if 1 < len(feats) <= feats.shape[1]:  # sigma = factor.T @ factor has rank < n: FID's trace term in O(n^2 d)
+        stats["factor"] = (feats - stats["mu"]) / np.sqrt(len(feats) - 1)
     if image_size is not None:
         stats["image_size"] = np.array(image_size, dtype=np.int64)
     return stats
@@ -198,7 +200,18 @@ def load_statistics(path) -> dict[str, np.ndarray]:
 
 
 def frechet_distance(a: dict, b: dict) -> float:
-    """FID between two statistics dicts, by clean-fid's Frechet distance."""
+    """FID between two statistics dicts. When one side keeps its low-rank `factor` F (fewer
+    features than dimensions: sigma_a = F^T F), tr sqrt(sigma_a sigma_b) is the sum of the square
+    roots of the eigenvalues of F sigma_b F^T (n x n, symmetric), exact and without clean-fid's
+    d x d matrix square root (2048 x 2048: 30-90 s on a CPU core); otherwise clean-fid's."""
+    if "factor" not in a and "factor" in b:
+        a, b = b, a
+    if "factor" in a:
+        f = a["factor"]
+        m = f @ b["sigma"] @ f.T
+        tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
+        diff = a["mu"] - b["mu"]
+        return float(diff @ diff + np.trace(a["sigma"]) + np.trace(b["sigma"]) - 2 * tr_covmean)
     from cleanfid.fid import frechet_distance as fd
 
     return float(fd(a["mu"], a["sigma"], b["mu"], b["sigma"]))
