@@ -220,13 +220,13 @@ def make_t2i_model(prior_dir: str | None, model_cfg: ModelSettings | dict, laten
     """The model a fine-tune starts from: the prior's backbone with a fresh caption path, or a
     fresh model of `model_cfg` (prior `none`)."""
     from lumos.components.loading import from_pretrained
-    from lumos.models import DIT_SIZES, LumosDiT
+    from lumos.models import LumosDiT
 
     model_cfg = ModelSettings.from_config(model_cfg, "pretrain.model")
     torch.manual_seed(seed)
     if prior_dir is None:
         c, h, _ = latent_shape
-        base = {**DIT_SIZES[model_cfg.size], "sample_size": h, "in_channels": c, "learn_sigma": model_cfg.learn_sigma}
+        base = {**model_cfg.architecture(), "sample_size": h, "in_channels": c, "learn_sigma": model_cfg.learn_sigma}
         return build_t2i_model(base, text_dim, n_tokens, cond_dropout), {"prior": "none"}
     prior = from_pretrained(LumosDiT, prior_dir, "I2I prior", "t2i (run the pretrain rule for this prior)")
     model = build_t2i_model(dict(prior.config), text_dim, n_tokens, cond_dropout)

@@ -158,7 +158,7 @@ def make_i2v_model(prior_dir: str | None, prior_kind: str, model_cfg: ModelSetti
     path too when `lumos.nvs.keeps_condition`) or `t2i` (a T2I fine-tune: backbone kept,
     condition path fresh). The temporal modules are always fresh (zero output: the identity)."""
     from lumos.components.loading import from_pretrained
-    from lumos.models import DIT_SIZES, LumosDiT
+    from lumos.models import LumosDiT
     from lumos.models.video import LumosVideoDiT
     from lumos.nvs import copy_prior, keeps_condition
 
@@ -168,7 +168,7 @@ def make_i2v_model(prior_dir: str | None, prior_kind: str, model_cfg: ModelSetti
     video = dict(num_frames=int(num_frames or t), cond_dropout=cond_dropout)
     fresh_cond = dict(injection="cross_attn", cond_dim=cond_dim, max_cond_tokens=1, num_classes=0)
     if prior_dir is None:
-        base = {**DIT_SIZES[model_cfg.size], "sample_size": h, "in_channels": c, "learn_sigma": model_cfg.learn_sigma}
+        base = {**model_cfg.architecture(), "sample_size": h, "in_channels": c, "learn_sigma": model_cfg.learn_sigma}
         return LumosVideoDiT(**base, **fresh_cond, **video), {"prior": "none"}
     if prior_kind not in ("i2i", "t2i"):
         raise ValueError(f"prior kind must be none, i2i or t2i, not {prior_kind!r}")

@@ -132,7 +132,7 @@ def make_nvs_model(prior_dir: str | None, prior_kind: str, model_cfg: ModelSetti
     output layer start at zero. `prediction_type` is what the fine-tuned model predicts (the
     priors predict epsilon; `nvs.prediction_type`)."""
     from lumos.components.loading import from_pretrained
-    from lumos.models import DIT_SIZES, LumosDiT
+    from lumos.models import LumosDiT
 
     model_cfg = ModelSettings.from_config(model_cfg, "pretrain.model")
     c, h, w = latent_shape
@@ -140,7 +140,7 @@ def make_nvs_model(prior_dir: str | None, prior_kind: str, model_cfg: ModelSetti
     views = dict(extra_in_channels=c, camera_dim=CAMERA_DIM, cond_dropout=cond_dropout, prediction_type=prediction_type)
     fresh_cond = dict(injection="cross_attn", cond_dim=cond_dim, max_cond_tokens=1, num_classes=0)
     if prior_dir is None:
-        base = {**DIT_SIZES[model_cfg.size], "sample_size": h, "in_channels": c, "learn_sigma": model_cfg.learn_sigma}
+        base = {**model_cfg.architecture(), "sample_size": h, "in_channels": c, "learn_sigma": model_cfg.learn_sigma}
         return LumosDiT(**base, **fresh_cond, **views), {"prior": "none"}
     if prior_kind not in ("i2i", "t2i"):
         raise ValueError(f"prior kind must be none, i2i or t2i, not {prior_kind!r}")

@@ -41,8 +41,8 @@ def build_model(model_cfg: ModelSettings | dict, run: RunSettings | dict, latent
     c, h, w = latent_shape
     if h != w:
         raise ValueError(f"square latents expected, got {latent_shape}")
-    return LumosDiT.from_size(
-        model_cfg.size,
+    return LumosDiT(
+        **model_cfg.architecture(),
         sample_size=h,
         in_channels=c,
         learn_sigma=model_cfg.learn_sigma,

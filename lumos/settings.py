@@ -81,11 +81,20 @@ class TrainSettings(_FromConfig):
 
 @dataclass(frozen=True)
 class ModelSettings(_FromConfig):
-    """The `pretrain.model` block: the DiT size shared by every prior and fine-tune."""
+    """The `pretrain.model` block: the DiT size shared by every prior and fine-tune (`depth`, when
+    set, replaces the size's number of blocks)."""
 
     size: str
     learn_sigma: bool
     cond_dropout: float
+    depth: int | None = None
+
+    def architecture(self) -> dict:
+        """The LumosDiT arguments of the size (depth, hidden_size, num_heads, patch_size), with
+        `depth` overridden when set."""
+        from lumos.models import DIT_SIZES
+
+        return {**DIT_SIZES[self.size], **({"depth": self.depth} if self.depth else {})}
 
 
 @dataclass(frozen=True)
