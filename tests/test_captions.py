@@ -143,11 +143,14 @@ def test_a_killed_job_resumes_where_its_progress_file_ends(tmp_path):
     assert resumed == uninterrupted and resumed["08.png"] == "grey 80"
 
 
-def test_empty_captions_are_skipped_and_counted(tmp_path):
+def test_empty_captions_are_skipped_and_counted(tmp_path, caplog):
     source, settings = _folder(tmp_path / "images", n=5), CaptionerSettings(model="unused", **SETTINGS)
-    summary = caption_source(source, settings, str(tmp_path / "out.json"), str(tmp_path / "w"),
-                             captioner=Scripted(empty={0, 2}))
+    with caplog.at_level("WARNING", logger="lumos"):
+        summary = caption_source(source, settings, str(tmp_path / "out.json"), str(tmp_path / "w"),
+                                 captioner=Scripted(empty={0, 2}))
     assert summary["captioned"] == 2 and summary["skipped"] == {"empty": 1, "empty_caption": 2}
+    # every skip is named: the unreadable image and each empty caption
+    assert "skipped (empty)" in caplog.text and caplog.text.count("skipped (empty_caption)") == 2
     assert sorted(json.loads((tmp_path / "out.json").read_text())) == ["01.png", "04.png"]
 
 

@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from lumos.data.sources import Skip, Source, read_source
+from lumos.utils import log
 
 CAPTIONS_ROOT = "results/captions"  # the DAG writes <root>/<split>/<source name>.json
 
@@ -162,12 +163,14 @@ def chunks(items, batch_size: int, max_pixels: int):
     chunk, images = [], 0
     for item in items:
         if isinstance(item, Skip):
+            log.warning("skipped (%s) %s", item.reason, item.detail)
             chunk.append((None, item.reason))
         else:
             try:
                 chunk.append((item.key, open_image(item.image, max_pixels)))
                 images += 1
             except BadImage as err:
+                log.warning("skipped (%s) %s: %s", err.reason, item.key, err.detail)
                 chunk.append((item.key, err.reason))
         if images == batch_size:
             yield chunk
@@ -185,6 +188,8 @@ def progress_lines(chunk, captions: list[str], source: Source) -> list[dict]:
             lines.append({"key": name, "skip": image})
             continue
         caption = next(answers)
+        if not caption:
+            log.warning("skipped (empty_caption) %s: the captioner returned nothing", name)
         lines.append({"key": name, "caption": caption} if caption else {"key": name, "skip": "empty_caption"})
     return lines
 
@@ -196,7 +201,7 @@ def caption_source(source: Source, settings: CaptionerSettings, out: str, work_r
     (and write to `summary_path`, default `<out stem>.summary.json`) the counts. `captioner`
     (images -> captions) defaults to `Captioner(settings, device)`, loaded only if some image is
     left to caption."""
-    from lumos.utils import log, progress
+    from lumos.utils import progress
 
     source = replace(source, long_captions=None)  # captioning reads the images only
     work = work_folder(work_root, source, settings, seed)
