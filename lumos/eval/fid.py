@@ -3,9 +3,9 @@
 Small scale: the Shapes-world classifier (`components.fid_net`) is clean-fid's custom feature
 extractor, on images at their native size (no resize). Paper scale: clean-fid's Inception
 ("clean" mode, resize to 299 with PIL bicubic), loaded from the file of config key
-`eval.inception` (offline nodes: clean-fid itself would download it into /tmp). Reference statistics (mean, covariance, and the
-pixel size of the reference images) are written by the DAG into results/, never into clean-fid's
-install folder.
+`eval.inception` (offline nodes: clean-fid itself would download it into /tmp). Reference
+statistics (mean, covariance, and the pixel size of the reference images) are written by the DAG
+into results/, never into clean-fid's install folder.
 
 Samples and reference must reach the network the same way. A network at native size needs the
 same image size on both sides; Inception resizes everything to 299 x 299, so either both sides
@@ -24,6 +24,7 @@ import torch
 
 INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_SIZE = 299  # clean-fid resizes every image to 299 x 299 before Inception
+INCEPTION_NAME = "inception-v3 (clean-fid, clean mode)"  # the tables' feature_extractor for it
 
 
 def _identity(img: np.ndarray) -> np.ndarray:
@@ -56,9 +57,6 @@ def load_extractor(kind: str, fid_net_spec: dict | None, device="cpu", inception
     # clean-fid's own wrapper with its download off: it reads <folder>/inception-2015-12-05.pt
     model = InceptionV3W(str(path.parent), download=False, resize_inside=False).to(device).eval()
     return Extractor(model, build_resizer("clean"), INCEPTION_NAME, device, INCEPTION_SIZE)
-
-
-INCEPTION_NAME = "inception-v3 (clean-fid, clean mode)"
 
 
 def fid_net_name(spec: dict) -> str:
