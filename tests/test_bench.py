@@ -81,7 +81,7 @@ def test_parse_variants():
 
 def test_flops_per_image_of_the_benchmarked_models():
     """The FLOP counts behind MFU: DiT-XL/2 with one 768-d DINO CLS token read by cross-attention
-    at 256 px (the README's 275.5 GFLOP forward, 826.4 per trained image), and the gpu preset's
+    at 256 px (docs/benchmarks.md: 275.5 GFLOP forward, 826.4 per trained image), and the gpu preset's
     DiT-T/2 on its factor-2 VAE's 16x16 latents with the tiny DINO's 64-d CLS, checked against
     FlopCounterMode on a real forward."""
     from lumos.config import load_config

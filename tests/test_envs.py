@@ -39,7 +39,7 @@ OTHER_ENV_MODULES = {
 # also runs in the main environment (`lumos caption` by hand), so its imports stay in the check.
 
 # Imported only inside `try: ... except ImportError` with a clear error, and not installed by
-# design (the README says so): DreamSim for PIC at paper scale (lumos/eval/video.py).
+# design (docs/tasks.md says so): DreamSim for PIC at paper scale (lumos/eval/video.py).
 OPTIONAL_IMPORTS = {"dreamsim"}
 
 
