@@ -52,7 +52,7 @@ def main(argv=None) -> None:
     if argv[:1] == ["launch"]:
         from lumos.launch import launch
 
-        return launch(argv[1:])
+        return launch(argv[1:], run=main)
     args = build_parser().parse_args(argv)
     from lumos.utils import WriteError
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from lumos.loader import BucketRows, to_tensor
+from lumos.prior import from_prior, load_prior, scratch_backbone
 from lumos.settings import ModelSettings, TrainSettings
 from lumos.train import TrainOutputs
 from lumos.utils import log
@@ -32,7 +33,6 @@ from lumos.utils import log
 FINETUNE_PATTERN = re.compile(r"(?P<prior>[a-z0-9_]+)-(?P<text>t5|clip)-(?P<captions>short|long|mixed)-n(?P<noise>\d+)")
 # the same pattern without group names: Snakemake's `ft` wildcard constraint (rules/common.smk)
 FINETUNE_WILDCARD = re.sub(r"\(\?P<\w+>", "(?:", FINETUNE_PATTERN.pattern)
-CONDITION_PATH = ("y_embedder.", "null_cond", "fake_latent")  # replaced by the fresh caption path
 MAX_CAPTION_PASSES = 100  # a mixed fine-tune's long-caption share is realised to within 1/200
 
 
@@ -122,11 +122,13 @@ def load_captions(text_dir: str, text: str, captions: str, limit: int | None = N
 
 
 class PairRows:
-    """A fine-tune's training rows (a row source, `lumos.loader`): virtual row r is image r % n in
+    """A fine-tune's training rows (a row source, `lumos.rows`): virtual row r is image r % n in
     pass r // n, whose caption kind is `caption_passes(...)[r // n]` ("mixed" with the default
     fraction 0.5: 2n rows, one short and one long pass), with the caption of image
     `noisy_index[r % n]` (Figure 2a's noise). Latents come from the pair set's features store,
     caption tokens from its text store, batch by batch."""
+
+    batch_keys = ("x0", "cond", "cond_mask")  # `lumos.rows.RowSource`: caption tokens and their mask
 
     def __init__(self, features_dir: str, text_dir: str, spec: dict, seed: int, long_fraction: float = 0.5):
         from lumos.store import FeatureStore
@@ -195,42 +197,20 @@ def build_t2i_model(base_config: dict, text_dim: int, n_tokens: int, cond_dropou
     return LumosDiT(**keep)
 
 
-def init_from_prior(model, prior) -> dict:
-    """Copy every prior weight whose name and shape match, except the condition path.
-
-    Returns counts: `copied` tensors, `fresh` (new in the T2I model: caption projection, null
-    tokens, and cross-attention when the prior had none) and `dropped` (prior-only weights).
-    """
-    target = model.state_dict()
-    source = prior.state_dict()
-    copied, fresh = 0, []
-    with torch.no_grad():
-        for name, value in target.items():
-            if name.startswith(CONDITION_PATH) or name not in source or source[name].shape != value.shape:
-                fresh.append(name)
-                continue
-            value.copy_(source[name])
-            copied += 1
-    dropped = [n for n in source if n not in target or n.startswith(CONDITION_PATH)]
-    return {"copied": copied, "fresh": fresh, "dropped": dropped}
-
-
 def make_t2i_model(prior_dir: str | None, model_cfg: ModelSettings | dict, latent_shape, text_dim: int, n_tokens: int,
                    cond_dropout: float, seed: int):
-    """The model a fine-tune starts from: the prior's backbone with a fresh caption path, or a
-    fresh model of `model_cfg` (prior `none`)."""
-    from lumos.components.loading import from_pretrained
-    from lumos.models import LumosDiT
-
+    """The model a fine-tune starts from: the prior's backbone with a fresh caption path (its
+    condition path never kept: `lumos.prior.from_prior`), or a fresh model of `model_cfg` (prior
+    `none`)."""
     model_cfg = ModelSettings.from_config(model_cfg, "pretrain.model")
     torch.manual_seed(seed)
     if prior_dir is None:
         c, h, _ = latent_shape
-        base = {**model_cfg.architecture(), "sample_size": h, "in_channels": c, "learn_sigma": model_cfg.learn_sigma}
-        return build_t2i_model(base, text_dim, n_tokens, cond_dropout), {"prior": "none"}
-    prior = from_pretrained(LumosDiT, prior_dir, "I2I prior", "t2i (run the pretrain rule for this prior)")
-    model = build_t2i_model(dict(prior.config), text_dim, n_tokens, cond_dropout)
-    report = init_from_prior(model, prior)
+        model = build_t2i_model(scratch_backbone(model_cfg, c, h), text_dim, n_tokens, cond_dropout)
+        return model, {"prior": "none"}
+    prior, config = load_prior(prior_dir, "I2I prior", "t2i (run the pretrain rule for this prior)")
+    model = build_t2i_model(config, text_dim, n_tokens, cond_dropout)
+    report = from_prior(model, prior)
     log.info("prior %s: copied %d tensors, %d fresh (%s...), %d dropped", prior_dir, report["copied"],
              len(report["fresh"]), ", ".join(report["fresh"][:4]), len(report["dropped"]))
     return model, {"prior": prior_dir, "copied": report["copied"], "fresh": len(report["fresh"])}

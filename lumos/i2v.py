@@ -8,9 +8,9 @@ features (the CLS of `i2v.encoder`, L2-normalised) stay the cross-attention cond
 Lumos-I2I. With the temporal modules' output layers at zero, a model built from an I2I prior
 computes every frame exactly as the prior computes it, at step 0.
 
-Priors (as `lumos.nvs`): `none` (from scratch), `i2i` (a pretrain run: every weight, its
-condition path too when it reads the same encoder's CLS through cross-attention) or `t2i` (a T2I
-fine-tune: backbone kept, a fresh condition path for the vision features).
+Priors (as Lumos-NVS's, `lumos.prior`): `none` (from scratch), `i2i` (a pretrain run: every
+weight, its condition path too when it reads the same encoder's CLS through cross-attention) or
+`t2i` (a T2I fine-tune: backbone kept, a fresh condition path for the vision features).
 
 Features of a video split (`extract_video_features`): per clip `latents` (C, T, h, w) fp16 and
 `<encoder>_cls` (D,) fp16 of the first frame, in the store layout (`lumos.store`), one shard
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from lumos.loader import to_tensor
+from lumos.prior import check_prior_kind, from_prior, keeps_condition, load_prior, scratch_backbone, vision_condition
 from lumos.settings import ModelSettings, TrainSettings
 from lumos.utils import log, progress
 
@@ -118,9 +119,11 @@ def i2v_inputs(latents: np.ndarray | torch.Tensor, cls: np.ndarray) -> dict[str,
 
 
 class ClipRows:
-    """Lumos-I2V training rows (a row source, `lumos.loader`): row r is clip r of a video
+    """Lumos-I2V training rows (a row source, `lumos.rows`): row r is clip r of a video
     features folder. A batch: `x0` (B, C, T, h, w) float32, `cond` (B, 1, D), `cond_mask` (B, 1),
     `first` (B, C, h, w) = x0[:, :, 0], and `loss_mask` (B, 1, T, 1, 1), 0 at frame 0."""
+
+    batch_keys = ("x0", "cond", "cond_mask", "first", "loss_mask")  # `lumos.rows.RowSource`
 
     def __init__(self, features_dir: str, encoder: str):
         from lumos.store import FeatureStore
@@ -155,26 +158,20 @@ def make_i2v_model(prior_dir: str | None, prior_kind: str, model_cfg: ModelSetti
 
     `latent_shape` (C, T, h, w); `num_frames` (default T) sizes the frame-position table.
     `prior_kind`: `none` (fresh weights), `i2i` (a pretrain run: every weight kept, the condition
-    path too when `lumos.nvs.keeps_condition`) or `t2i` (a T2I fine-tune: backbone kept,
+    path too when `lumos.prior.keeps_condition`) or `t2i` (a T2I fine-tune: backbone kept,
     condition path fresh). The temporal modules are always fresh (zero output: the identity)."""
-    from lumos.components.loading import from_pretrained
-    from lumos.models import LumosDiT
     from lumos.models.video import LumosVideoDiT
-    from lumos.nvs import copy_prior, keeps_condition
 
     model_cfg = ModelSettings.from_config(model_cfg, "pretrain.model")
     c, t, h, w = latent_shape
     torch.manual_seed(seed)
     video = dict(num_frames=int(num_frames or t), cond_dropout=cond_dropout)
-    fresh_cond = dict(injection="cross_attn", cond_dim=cond_dim, max_cond_tokens=1, num_classes=0)
+    fresh_cond = vision_condition(cond_dim)
     if prior_dir is None:
-        base = {**model_cfg.architecture(), "sample_size": h, "in_channels": c, "learn_sigma": model_cfg.learn_sigma}
-        return LumosVideoDiT(**base, **fresh_cond, **video), {"prior": "none"}
-    if prior_kind not in ("i2i", "t2i"):
-        raise ValueError(f"prior kind must be none, i2i or t2i, not {prior_kind!r}")
-    prior = from_pretrained(LumosDiT, prior_dir, f"{prior_kind.upper()} prior", "i2v.priors (train the prior first)")
+        return LumosVideoDiT(**scratch_backbone(model_cfg, c, h), **fresh_cond, **video), {"prior": "none"}
+    check_prior_kind(prior_kind)
+    prior, config = load_prior(prior_dir, f"{prior_kind.upper()} prior", "i2v.priors (train the prior first)")
     accepted = inspect.signature(LumosVideoDiT.__init__).parameters
-    config = {k: v for k, v in prior.config.items() if not k.startswith("_")}
     unknown = sorted(set(config) - set(accepted))
     if unknown:
         log.warning("prior %s: config keys %s are not LumosVideoDiT arguments; left at their defaults",
@@ -184,14 +181,15 @@ def make_i2v_model(prior_dir: str | None, prior_kind: str, model_cfg: ModelSetti
         raise ValueError(f"{prior_dir}: the prior takes {config['in_channels']}-channel latents (+ "
                          f"{config.get('extra_in_channels', 0)} extra, camera {config.get('camera_dim', 0)}); "
                          f"the clips' latents have {c} channels and no extra input")
-    keep = prior_kind == "i2i" and keeps_condition(config, cond_dim)
+    keep = keeps_condition(prior_kind, config, cond_dim)
     model = LumosVideoDiT(**{**config, **({} if keep else fresh_cond), **video, "sample_size": h})
-    report = copy_prior(model, prior, keep_condition=keep)
+    report = from_prior(model, prior, keep_condition=keep)
     model.initialize_temporal()  # nothing of the prior's lands there; made explicit
     fresh_groups = sorted({n.split(".")[0] for n in report["fresh"]})
     log.info("prior %s (%s): copied %d tensors, fresh %s", prior_dir, prior_kind, report["copied"],
              ", ".join(fresh_groups))
-    return model, {"prior": prior_dir, "prior_kind": prior_kind, "condition_kept": keep, **report}
+    return model, {"prior": prior_dir, "prior_kind": prior_kind, "condition_kept": keep, "copied": report["copied"],
+                   "fresh": report["fresh"]}
 
 
 def load_i2v_model(model_dir: str):

@@ -7,9 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 
 
-def launch(argv: list[str]) -> None:
+def launch(argv: list[str], run: Callable[[list[str]], None]) -> None:
     """`lumos launch --processes N [--nodes M] -- <command> ...`: run a command on N processes.
 
     One process: the command runs here. More: `accelerate launch` starts one process per GPU;
@@ -18,8 +19,8 @@ def launch(argv: list[str]) -> None:
     environment (node rank SLURM_NODEID, the first host of SLURM_JOB_NODELIST). SIGUSR1/SIGTERM
     are forwarded to every worker so they checkpoint before a time limit or pre-emption.
     """
-    from lumos.cli import main
-
+    # `run` runs a command in this process: `lumos.cli.main`, which passes itself (so the launcher
+    # never imports the command line that dispatches to it)
     p = argparse.ArgumentParser(prog="lumos launch", description=launch.__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--processes", default="1",
@@ -33,7 +34,7 @@ def launch(argv: list[str]) -> None:
         p.error("no command given after --")
     args.processes = local_processes() if args.processes == "auto" else int(args.processes)
     if args.processes <= 1:
-        return main(command)
+        return run(command)
     import torch
 
     if torch.cuda.is_available():

@@ -4,13 +4,15 @@ Training never holds a split in memory. A *row source* says how many rows each b
 (`sizes`, one entry without aspect-ratio buckets) and returns the batch of given rows of a bucket
 (`batch(bucket, rows)` -> {"x0": latents, and "cond" / "cond_mask" when the run has a
 condition}, CPU tensors as the model takes them). `StepBatches` is a dataset whose item `step` is
-that step's whole batch, its rows drawn by `lumos.train.BatchSampler` (a function of seed, rank
+that step's whole batch, its rows drawn by `BatchSampler` (a function of seed, rank
 and step), so a torch DataLoader (batch_size=None) can read ahead with `workers` processes while
 the model trains; the batches, and so the weights, are the same with any number of workers.
 
-Row sources: `TensorRows` (tensors in memory: tests, diagnostics), `StoreRows` (named arrays of a
-features folder), `BucketRows` (one source per bucket), and the runs' own
-(`lumos.pretrain.PoolRows`, `lumos.finetune.PairRows`).
+Row sources (the protocol, and the batch keys each declares: `lumos.rows`): `TensorRows`
+(tensors in memory: tests, diagnostics), `StoreRows` (named arrays of a features folder),
+`BucketRows` (one source per bucket), and the tasks' own (`lumos.pretrain.PoolRows`,
+`lumos.finetune.PairRows`, `lumos.nvs.ViewRows`, `lumos.i2v.ClipRows`). Each batch is checked
+against its source's `batch_keys`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import time
 
 import numpy as np
 import torch
+
+from lumos.rows import check_batch_keys
 
 
 def to_tensor(array: np.ndarray) -> torch.Tensor:
@@ -46,6 +50,9 @@ class TensorRows:
         if not len(self.latents) == len(self.cond) == len(self.cond_mask):
             raise ValueError(f"{len(self.latents)} latent buckets but {len(self.cond)} condition buckets")
         self.sizes = [len(x) for x in self.latents]
+        with_cond = [c is not None for c in self.cond]  # `lumos.rows.RowSource`: a condition's keys when given
+        with_mask = [c is not None and m is not None for c, m in zip(self.cond, self.cond_mask)]
+        self.batch_keys = ("x0",) + ("cond",) * any(with_cond) + ("cond_mask",) * any(with_mask)
 
     def batch(self, bucket: int, rows) -> dict[str, torch.Tensor]:
         rows = torch.as_tensor(rows)
@@ -65,6 +72,7 @@ class StoreRows:
 
         self.store, self.keys = FeatureStore(features_dir), list(keys)
         self.sizes = [self.store.n]
+        self.batch_keys = tuple(self.keys)  # `lumos.rows.RowSource`
 
     def batch(self, bucket: int, rows) -> dict[str, torch.Tensor]:
         return {k: to_tensor(v) for k, v in self.store.get(np.asarray(rows), self.keys).items()}
@@ -76,6 +84,11 @@ class BucketRows:
     def __init__(self, sources: list):
         self.sources = list(sources)
         self.sizes = [s.sizes[0] for s in self.sources]
+
+    @property
+    def batch_keys(self) -> tuple[str, ...]:
+        """Its sources' keys (`lumos.rows.RowSource`; every bucket's batch carries the same)."""
+        return self.sources[0].batch_keys
 
     def batch(self, bucket: int, rows) -> dict[str, torch.Tensor]:
         return self.sources[bucket].batch(0, rows)
@@ -102,6 +115,31 @@ class Column:
         return (self.n, *self.source.batch(0, np.arange(min(self.n, 1)))[self.field].shape[1:])
 
 
+class BatchSampler:
+    """Random batches whose randomness depends only on (seed, process, step): a resumed run, on
+    any number of processes, draws exactly the batches (and noise) it would have drawn.
+
+    `n` is the dataset size, or a list of bucket sizes (aspect-ratio buckets): then each step
+    first draws a bucket with probability proportional to its size, and the batch comes from it."""
+
+    def __init__(self, n, batch_size: int, seed: int, process: int = 0):
+        self.sizes = list(n) if isinstance(n, (list, tuple)) else [n]
+        self.batch_size, self.seed, self.process = batch_size, seed, process
+        self.weights = torch.tensor(self.sizes, dtype=torch.float64)
+
+    def next(self, step: int):
+        """Indices for `step` and the generator the step's timesteps and noise come from."""
+        _, idx, gen = self.next_bucket(step)
+        return idx, gen
+
+    def next_bucket(self, step: int):
+        """(bucket, indices within it, generator) for `step`; bucket is 0 with a single dataset."""
+        key = int(np.random.SeedSequence([self.seed, self.process, step]).generate_state(1)[0])
+        gen = torch.Generator().manual_seed(key)
+        bucket = 0 if len(self.sizes) == 1 else int(torch.multinomial(self.weights, 1, generator=gen))
+        return bucket, torch.randint(0, self.sizes[bucket], (self.batch_size,), generator=gen), gen
+
+
 class StepBatches(torch.utils.data.Dataset):
     """Item i is the whole batch of step `start + i`: the rows `sampler.next_bucket(step)` draws,
     read from `source`. Depends only on (seed, rank, step), never on which worker reads it.
@@ -118,7 +156,7 @@ class StepBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         bucket, rows, gen = self.sampler.next_bucket(self.start + i)
-        batch = self.source.batch(bucket, rows)
+        batch = check_batch_keys(self.source, self.source.batch(bucket, rows))
         return {**batch, **self.draws(batch, gen)} if self.draws else batch
 
 
@@ -147,8 +185,6 @@ def step_loader(source, sampler, start: int, total: int, workers: int = 0, prefe
 def loader_throughput(features_dir: str, keys: list[str], batch_size: int, workers: int, steps: int) -> float:
     """Samples/s of reading random batches of `keys` from a features folder through the loader
     (the first batch, which starts the workers, is not timed): the benchmark's number."""
-    from lumos.train import BatchSampler
-
     source = StoreRows(features_dir, keys)
     batches = iter(step_loader(source, BatchSampler(source.sizes, batch_size, seed=0), 0, steps, workers))
     next(batches)

@@ -39,11 +39,11 @@ import numpy as np
 import torch
 
 from lumos.loader import to_tensor
+from lumos.prior import check_prior_kind, from_prior, keeps_condition, load_prior, scratch_backbone, vision_condition
 from lumos.settings import ModelSettings, TrainSettings
 from lumos.utils import log, progress
 
 CAMERA_DIM = 12  # (R, T): 9 + 3
-FRESH_CONDITION = ("y_embedder.", "null_cond", "fake_latent")
 
 
 def relative_pose_vectors(c2w_input: np.ndarray, c2w_target: np.ndarray) -> np.ndarray:
@@ -64,10 +64,12 @@ def views_per_object(store) -> int:
 
 
 class ViewRows:
-    """Lumos-NVS training rows (a row source, `lumos.loader`): virtual row r is an ordered pair of
+    """Lumos-NVS training rows (a row source, `lumos.rows`): virtual row r is an ordered pair of
     two different views of one object, (input, target), over every object of the split:
     objects x V x (V - 1) rows. A batch reads both views' latents, the input view's CLS and both
     cameras from the features store."""
+
+    batch_keys = ("x0", "cond", "cond_mask", "concat", "camera")  # `lumos.rows.RowSource`; see `nvs_inputs`
 
     def __init__(self, features_dir: str, encoder: str):
         from lumos.store import FeatureStore
@@ -115,67 +117,36 @@ def nvs_inputs(inputs: dict, encoder: str, c2w_target: np.ndarray) -> dict[str, 
 # ------------------------------------------------------------------------------------------ model
 
 
-def keeps_condition(prior_config: dict, cond_dim: int) -> bool:
-    """Whether an I2I prior's condition path reads what Lumos-NVS feeds it (one token of the
-    same width through cross-attention), and is therefore kept."""
-    return prior_config.get("injection") == "cross_attn" and prior_config.get("cond_dim") == cond_dim \
-        and prior_config.get("max_cond_tokens") == 1
-
-
 def make_nvs_model(prior_dir: str | None, prior_kind: str, model_cfg: ModelSettings | dict, latent_shape,
                    cond_dim: int, cond_dropout: float, seed: int, prediction_type: str = "epsilon"):
     """The model a Lumos-NVS fine-tune starts from, and a summary of where its weights came from.
 
     `prior_kind`: `none` (fresh weights), `i2i` (a pretrain run: every weight kept, the condition
-    path too when `keeps_condition`) or `t2i` (a T2I fine-tune: backbone kept, condition path
-    fresh). In every case the widened patch embedding's new channels and the camera embedder's
-    output layer start at zero. `prediction_type` is what the fine-tuned model predicts (the
-    priors predict epsilon; `nvs.prediction_type`)."""
-    from lumos.components.loading import from_pretrained
+    path too when `lumos.prior.keeps_condition`) or `t2i` (a T2I fine-tune: backbone kept,
+    condition path fresh). In every case the widened patch embedding's new channels and the camera
+    embedder's output layer start at zero (`lumos.prior.from_prior`). `prediction_type` is what
+    the fine-tuned model predicts (the priors predict epsilon; `nvs.prediction_type`)."""
     from lumos.models import LumosDiT
 
     model_cfg = ModelSettings.from_config(model_cfg, "pretrain.model")
     c, h, w = latent_shape
     torch.manual_seed(seed)
     views = dict(extra_in_channels=c, camera_dim=CAMERA_DIM, cond_dropout=cond_dropout, prediction_type=prediction_type)
-    fresh_cond = dict(injection="cross_attn", cond_dim=cond_dim, max_cond_tokens=1, num_classes=0)
+    fresh_cond = vision_condition(cond_dim)
     if prior_dir is None:
-        base = {**model_cfg.architecture(), "sample_size": h, "in_channels": c, "learn_sigma": model_cfg.learn_sigma}
-        return LumosDiT(**base, **fresh_cond, **views), {"prior": "none"}
-    if prior_kind not in ("i2i", "t2i"):
-        raise ValueError(f"prior kind must be none, i2i or t2i, not {prior_kind!r}")
-    prior = from_pretrained(LumosDiT, prior_dir, f"{prior_kind.upper()} prior", "nvs.priors (train the prior first)")
-    config = {k: v for k, v in prior.config.items() if not k.startswith("_")}
+        return LumosDiT(**scratch_backbone(model_cfg, c, h), **fresh_cond, **views), {"prior": "none"}
+    check_prior_kind(prior_kind)
+    prior, config = load_prior(prior_dir, f"{prior_kind.upper()} prior", "nvs.priors (train the prior first)")
     if config["in_channels"] != c or config.get("extra_in_channels"):
         raise ValueError(f"{prior_dir}: the prior takes {config['in_channels']}-channel latents (+ "
                          f"{config.get('extra_in_channels', 0)} extra), the views' latents have {c} channels")
-    keep = prior_kind == "i2i" and keeps_condition(config, cond_dim)
+    keep = keeps_condition(prior_kind, config, cond_dim)
     model = LumosDiT(**{**config, **({} if keep else fresh_cond), **views, "sample_size": h})
-    report = copy_prior(model, prior, keep_condition=keep)
+    report = from_prior(model, prior, keep_condition=keep)
     log.info("prior %s (%s): copied %d tensors, fresh %s", prior_dir, prior_kind, report["copied"],
              ", ".join(report["fresh"]))
-    return model, {"prior": prior_dir, "prior_kind": prior_kind, "condition_kept": keep, **report}
-
-
-def copy_prior(model, prior, keep_condition: bool) -> dict:
-    """Copy the prior's weights into `model`: every tensor of the same name and shape, the patch
-    embedding into the first input channels (the rest zeroed), the condition path only when
-    `keep_condition`. Returns the copied count and the names left fresh."""
-    target, source = model.state_dict(), prior.state_dict()
-    copied, fresh = 0, []
-    with torch.no_grad():
-        for name, value in target.items():
-            src = source.get(name)
-            if name == "x_embedder.weight" and src is not None and src.shape[1] < value.shape[1]:
-                value.zero_()
-                value[:, : src.shape[1]].copy_(src)
-            elif (not keep_condition and name.startswith(FRESH_CONDITION)) or src is None or src.shape != value.shape:
-                fresh.append(name)
-                continue
-            else:
-                value.copy_(src)
-            copied += 1
-    return {"copied": copied, "fresh": fresh}
+    return model, {"prior": prior_dir, "prior_kind": prior_kind, "condition_kept": keep, "copied": report["copied"],
+                   "fresh": report["fresh"]}
 
 
 def finetune_nvs(features_dir: str, prior_dir: str | None, prior_kind: str, encoder: str, model_cfg: ModelSettings,
@@ -256,7 +227,7 @@ def evaluate_nvs(model, codec, data_dir: str, features_dir: str, encoder: str, o
     from PIL import Image
 
     from lumos.data.shards import split_index
-    from lumos.eval.nvs import view_metrics
+    from lumos.eval.image_similarity import view_metrics
     from lumos.store import FeatureStore
 
     if model is None:  # the baselines read the renders only

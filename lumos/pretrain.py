@@ -55,7 +55,7 @@ def build_model(model_cfg: ModelSettings | dict, run: RunSettings | dict, latent
 
 
 class PoolRows:
-    """A run's training rows from a features folder (a row source, `lumos.loader`): each batch
+    """A run's training rows from a features folder (a row source, `lumos.rows.RowSource`): each batch
     reads its rows' latents and the run's condition from the store.
 
     cross_attn / adaln: encoder tokens (B, L, D) and mask (B, L), L2-normalised per token for
@@ -76,6 +76,7 @@ class PoolRows:
             self.keys = feature_keys(run.encoder, run.tokens)
         for key in ["latents", *self.keys]:
             self.store.kind(key)  # a missing array fails here, naming the shard folder
+        self.batch_keys = ("x0",) + {"class": ("cond",), "none": ()}.get(self.injection, ("cond", "cond_mask"))
         self.subset = SubsetRows(self.store, run.pool_size)
         self.sizes = [len(self.subset)]
         if self.injection == "class":

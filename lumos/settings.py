@@ -57,18 +57,20 @@ class TrainSettings(_FromConfig):
     nan_check_every: int | None = None
     key: str = "pretrain.train"
 
-    LOADER_FIELDS = ("loader_workers", "prefetch")  # how batches are read, not which: no effect on the weights
-    # how each step is computed, not what it computes (equal up to float rounding): a run killed
-    # under one setting resumes under another. fused_adamw is not among them: the optimiser
-    # state a checkpoint holds follows it.
+    # The fields that do not change a run's weights, so not its resume key (`resume_key`,
+    # `lumos.resume`): a run killed under one value resumes under another.
+    LOADER_FIELDS = ("loader_workers", "prefetch")  # how batches are read, not which
+    LOGGING_FIELDS = ("log_every", "checkpoint_every")  # how often rows and checkpoints are written
+    # how each step is computed, not what it computes (equal up to float rounding). fused_adamw is
+    # not among them: the optimiser state a checkpoint holds follows it.
     STEP_FIELDS = ("compile", "compile_mode", "attention", "nan_check_every")
+    NOT_WEIGHT_FIELDS = (*LOADER_FIELDS, *LOGGING_FIELDS, *STEP_FIELDS)
 
     def resume_key(self) -> dict:
         """The settings a run's weights depend on (what keys its resumable state): every field
-        but the loader's and the step's, so a run resumed with more or fewer loader workers, or
-        with torch.compile switched on, continues from its checkpoint."""
-        skip = (*self.LOADER_FIELDS, *self.STEP_FIELDS)
-        return {k: v for k, v in vars(self).items() if k not in skip}
+        but `NOT_WEIGHT_FIELDS`, so a run resumed with more or fewer loader workers, another
+        logging cadence, or torch.compile switched on, continues from its checkpoint."""
+        return {k: v for k, v in vars(self).items() if k not in self.NOT_WEIGHT_FIELDS}
 
     def nan_check_interval(self, device_type: str) -> int:
         """Steps between checks of the loss for nan/inf: `nan_check_every`, or when unset every

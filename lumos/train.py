@@ -1,6 +1,6 @@
 """Diffusion training on cached features, with accelerate.
 
-One loop serves I2I pretraining (and later the fine-tunes): AdamW with linear warm-up then a
+One loop serves I2I pretraining and the fine-tunes: AdamW with linear warm-up then a
 constant learning rate, EMA of the weights (with warm-up), gradient clipping and accumulation,
 mixed precision on GPUs, checkpoints every `checkpoint_every` steps and resume after a kill.
 
@@ -8,7 +8,13 @@ Resumable state lives in `state_dir`, *outside* the rule's declared outputs (Sna
 those before a job runs): `state_dir/checkpoint-<step>/` holds accelerate's state (model,
 optimiser, scheduler, RNG) plus the EMA (batches and noise are a function of the step, so the
 streaming loader simply starts at the resumed step); `state_dir/loss.csv` the curve.
-The declared outputs are written only when training finishes.
+The declared outputs are written only when training finishes. A training command names its
+state folder by the settings its weights depend on (`lumos.resume`).
+
+`train_diffusion` reads as its phases, each a function below it: `_set_up` (accelerator,
+optimiser, EMA, sampler), `_resume` (the newest complete checkpoint), `_stop_signals`,
+`_train_steps` (per step: `_step`, the loss checks `_watch_loss` / `_check_losses`, `_log_row`,
+the EMA snapshot, `_checkpoint`), `_write_outputs`; `_Run` holds what they share.
 """
 
 from __future__ import annotations
@@ -16,45 +22,21 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import hashlib
 import json
 import math
 import shutil
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
 
-from lumos.loader import TensorRows, step_loader
+from lumos.loader import BatchSampler, TensorRows, step_loader
 from lumos.settings import TrainSettings
 from lumos.utils import fault_point, log, progress
-
-
-class BatchSampler:
-    """Random batches whose randomness depends only on (seed, process, step): a resumed run, on
-    any number of processes, draws exactly the batches (and noise) it would have drawn.
-
-    `n` is the dataset size, or a list of bucket sizes (aspect-ratio buckets): then each step
-    first draws a bucket with probability proportional to its size, and the batch comes from it."""
-
-    def __init__(self, n, batch_size: int, seed: int, process: int = 0):
-        self.sizes = list(n) if isinstance(n, (list, tuple)) else [n]
-        self.batch_size, self.seed, self.process = batch_size, seed, process
-        self.weights = torch.tensor(self.sizes, dtype=torch.float64)
-
-    def next(self, step: int):
-        """Indices for `step` and the generator the step's timesteps and noise come from."""
-        _, idx, gen = self.next_bucket(step)
-        return idx, gen
-
-    def next_bucket(self, step: int):
-        """(bucket, indices within it, generator) for `step`; bucket is 0 with a single dataset."""
-        key = int(np.random.SeedSequence([self.seed, self.process, step]).generate_state(1)[0])
-        gen = torch.Generator().manual_seed(key)
-        bucket = 0 if len(self.sizes) == 1 else int(torch.multinomial(self.weights, 1, generator=gen))
-        return bucket, torch.randint(0, self.sizes[bucket], (self.batch_size,), generator=gen), gen
 
 
 class EMA(torch.nn.Module):
@@ -182,10 +164,6 @@ class StepNoise:
         return {"t": t, "noise": torch.randn(x0.shape, generator=gen)}
 
 
-class _StopRequested(Exception):
-    pass
-
-
 @dataclass(frozen=True)
 class TrainOutputs:
     """Where a finished run writes what its rule declares: EMA weights, raw weights, loss curve
@@ -212,7 +190,7 @@ def train_diffusion(model, latents, cond: torch.Tensor | None, cond_mask: torch.
                     snapshot_every: int | None = None, summary_extra: dict | None = None) -> dict:
     """Train `model` to denoise latents given their condition; write EMA and raw weights to `outputs`.
 
-    `latents` is a row source (`lumos.loader`; the pretrain and fine-tune paths pass one over the
+    `latents` is a row source (`lumos.rows.RowSource`; the pretrain and fine-tune paths pass one over the
     feature store, with `cond` and `cond_mask` None), or in-memory tensors `latents`, `cond`,
     `cond_mask` (tests, diagnostics), each of which may also be a list with one entry per
     aspect-ratio bucket (latents of different sizes). Each step trains on a batch from one
@@ -236,22 +214,70 @@ def train_diffusion(model, latents, cond: torch.Tensor | None, cond_mask: torch.
     would; a later call with the same `state_dir` resumes. SIGUSR1/SIGTERM do the same.
     `cleanup_state` removes `state_dir` once the outputs are written (the run is complete).
     Returns the summary (steps, final loss, images/s, plus `summary_extra`), written once.
+
+    The phases, each a function below: set-up, resume, the steps (each: the step, the loss
+    checks, the logged row, snapshot and checkpoint due), the outputs.
     """
+    cfg = TrainSettings.from_config(cfg, "pretrain.train")
+    if isinstance(outputs, (str, Path)):
+        outputs = TrainOutputs.in_folder(outputs, snapshots=bool(snapshot_every))
+    run = _set_up(model, latents, cond, cond_mask, cfg, Path(state_dir), seed, device)
+    _resume(run)
+    with _stop_signals() as stop:
+        stopped_at = _train_steps(run, stop, stop_after, snapshot_every)
+    if stopped_at is not None:
+        log.warning("stopped at step %s after a stop request; rerun to resume", stopped_at)
+        return {"stopped_at": stopped_at}
+    return _write_outputs(run, outputs, snapshot_every, cleanup_state, summary_extra)
+
+
+@dataclass
+class _Run:
+    """One invocation of `train_diffusion`: what `_set_up` makes (fixed for the run), then the
+    counters that `_resume` starts and each step advances."""
+
+    cfg: TrainSettings
+    accel: Any  # the accelerate.Accelerator
+    model: torch.nn.Module  # as prepared by accelerate (wrapped when there are several processes)
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    ema: EMA
+    diffusion: Any  # the GaussianDiffusion whose loss is trained
+    prediction_type: str
+    source: Any  # the row source (lumos.rows.RowSource)
+    sampler: BatchSampler
+    state: Path
+    compiled: bool
+    check_every: int  # steps between loss checks (`TrainSettings.nan_check_interval`)
+    step: int = 0  # the step being trained; before the loop, the one this invocation starts at
+    rows: list[dict] = field(default_factory=list)  # the logged rows of the loss curve
+    window: torch.Tensor | None = None  # this rank's sums of loss, mse, vb since the last row
+    window_steps: int = 0
+    seen: int = 0  # images trained on by this invocation, all processes together
+    ran: int = 0  # steps run by this invocation
+    unchecked: int = 0  # the first step no loss check has covered yet
+    nonfinite: torch.Tensor | None = None  # on the device: a loss since `unchecked` was nan or inf
+    agreed_stop: bool = False  # with several processes: the stop request agreed at the last check
+    t0: float = 0.0  # when the steps began
+    step_end: float = 0.0  # when the last timed step ended (compile times)
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.accel.device.type == "cuda"
+
+
+def _set_up(model, latents, cond, cond_mask, cfg: TrainSettings, state: Path, seed: int, device) -> _Run:
+    """Set-up: the accelerator (mixed precision, accumulation, processes) and the seed, the
+    optimiser with its warm-up schedule, the EMA (an eager copy, made before any compilation),
+    the model prepared for the processes, and the sampler of each step's rows."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     from lumos.diffusion.gaussian import GaussianDiffusion, prediction_type_of
 
-    cfg = TrainSettings.from_config(cfg, "pretrain.train")
-    if isinstance(outputs, (str, Path)):
-        outputs = TrainOutputs.in_folder(outputs, snapshots=bool(snapshot_every))
-    state = Path(state_dir)
     state.mkdir(parents=True, exist_ok=True)
-    accel = Accelerator(
-        mixed_precision=cfg.mixed_precision,
-        gradient_accumulation_steps=cfg.grad_accum,
-        cpu=str(device) == "cpu",
-    )
+    accel = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
+                        cpu=str(device) == "cpu")
     set_seed(seed)
     check_attention(cfg.attention, accel.device, cfg.key)
     if cfg.gradient_checkpointing:
@@ -269,27 +295,51 @@ def train_diffusion(model, latents, cond: torch.Tensor | None, cond_mask: torch.
     # one once per process), and checkpointed with the EMA.
     model, opt = accel.prepare(model, opt)
     ema.to(accel.device)
+    per_process = _per_process_batch(cfg, accel)
+    source = latents if hasattr(latents, "batch") else TensorRows(latents, cond, cond_mask)
+    sampler = BatchSampler(source.sizes, per_process, seed, accel.process_index)
+    accel.register_for_checkpointing(sched, ema)
+    return _Run(cfg, accel, model, opt, sched, ema, diffusion, prediction_type, source, sampler, state, compiled,
+                cfg.nan_check_interval(accel.device.type))
+
+
+def _per_process_batch(cfg: TrainSettings, accel) -> int:
+    """Each process's rows per accumulation step: `batch_size` must split evenly among them."""
     per_process, rest = divmod(cfg.batch_size, accel.num_processes * accel.gradient_accumulation_steps)
     if rest or not per_process:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {accel.num_processes} processes x "
                          f"{accel.gradient_accumulation_steps} accumulation steps (config key {cfg.key}.batch_size)")
-    source = latents if hasattr(latents, "batch") else TensorRows(latents, cond, cond_mask)
-    sampler = BatchSampler(source.sizes, per_process, seed, accel.process_index)
-    accel.register_for_checkpointing(sched, ema)
+    return per_process
 
-    step = 0
+
+def _resume(run: _Run) -> None:
+    """Resume: load the newest complete checkpoint of the state folder, if any (model, optimiser,
+    scheduler, EMA, RNG states), with the rows logged up to it and this rank's loss sums since
+    the last row; the counters start at its step (at 0 without one)."""
+    accel, state = run.accel, run.state
+    run.window = torch.zeros(3, device=accel.device)
     last = latest_checkpoint(state)
     if last is not None:
         accel.load_state(str(last))
-        step = int(last.name.split("-")[1])
-        log.info("resuming from %s at step %d", last, step)
-    rows = []
-    if last is not None:  # the curve up to the resumed step (state/loss.csv: checkpoints of older versions)
+        run.step = int(last.name.split("-")[1])
+        log.info("resuming from %s at step %d", last, run.step)
+        # the curve up to the resumed step (state/loss.csv: checkpoints of older versions)
         curve = last / "loss.csv" if (last / "loss.csv").exists() else state / "loss.csv"
         if curve.exists():
             with open(curve) as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+                run.rows = [r for r in csv.DictReader(f) if int(r["step"]) <= run.step]
+        window = last / f"loss_window_{accel.process_index}.pt"
+        if window.exists():
+            saved = torch.load(window)
+            run.window, run.window_steps = saved["sums"].to(accel.device), saved["steps"]
+    run.unchecked = run.step
+    run.nonfinite = torch.zeros((), dtype=torch.bool, device=accel.device)
 
+
+@contextlib.contextmanager
+def _stop_signals():
+    """While training, SIGUSR1 and SIGTERM set the yielded flag (`stop["flag"]`): the run
+    checkpoints at the next step and stops. The previous handlers come back afterwards."""
     stop = {"flag": False}
 
     def request_stop(signum, _frame):
@@ -297,134 +347,189 @@ def train_diffusion(model, latents, cond: torch.Tensor | None, cond_mask: torch.
         stop["flag"] = True
 
     old_handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGUSR1, signal.SIGTERM)}
-
-    def checkpoint(at: int):
-        """Every process saves its part (RNG states are per process, so are its loss sums); rank 0
-        adds the logged rows, then marks it complete: a kill at any point leaves either a complete
-        checkpoint or one without DONE, which a resume ignores."""
-        path = state / f"checkpoint-{at}"
-        accel.save_state(str(path))
-        # this rank's loss sums since the last logged row: the next row after a resume averages
-        # the same steps as an uninterrupted run's
-        torch.save({"sums": window.cpu(), "steps": window_steps}, path / f"loss_window_{accel.process_index}.pt")
-        if accel.is_main_process:  # the logged rows so far, part of the checkpoint (before DONE)
-            _write_rows(rows, path / "loss.csv")
-        accel.wait_for_everyone()
-        if accel.is_main_process:
-            (path / "DONE").write_text(str(at))
-            fault_point("train")
-            for old in sorted(state.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[:-2]:
-                shutil.rmtree(old, ignore_errors=True)
-        accel.wait_for_everyone()
-
-    total, every = cfg.steps, cfg.checkpoint_every
-    log_every = cfg.log_every
-    bar = progress(range(step, total), initial=step, total=total, desc="train", disable=not accel.is_main_process)
-    t0, seen, ran = time.time(), 0, 0
-    step_end = t0
-    window, window_steps = torch.zeros(3, device=accel.device), 0  # running sums of loss, mse, vb between logged rows
-    if last is not None and (last / f"loss_window_{accel.process_index}.pt").exists():
-        saved = torch.load(last / f"loss_window_{accel.process_index}.pt")
-        window, window_steps = saved["sums"].to(accel.device), saved["steps"]
-    on_gpu = accel.device.type == "cuda"
-    # Checking the loss waits for the device: every step on the CPU (free there), else every
-    # `check_every` steps on a flag the steps accumulate, and always before a row, snapshot or
-    # checkpoint is written. Between checks nothing reads a value back from the device.
-    check_every = cfg.nan_check_interval(accel.device.type)
-    nonfinite, unchecked = torch.zeros((), dtype=torch.bool, device=accel.device), step
-    agreed_stop = False  # with several processes: the stop request they agreed on at the last check
-    batches = iter(step_loader(source, sampler, step, total, cfg.loader_workers, cfg.prefetch, pin_memory=on_gpu,
-                               draws=StepNoise(diffusion.num_timesteps)))
     try:
-        for step in bar:
-            batch = {k: v.to(accel.device, non_blocking=on_gpu) for k, v in next(batches).items()}
-            x0, t, noise = batch["x0"], batch["t"], batch["noise"]
-            with accel.accumulate(model):
-                # every other input of the batch: cond, cond_mask, and for views concat, camera; a
-                # `loss_mask` (videos: every frame but the given first one) weights the loss
-                kwargs = {k: v for k, v in batch.items() if k not in ("x0", "t", "noise", "loss_mask")}
-                # the attention backend is chosen in the forward; the backward runs its kernels
-                with attention_backend(cfg.attention), accel.autocast():
-                    losses = diffusion.training_losses(model, x0, t, model_kwargs=kwargs, noise=noise,
-                                                       mask=batch.get("loss_mask"), prediction_type=prediction_type)
-                loss = losses["loss"].mean()
-                if check_every == 1:
-                    if not torch.isfinite(loss):
-                        good = latest_checkpoint(state)
-                        raise FloatingPointError(
-                            f"loss is {loss.item()} at step {step}; stopping. Last good checkpoint: "
-                            f"{good if good else 'none yet'}. Lower {cfg.key}.lr or check the features."
-                        )
-                else:
-                    nonfinite |= ~torch.isfinite(loss.detach())
-                accel.backward(loss)
-                if accel.sync_gradients and cfg.grad_clip:
-                    accel.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-            if accel.sync_gradients:
-                sched.step()
-                ema.update(accel.unwrap_model(model))
-            seen += x0.shape[0] * accel.num_processes
-            ran += 1
-            if compiled and ran <= 2:
-                step_end = log_compile_time(ran, step_end, on_gpu)
-            window += torch.stack([loss, losses["mse"].mean(), losses["vb"].mean()]).detach().float()
-            window_steps += 1
-            done = step + 1
-            logging = step % log_every == 0 or step == total - 1
-            snapshot = bool(snapshot_every) and (done % snapshot_every == 0 or done == total)
-            due = check_every == 1 or done - unchecked >= check_every or logging or snapshot or done % every == 0 \
-                or done == total
-            if accel.num_processes > 1:  # every rank must stop at the same step (collective checkpoint)
-                if due:
-                    flag = accel.reduce(torch.tensor(float(stop["flag"]), device=accel.device), "max")
-                    agreed_stop = bool(flag.item())
-                requested = agreed_stop
-            else:
-                requested = stop["flag"]
-            stopping = requested or bool(stop_after and ran >= stop_after)
-            if check_every > 1 and (due or stopping):
-                if bool(nonfinite):
-                    good = latest_checkpoint(state)
-                    raise FloatingPointError(
-                        f"loss is nan or inf at a step from {unchecked} to {step}; stopping. Last good checkpoint: "
-                        f"{good if good else 'none yet'}. Lower {cfg.key}.lr or check the features "
-                        f"({cfg.key}.nan_check_every: 1 stops at the exact step)."
-                    )
-                unchecked = done
-            if logging:  # log the mean over the steps since the last row
-                # (and over the processes: every rank's batch counts)
-                mean_loss, mse, vb = accel.reduce(window / window_steps, "mean").tolist()
-                window.zero_()
-                window_steps = 0
-                row = {"step": step + 1, "loss": f"{mean_loss:.6f}", "mse": f"{mse:.6f}", "vb": f"{vb:.6f}",
-                       "lr": f"{sched.get_last_lr()[0]:.3e}"}
-                rows.append(row)
-                bar.set_postfix(loss=row["loss"])
-                if accel.is_main_process:
-                    log.info("step %d loss %s mse %s", step + 1, row["loss"], row["mse"])
-            if snapshot and accel.is_main_process:
-                ema.model.save_pretrained(state / "snapshots" / f"step-{done:06d}")
-            if done % every == 0 or done == total or stopping:
-                checkpoint(done)
-            if done < total and stopping:
-                raise _StopRequested(done)
-    except _StopRequested as s:
-        log.warning("stopped at step %s after a stop request; rerun to resume", s.args[0])
-        return {"stopped_at": int(s.args[0])}
+        yield stop
     finally:
-        del batches  # stops the loader's workers
         for s, h in old_handlers.items():
             signal.signal(s, h)
 
-    elapsed = time.time() - t0
-    summary = {"steps": total, "resumed_from": step + 1 - ran, "final_loss": float(rows[-1]["loss"]) if rows else math.nan,
-               "images_per_s": seen / max(elapsed, 1e-9), "seconds": elapsed}
-    summary.update(summary_extra or {})
+
+def _train_steps(run: _Run, stop: dict, stop_after: int | None, snapshot_every: int | None) -> int | None:
+    """The steps from the resumed one to `cfg.steps`, each: the step on its batch (read ahead by
+    the loader, with its timesteps and noise), then the loss check, logged row, EMA snapshot and
+    checkpoint that are due. Returns the step at which a stop request (a signal, `stop_after`)
+    ended this invocation, after its checkpoint; None once the run is complete.
+
+    Checking the loss waits for the device: every step on the CPU (free there), else every
+    `check_every` steps on a flag the steps accumulate, and always before a row, snapshot or
+    checkpoint is written. Between checks nothing reads a value back from the device."""
+    cfg, accel = run.cfg, run.accel
+    total = cfg.steps
+    bar = progress(range(run.step, total), initial=run.step, total=total, desc="train",
+                   disable=not accel.is_main_process)
+    run.t0 = run.step_end = time.time()
+    batches = iter(step_loader(run.source, run.sampler, run.step, total, cfg.loader_workers, cfg.prefetch,
+                               pin_memory=run.on_gpu, draws=StepNoise(run.diffusion.num_timesteps)))
+    try:
+        for step in bar:
+            run.step = step
+            batch = {k: v.to(accel.device, non_blocking=run.on_gpu) for k, v in next(batches).items()}
+            loss, losses = _step(run, batch)
+            _tally(run, batch["x0"], loss, losses)
+            done = step + 1
+            logging, snapshot, checkpoint = _due(run, snapshot_every)
+            due = logging or snapshot or checkpoint or run.check_every == 1 or done - run.unchecked >= run.check_every
+            stopping = _stop_requested(run, stop, due) or bool(stop_after and run.ran >= stop_after)
+            if run.check_every > 1 and (due or stopping):
+                _check_losses(run)
+            if logging:
+                _log_row(run, bar)
+            if snapshot and accel.is_main_process:
+                run.ema.model.save_pretrained(run.state / "snapshots" / f"step-{done:06d}")
+            if checkpoint or stopping:
+                _checkpoint(run, done)
+            if done < total and stopping:
+                return done
+    finally:
+        del batches  # stops the loader's workers
+    return None
+
+
+def _step(run: _Run, batch: dict) -> tuple[torch.Tensor, dict]:
+    """The step: the diffusion loss of the batch, its backward, gradient clipping and the
+    optimiser (at the end of each accumulation), then the learning-rate schedule and the EMA.
+    Returns the mean loss and the per-sample losses (loss, mse, vb)."""
+    cfg, accel, model = run.cfg, run.accel, run.model
+    x0, t, noise = batch["x0"], batch["t"], batch["noise"]
+    with accel.accumulate(model):
+        # every other key of the batch is a model input (the source's batch_keys beyond
+        # lumos.rows.TRAINER_KEYS: see lumos.rows.RowSource); a `loss_mask` weights the loss
+        kwargs = {k: v for k, v in batch.items() if k not in ("x0", "t", "noise", "loss_mask")}
+        # the attention backend is chosen in the forward; the backward runs its kernels
+        with attention_backend(cfg.attention), accel.autocast():
+            losses = run.diffusion.training_losses(model, x0, t, model_kwargs=kwargs, noise=noise,
+                                                   mask=batch.get("loss_mask"), prediction_type=run.prediction_type)
+        loss = losses["loss"].mean()
+        _watch_loss(run, loss)
+        accel.backward(loss)
+        if accel.sync_gradients and cfg.grad_clip:
+            accel.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        run.opt.step()
+        run.opt.zero_grad(set_to_none=True)
+    if accel.sync_gradients:
+        run.sched.step()
+        run.ema.update(accel.unwrap_model(model))
+    return loss, losses
+
+
+def _watch_loss(run: _Run, loss: torch.Tensor) -> None:
+    """Check (within the step, before its backward): with a check every step, a nan or inf loss
+    stops the run at once; otherwise it only sets the device-side flag that `_check_losses` reads."""
+    if run.check_every == 1:
+        if not torch.isfinite(loss):
+            raise _loss_error(run, f"{loss.item()} at step {run.step}")
+    else:
+        run.nonfinite |= ~torch.isfinite(loss.detach())
+
+
+def _check_losses(run: _Run) -> None:
+    """Check (every `check_every` steps, and before anything is written): stop if a loss since the
+    last check was nan or inf, naming the steps it lies between."""
+    if bool(run.nonfinite):
+        raise _loss_error(run, f"nan or inf at a step from {run.unchecked} to {run.step}",
+                          f" ({run.cfg.key}.nan_check_every: 1 stops at the exact step)")
+    run.unchecked = run.step + 1
+
+
+def _loss_error(run: _Run, what: str, hint: str = "") -> FloatingPointError:
+    """The error of a bad loss: where it was, the last good checkpoint, what to change."""
+    good = latest_checkpoint(run.state)
+    return FloatingPointError(f"loss is {what}; stopping. Last good checkpoint: {good if good else 'none yet'}. "
+                              f"Lower {run.cfg.key}.lr or check the features{hint}.")
+
+
+def _tally(run: _Run, x0: torch.Tensor, loss: torch.Tensor, losses: dict) -> None:
+    """After a step: count its images and itself, log the first two steps' times when compiled,
+    and add its losses to the window the next logged row averages."""
+    run.seen += x0.shape[0] * run.accel.num_processes
+    run.ran += 1
+    if run.compiled and run.ran <= 2:
+        run.step_end = log_compile_time(run.ran, run.step_end, run.on_gpu)
+    run.window += torch.stack([loss, losses["mse"].mean(), losses["vb"].mean()]).detach().float()
+    run.window_steps += 1
+
+
+def _due(run: _Run, snapshot_every: int | None) -> tuple[bool, bool, bool]:
+    """What the current step writes: (a logged row, every `log_every` steps; an EMA snapshot, every
+    `snapshot_every`; a checkpoint, every `checkpoint_every`), each also at the last step."""
+    step, total = run.step, run.cfg.steps
+    done = step + 1
+    logging = step % run.cfg.log_every == 0 or step == total - 1
+    snapshot = bool(snapshot_every) and (done % snapshot_every == 0 or done == total)
+    return logging, snapshot, done % run.cfg.checkpoint_every == 0 or done == total
+
+
+def _stop_requested(run: _Run, stop: dict, due: bool) -> bool:
+    """Whether a signal asked the run to stop. With several processes every rank must stop at the
+    same step (the checkpoint is collective): at each step with a check due they agree (the max
+    over ranks), and act on the last agreement in between."""
+    accel = run.accel
+    if accel.num_processes == 1:
+        return stop["flag"]
+    if due:
+        flag = accel.reduce(torch.tensor(float(stop["flag"]), device=accel.device), "max")
+        run.agreed_stop = bool(flag.item())
+    return run.agreed_stop
+
+
+def _log_row(run: _Run, bar) -> None:
+    """Logging: a row of the loss curve, the mean over the steps since the last row and over the
+    processes (every rank's batch counts)."""
+    mean_loss, mse, vb = run.accel.reduce(run.window / run.window_steps, "mean").tolist()
+    run.window.zero_()
+    run.window_steps = 0
+    row = {"step": run.step + 1, "loss": f"{mean_loss:.6f}", "mse": f"{mse:.6f}", "vb": f"{vb:.6f}",
+           "lr": f"{run.sched.get_last_lr()[0]:.3e}"}
+    run.rows.append(row)
+    bar.set_postfix(loss=row["loss"])
+    if run.accel.is_main_process:
+        log.info("step %d loss %s mse %s", run.step + 1, row["loss"], row["mse"])
+
+
+def _checkpoint(run: _Run, at: int) -> None:
+    """A checkpoint: every process saves its part (RNG states are per process, so are its loss
+    sums); rank 0 adds the logged rows, then marks it complete. A kill at any point leaves either
+    a complete checkpoint or one without DONE, which a resume ignores. Keeps the newest two."""
+    accel, state = run.accel, run.state
+    path = state / f"checkpoint-{at}"
+    accel.save_state(str(path))
+    # this rank's loss sums since the last logged row: the next row after a resume averages
+    # the same steps as an uninterrupted run's
+    torch.save({"sums": run.window.cpu(), "steps": run.window_steps}, path / f"loss_window_{accel.process_index}.pt")
+    if accel.is_main_process:  # the logged rows so far, part of the checkpoint (before DONE)
+        _write_rows(run.rows, path / "loss.csv")
+    accel.wait_for_everyone()
     if accel.is_main_process:
-        ema.model.save_pretrained(outputs.model)
-        accel.unwrap_model(model).save_pretrained(outputs.raw)
+        (path / "DONE").write_text(str(at))
+        fault_point("train")
+        for old in sorted(state.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[:-2]:
+            shutil.rmtree(old, ignore_errors=True)
+    accel.wait_for_everyone()
+
+
+def _write_outputs(run: _Run, outputs: TrainOutputs, snapshot_every: int | None, cleanup_state: bool,
+                   summary_extra: dict | None) -> dict:
+    """Outputs of a complete run (rank 0): EMA and raw weights, the loss curve, the summary, the
+    EMA snapshots; then, with `cleanup_state`, the state folder goes. Returns the summary."""
+    elapsed = time.time() - run.t0
+    rows = run.rows
+    summary = {"steps": run.cfg.steps, "resumed_from": run.step + 1 - run.ran,
+               "final_loss": float(rows[-1]["loss"]) if rows else math.nan,
+               "images_per_s": run.seen / max(elapsed, 1e-9), "seconds": elapsed}
+    summary.update(summary_extra or {})
+    if run.accel.is_main_process:
+        run.ema.model.save_pretrained(outputs.model)
+        run.accel.unwrap_model(run.model).save_pretrained(outputs.raw)
         for path in (outputs.curve, outputs.plot, outputs.summary):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         _write_rows(rows, outputs.curve)
@@ -432,18 +537,17 @@ def train_diffusion(model, latents, cond: torch.Tensor | None, cond_mask: torch.
         plot_loss(rows, outputs.plot)
         if snapshot_every and outputs.snapshots:
             shutil.rmtree(outputs.snapshots, ignore_errors=True)
-            shutil.copytree(state / "snapshots", outputs.snapshots)
+            shutil.copytree(run.state / "snapshots", outputs.snapshots)
         if cleanup_state:
-            shutil.rmtree(state, ignore_errors=True)
+            shutil.rmtree(run.state, ignore_errors=True)
     return summary
 
 
-def state_key(settings: dict, input_file: Path) -> str:
-    """A short hash of a run's settings and its input's modification time."""
-    import hashlib
-
-    stamp = input_file.stat().st_mtime_ns if input_file.exists() else 0
-    blob = json.dumps(settings, sort_keys=True) + str(stamp)
+def state_key(settings: dict, *input_files: Path) -> str:
+    """A short hash of a run's settings and its input files' modification times (0: missing);
+    `lumos.resume` derives a training command's settings."""
+    stamps = (f.stat().st_mtime_ns if f.exists() else 0 for f in map(Path, input_files))
+    blob = json.dumps(settings, sort_keys=True) + "".join(str(stamp) for stamp in stamps)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from lumos.finetune import (continue_t2i_model, init_from_prior, make_t2i_model, noisy_caption_index,
-                            parse_finetune, t2i_training_data)
+from lumos.finetune import continue_t2i_model, make_t2i_model, noisy_caption_index, parse_finetune, t2i_training_data
 from lumos.models import LumosDiT
+from lumos.prior import from_prior
 
 
 def test_parse_finetune_names():
@@ -88,11 +88,11 @@ def test_from_scratch_model_matches_the_configured_size():
     assert model.config.hidden_size == 64 and model.config.sample_size == 8 and model.config.injection == "cross_attn"
 
 
-def test_init_from_prior_reports_what_it_copied():
+def test_from_prior_reports_what_it_copied():
     torch.manual_seed(0)
     prior = LumosDiT.from_size("DiT-N/2", sample_size=4, injection="class", num_classes=40)
     model = LumosDiT.from_size("DiT-N/2", sample_size=4, injection="cross_attn", cond_dim=8, max_cond_tokens=3)
-    report = init_from_prior(model, prior)
+    report = from_prior(model, prior)  # a T2I fine-tune replaces the condition path
     assert "y_embedder.weight" in report["dropped"]  # the class embedding is not carried over
     assert "null_cond" in report["fresh"] and report["copied"] > 0
 

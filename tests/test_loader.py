@@ -110,7 +110,7 @@ def test_batches_depend_only_on_seed_rank_and_step(tmp_path):
 
 
 class _PidRows:
-    sizes = [10]
+    batch_keys, sizes = ("pid",), [10]
 
     def batch(self, bucket, rows):
         return {"pid": torch.tensor(os.getpid())}

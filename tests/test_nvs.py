@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from lumos.models import LumosDiT
-from lumos.nvs import CAMERA_DIM, ViewRows, copy_prior, make_nvs_model, relative_pose_vectors
+from lumos.nvs import CAMERA_DIM, ViewRows, make_nvs_model, relative_pose_vectors
+from lumos.prior import from_prior
 from lumos.store import write_store
 
 
@@ -87,11 +88,11 @@ def test_concat_and_camera_change_a_trained_model():
         model(x, 10, cond, concat=torch.zeros(2, 4, 8, 8))
 
 
-def test_copy_prior_zeroes_new_channels():
+def test_from_prior_zeroes_new_channels():
     torch.manual_seed(0)
     prior = LumosDiT.from_size("DiT-N/2", sample_size=8, cond_dim=16)
     model = LumosDiT.from_size("DiT-N/2", sample_size=8, cond_dim=16, extra_in_channels=4, camera_dim=CAMERA_DIM)
-    copy_prior(model, prior, keep_condition=True)
+    from_prior(model, prior, keep_condition=True)
     torch.testing.assert_close(model.x_embedder.weight[:, :4], prior.x_embedder.weight)
     assert model.x_embedder.weight[:, 4:].abs().max() == 0
 
@@ -147,7 +148,7 @@ def test_view_rows_refuse_a_split_without_whole_objects(tmp_path):
 
 
 def test_psnr_ssim_known_values():
-    from lumos.eval.nvs import psnr, ssim
+    from lumos.eval.image_similarity import psnr, ssim
 
     rng = np.random.default_rng(0)
     gt = rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
@@ -164,7 +165,7 @@ def test_psnr_ssim_known_values():
 def test_lpips_needs_the_alexnet_file_and_reads_it(tmp_path):
     import torchvision
 
-    from lumos.eval.nvs import LPIPS
+    from lumos.eval.image_similarity import LPIPS
 
     metric, why = LPIPS.load(tmp_path / "missing.pth")
     assert metric is None and "missing.pth" in why and "nvs.eval.lpips_alexnet" in why
@@ -188,7 +189,7 @@ def test_baseline_evaluation_on_a_rendered_test_split(tmp_path):
     """The `input` baseline scores every target view of every test object once, per elevation."""
     from lumos.data.shapes3d import build_views_split
     from lumos.data.shards import read_images
-    from lumos.eval.nvs import psnr
+    from lumos.eval.image_similarity import psnr
     from lumos.nvs import evaluate_nvs, test_objects
 
     build_views_split("nvs_test", 2, "test", image_size=16, seed=0, shard_size=20, out_dir=str(tmp_path / "test"))
@@ -207,7 +208,7 @@ def test_nvs_probe_scores_input_camera_and_dropped_condition(tmp_path):
     and new channels at zero) ignores camera and input latent alike, a model that predicts x0 = its
     input latent scores `copy`, and `copy` is the input-target latent MSE."""
     from lumos.eval.diagnose import nvs_probe
-    from lumos.eval.nvs import background_colour
+    from lumos.components.vae import background_colour
     from lumos.store import FeatureStore
 
     objects, views = 3, 4

@@ -69,6 +69,15 @@ def outputs_of(args):
                         getattr(args, "out_snapshots", None))
 
 
+def state_folder(args, cfg: dict) -> str:
+    """A training command's resumable state folder: `--state/<resume key>`, the key derived from
+    the config slice `cfg` it received (as `setup` returned it) and its flags (`lumos.resume`). A
+    retry of the same job resumes; a changed setting or new features start afresh."""
+    from lumos.resume import resume_key
+
+    return str(Path(args.state) / resume_key(cfg, args))
+
+
 EXIT_RESUMABLE = 75  # EX_TEMPFAIL: stopped after a checkpoint; run again to resume
 
 

@@ -134,9 +134,8 @@ def cmd_nvs_probe(args):
     import numpy as np
 
     from lumos.components.loading import from_pretrained
-    from lumos.components.vae import load_vae
+    from lumos.components.vae import background_colour, load_vae
     from lumos.eval.diagnose import nvs_probe
-    from lumos.eval.nvs import background_colour
     from lumos.models import LumosDiT
     from lumos.nvs import generate_views, test_objects
     from lumos.store import FeatureStore

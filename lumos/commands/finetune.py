@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lumos.commands import finish_training, optional_path, outputs_of, setup, train_outputs, write_json
+from lumos.commands import finish_training, optional_path, outputs_of, setup, state_folder, train_outputs, write_json
 
 
 def cmd_finetune(args):
     """Fine-tune a T2I model from an I2I prior (or from scratch) on the pair set; resumable."""
-    from lumos.finetune import finetune, parse_finetune
+    from lumos.finetune import finetune
     from lumos.settings import ModelSettings, TrainSettings
-    from lumos.train import state_key
 
     cfg, device = setup(args, preset_keys=("t2i.long_caption_fraction",))
     # stage 1 trains with t2i.train; Table S1's stage k >= 2 with t2i.stages.<k-2>.train
@@ -20,17 +19,10 @@ def cmd_finetune(args):
     train = TrainSettings.from_config(cfg[train_key], train_key)
     model = ModelSettings.from_config(cfg["pretrain.model"], "pretrain.model")
     snapshot_every = cfg.get("t2i.snapshot_every") if args.out_snapshots else None
-    long_fraction = cfg["t2i.long_caption_fraction"]
-    settings = {"train": train.resume_key(), "model": vars(model), "seed": cfg["seed"], "name": args.ft,
-                "prior": args.prior, "init": args.init, "cond_dropout": cfg["t2i.cond_dropout"],
-                "snapshot_every": snapshot_every}
-    if parse_finetune(args.ft)["captions"] == "mixed":  # the rows a mixed run draws depend on it
-        settings["long_caption_fraction"] = long_fraction
-    key = state_key(settings, Path(args.features) / "index.json")
     finish_training(finetune(args.features, args.text, args.ft, args.prior, model, train, cfg["t2i.cond_dropout"],
-                             outputs_of(args), str(Path(args.state) / key), cfg["seed"], device,
+                             outputs_of(args), state_folder(args, cfg), cfg["seed"], device,
                              stop_after=args.stop_after, snapshot_every=snapshot_every, init_dir=args.init,
-                             long_fraction=long_fraction))
+                             long_fraction=cfg["t2i.long_caption_fraction"]))
 
 
 def _t2i_model(model_dir, cfg, text_dim: int, n_tokens: int, latent_shape):
@@ -171,7 +163,7 @@ def register(add):
     bench = ("which benchmark", {"choices": ["geneval", "dpg"], "required": True})
     sample_key = ("config block of the sampling settings: sample, or released.t2i_sample for the released T2I "
                   "model", {"default": "sample"})
-    add("finetune", cmd_finetune, ft=("fine-tune name <prior>-<t5|clip>-<short|long|mixed>-n<noise %>", req),
+    add("finetune", cmd_finetune, ft=("fine-tune name <prior>-<t5|clip>-<short|long|mixed>-n<noise %%>", req),
         prior=("prior model folder, or 'none' (from scratch)", {"type": optional_path, "default": None}),
         init=("continue this earlier-stage T2I model folder (Table S1 stages) instead of the prior",
               {"default": None}),

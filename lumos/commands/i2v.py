@@ -4,9 +4,8 @@ video metrics, and Table 5 / Figures 2d and S8."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from lumos.commands import finish_training, optional_path, outputs_of, setup, train_outputs, write_json
+from lumos.commands import finish_training, optional_path, outputs_of, setup, state_folder, train_outputs, write_json
 
 CLIP_SPLITS = ["video_train", "ucf", "msrvtt"]
 
@@ -55,16 +54,12 @@ def cmd_i2v_train(args):
     """Fine-tune Lumos-I2V from a prior (or from scratch) on the training clips; resumable."""
     from lumos.i2v import finetune_i2v
     from lumos.settings import ModelSettings, TrainSettings
-    from lumos.train import state_key
 
     cfg, device = setup(args)
     train = TrainSettings.from_config(cfg["i2v.train"], "i2v.train")
     model = ModelSettings.from_config(cfg["pretrain.model"], "pretrain.model")
-    key = state_key({"train": train.resume_key(), "model": vars(model), "seed": cfg["seed"], "prior": args.prior,
-                     "kind": args.prior_kind, "cond_dropout": cfg["i2v.cond_dropout"], "encoder": cfg["i2v.encoder"]},
-                    Path(args.features) / "index.json")
     finish_training(finetune_i2v(args.features, args.prior, args.prior_kind, cfg["i2v.encoder"], model, train,
-                                 cfg["i2v.cond_dropout"], outputs_of(args), str(Path(args.state) / key), cfg["seed"],
+                                 cfg["i2v.cond_dropout"], outputs_of(args), state_folder(args, cfg), cfg["seed"],
                                  device, stop_after=args.stop_after))
 
 

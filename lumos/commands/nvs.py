@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lumos.commands import finish_training, optional_path, outputs_of, setup, train_outputs
+from lumos.commands import finish_training, optional_path, outputs_of, setup, state_folder, train_outputs
 
 SPLIT_KINDS = {"nvs_train": "train", "nvs_test": "test"}
 VIEWS = {"train": 32, "test": 33}  # views per object (lumos.data.shapes3d): 32 random; input + 2 x 16 azimuths
@@ -45,19 +45,14 @@ def cmd_nvs_train(args):
     """Fine-tune Lumos-NVS from a prior (or from scratch) on a rendered-views split; resumable."""
     from lumos.nvs import finetune_nvs
     from lumos.settings import ModelSettings, TrainSettings
-    from lumos.train import state_key
 
     cfg, device = setup(args)
     train = TrainSettings.from_config(cfg["nvs.train"], "nvs.train")
     model = ModelSettings.from_config(cfg["pretrain.model"], "pretrain.model")
     snapshot_every = cfg.get("nvs.snapshot_every") if args.out_snapshots else None
     prediction_type = cfg.get("nvs.prediction_type", "epsilon")
-    key = state_key({"train": train.resume_key(), "model": vars(model), "seed": cfg["seed"], "prior": args.prior,
-                     "kind": args.prior_kind, "cond_dropout": cfg["nvs.cond_dropout"], "encoder": cfg["nvs.encoder"],
-                     "snapshot_every": snapshot_every, "prediction_type": prediction_type},
-                    Path(args.features) / "index.json")
     finish_training(finetune_nvs(args.features, args.prior, args.prior_kind, cfg["nvs.encoder"], model, train,
-                                 cfg["nvs.cond_dropout"], outputs_of(args), str(Path(args.state) / key), cfg["seed"],
+                                 cfg["nvs.cond_dropout"], outputs_of(args), state_folder(args, cfg), cfg["seed"],
                                  device, stop_after=args.stop_after, snapshot_every=snapshot_every,
                                  prediction_type=prediction_type))
 
@@ -83,7 +78,7 @@ def cmd_nvs_decoder(args):
 def cmd_nvs_eval(args):
     """Generate every target view of the test objects from their input view and score them
     (PSNR, SSIM, LPIPS); `--model input` scores the baseline that returns the input view."""
-    from lumos.eval.nvs import LPIPS
+    from lumos.eval.image_similarity import LPIPS
     from lumos.nvs import evaluate_nvs
 
     cfg, device = setup(args)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from lumos.commands import finish_training, optional_path, outputs_of, setup, train_outputs
+from lumos.commands import finish_training, optional_path, outputs_of, setup, state_folder, train_outputs
 
 
 def run_settings(cfg, args):
@@ -19,7 +17,6 @@ def cmd_pretrain(args):
     """Train one I2I run (resumes from --state after a kill)."""
     from lumos.pretrain import pretrain
     from lumos.settings import ModelSettings, TrainSettings
-    from lumos.train import state_key
 
     cfg, device = setup(args)
     run = run_settings(cfg, args)
@@ -29,11 +26,7 @@ def cmd_pretrain(args):
     # A run's own `train` block overrides pretrain.train key by key (e.g. an ablation's budget).
     train = TrainSettings.from_config({**cfg["pretrain.train"], **cfg[f"pretrain.runs.{args.run_name}"].get("train", {})},
                                       "pretrain.train")
-    # The state folder is keyed by the run's settings and its input features, so a retry of the same
-    # job resumes while a changed config or new features start afresh.
-    key = state_key({"run": vars(run), "model": vars(model), "train": train.resume_key(), "seed": cfg["seed"]},
-                    Path(args.features) / "index.json")
-    finish_training(pretrain(args.features, run, model, train, outputs_of(args), str(Path(args.state) / key),
+    finish_training(pretrain(args.features, run, model, train, outputs_of(args), state_folder(args, cfg),
                              cfg["seed"], device, stop_after=args.stop_after,
                              snapshot_every=cfg.get("pretrain.snapshot_every")))
 

@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
 from lumos.components.loading import from_pretrained
-from lumos.eval.nvs import background_colour
 from lumos.utils import log, optimiser_step, progress
 
 
@@ -22,6 +21,16 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     """float (B, 3, H, W) in [-1, 1] -> uint8 (B, H, W, 3)."""
     x = x.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def background_colour(images: np.ndarray, renders: np.ndarray, threshold: int = 250) -> list[float]:
+    """Mean RGB of uint8 `images` (B, H, W, 3) where the matching `renders` are background (every
+    channel above `threshold`, i.e. white): how white a model or a VAE draws a white background;
+    [] when the renders have no such pixel."""
+    mask = renders.min(axis=-1) > threshold
+    if not mask.any():
+        return []
+    return [round(float(c), 1) for c in images[mask].reshape(-1, images.shape[-1]).mean(axis=0)]
 
 
 def build_tiny_vae(image_size: int, latent_channels: int, block_out_channels) -> AutoencoderKL:

@@ -26,6 +26,8 @@ from lumos.data.decode import BadImage, open_image
 from lumos.data.sources import Skip, model_scored, read_source
 from lumos.utils import log, progress
 
+CAPTIONED = ("pairs", "coco")  # splits whose images need captions (curation skips an item without one)
+
 
 def score_part(split: str, sources, out: str, part: int = 0, parts: int = 1, files_per_unit: int = 10000,
                seed: int = 0, batch_size: int = 256, max_pixels: int = 1 << 28, device="cpu",
@@ -85,8 +87,6 @@ def _scorer(cache: dict, spec: dict, key: str, device):
 def _wanted(items, split: str, counts: Counter):
     """The items curation would ask a score for: readable ones (Skips counted and dropped), with a
     caption in a captioned split."""
-    from lumos.data.curate import CAPTIONED  # which imports this module
-
     for item in items:
         if isinstance(item, Skip):
             counts["unreadable"] += 1

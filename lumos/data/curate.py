@@ -28,13 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lumos.data.aesthetic_scores import load_scores
+from lumos.data.aesthetic_scores import CAPTIONED, load_scores
 from lumos.data.decode import BadImage, center_box, open_image, open_lazy
 from lumos.data.shards import ShardWriter, read_shard, split_index
 from lumos.data.sources import Item, Skip, model_scored, read_source
 from lumos.utils import link_or_copy, log, progress
-
-CAPTIONED = ("pairs", "coco")  # splits whose images need captions
 
 
 def center_crop_resize(img, height: int, width: int | None = None) -> np.ndarray:

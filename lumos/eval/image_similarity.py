@@ -1,5 +1,5 @@
-"""Novel-view metrics (Table 4, Figure 5): PSNR, SSIM and LPIPS of a generated view against the
-rendered ground truth.
+"""Image similarity: PSNR, SSIM and LPIPS of generated images against their ground truth (the
+novel-view metrics of Table 4 and Figure 5: a generated view against its render).
 
 - PSNR: `skimage.metrics.peak_signal_noise_ratio` on uint8 RGB, data range 255, over all pixels
   and channels.
@@ -99,13 +99,3 @@ def view_metrics(gt: np.ndarray, pred: np.ndarray, lpips_metric: LPIPS | None = 
     if lpips_metric is not None:
         out["lpips"] = lpips_metric(gt, pred)
     return out
-
-
-def background_colour(images: np.ndarray, renders: np.ndarray, threshold: int = 250) -> list[float]:
-    """Mean RGB of `images` where the matching `renders` are background (every channel above
-    `threshold`, i.e. white): how white a model or a VAE draws a white background; [] when the
-    renders have no such pixel."""
-    mask = renders.min(axis=-1) > threshold
-    if not mask.any():
-        return []
-    return [round(float(c), 1) for c in images[mask].reshape(-1, images.shape[-1]).mean(axis=0)]
