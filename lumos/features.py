@@ -75,7 +75,7 @@ def shard_labels(records: list[dict]) -> np.ndarray | None:
 
 
 def view_columns(records: list[dict], where) -> dict[str, np.ndarray]:
-    """Rendered views (`lumos.data.shapes3d` splits: records with a camera): `c2w` (n, 4, 4)
+    """Rendered views (`lumos.data.worlds.shapes3d` splits: records with a camera): `c2w` (n, 4, 4)
     float32, each view's camera-to-world matrix, and `object` (n,) int64, the object it shows;
     {} for other splits."""
     if not records or "c2w" not in records[0]:
@@ -313,7 +313,7 @@ def _rows_of(store: FeatureStore, hashes: np.ndarray) -> np.ndarray:
 def scene_labels(records: list[dict]) -> np.ndarray | None:
     """Class label (shape x colour) of each Shapes-world image's largest object, for the
     class-to-image prior; None for curated folders (no scene ground truth)."""
-    from lumos.data.shapes import class_index
+    from lumos.data.worlds.shapes import class_index
 
     if not records or "scene" not in records[0]:
         return None

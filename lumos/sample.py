@@ -64,7 +64,7 @@ def generate(model, codec, cond: torch.Tensor, cond_mask: torch.Tensor, latent_s
              model_kwargs: dict | None = None) -> int:
     """Sample `len(cond)` images (batch by batch, each batch seeded by its start index) as PNGs
     named by their index. `cond` and `cond_mask` are tensors or anything read by slices
-    (`lumos.loader.Column`: an evaluation split read batch by batch). With `parts` > 1 this job makes every `parts`-th batch only; the
+    (`lumos.training.loader.Column`: an evaluation split read batch by batch). With `parts` > 1 this job makes every `parts`-th batch only; the
     parts' folders together hold exactly the images one job would have made. `model_kwargs` are
     further inputs of every model call, the same for every batch (the released T2I model's
     micro-conditions: `lumos.models.dit.micro_condition_inputs`)."""

@@ -58,7 +58,7 @@ class TrainSettings(_FromConfig):
     key: str = "pretrain.train"
 
     # The fields that do not change a run's weights, so not its resume key (`resume_key`,
-    # `lumos.resume`): a run killed under one value resumes under another.
+    # `lumos.training.resume`): a run killed under one value resumes under another.
     LOADER_FIELDS = ("loader_workers", "prefetch")  # how batches are read, not which
     LOGGING_FIELDS = ("log_every", "checkpoint_every")  # how often rows and checkpoints are written
     # how each step is computed, not what it computes (equal up to float rounding). fused_adamw is

@@ -14,7 +14,7 @@ from lumos.config import ConfigError, config_slice, validate_config  # noqa: E40
 from lumos.data.buckets import aspect_buckets  # noqa: E402
 from lumos.data.sources import check_aesthetic  # noqa: E402
 from lumos.eval.fid import INCEPTION_SIZE  # noqa: E402
-from lumos.finetune import FINETUNE_PATTERN, FINETUNE_WILDCARD, parse_finetune  # noqa: E402
+from lumos.tasks.t2i import FINETUNE_PATTERN, FINETUNE_WILDCARD, parse_finetune  # noqa: E402
 from lumos.report.released import RELEASED_T2I_LABEL  # noqa: E402
 
 
@@ -60,7 +60,7 @@ for _required in ("lumos_i2i", "rcg"):
 
 
 
-# T2I: fine-tune names are <prior>-<text encoder>-<captions>-n<noise %> (lumos/finetune.py
+# T2I: fine-tune names are <prior>-<text encoder>-<captions>-n<noise %> (lumos/tasks/t2i.py
 # parses them; the rules ask it rather than splitting names themselves).
 T2I_MAIN = config["t2i"]["main"]
 MAIN_TEXT = parse_finetune(T2I_MAIN)["text"]
@@ -156,7 +156,7 @@ def split_buckets(split):
     return [list(b) for b in aspect_buckets(int(m.group(2)), stage["aspect_ratios"], stage["bucket_multiple"])]
 
 
-VIEWS_PER_OBJECT = {"nvs_train": 32, "nvs_test": 33}  # lumos.data.shapes3d: 32 random views; input + 2 x 16
+VIEWS_PER_OBJECT = {"nvs_train": 32, "nvs_test": 33}  # lumos.data.worlds.shapes3d: 32 random views; input + 2 x 16
 
 
 def split_size(split):

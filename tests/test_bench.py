@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from lumos.bench_gpu import counted_forward_flops, dit_forward_flops
+from lumos.bench.gpu import counted_forward_flops, dit_forward_flops
 from lumos.models import LumosDiT
 
 
@@ -66,7 +66,7 @@ def test_gpu_benchmark_refuses_without_cuda(monkeypatch):
 
 def test_parse_variants():
     """Every variant but baseline is bf16 plus its switches; + combines; `all` is the presets' set."""
-    from lumos.bench_gpu import Variant, parse_variants
+    from lumos.bench.gpu import Variant, parse_variants
 
     got = dict(parse_variants("baseline, bf16,sdpa-cudnn,compile+fused-adamw,step-sync,all"))
     assert got["baseline"] == Variant(bf16=False)
@@ -104,10 +104,10 @@ def test_flops_per_image_of_the_benchmarked_models():
 def test_gpu_benchmark_variants_run_on_cpu(capsys, monkeypatch):
     """`--variants` on a tiny DiT on the CPU (torch.compile with the aot_eager backend): one line
     per variant, the FLOPs per trained image stated, and a table with every variant."""
-    import lumos.train
+    import lumos.training.loop
     from lumos.cli import main
 
-    monkeypatch.setattr(lumos.train, "COMPILE_BACKEND", "aot_eager")
+    monkeypatch.setattr(lumos.training.loop, "COMPILE_BACKEND", "aot_eager")
     variants = "baseline,bf16,sdpa-math,compile,fused-adamw,step-sync,all"
     main(["bench", "--gpu", "--device", "cpu", "--size", "DiT-N/2", "--latent-size", "8", "--cond-dim", "16",
           "--batch", "4", "--steps", "1", "--variants", variants])

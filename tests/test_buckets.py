@@ -32,7 +32,7 @@ def test_nearest_bucket_by_log_ratio():
 
 
 def test_rectangular_scene_ground_truth_matches_pixels():
-    from lumos.data.shapes import COLOURS, generate_item, render, visible_mask, Scene
+    from lumos.data.worlds.shapes import COLOURS, generate_item, render, visible_mask, Scene
 
     for i in range(20):
         image, record = generate_item(0, i, 24, 1, 3, split_id=6, image_width=56)
@@ -109,7 +109,7 @@ def _bucket_data():
 
 
 def test_batch_sampler_draws_buckets_by_size_deterministically():
-    from lumos.train import BatchSampler
+    from lumos.training.loop import BatchSampler
 
     s = BatchSampler([10, 30], 4, seed=0)
     draws = [s.next_bucket(k) for k in range(400)]
@@ -125,7 +125,7 @@ def test_batch_sampler_draws_buckets_by_size_deterministically():
 
 def test_training_on_buckets_resumes_to_the_same_weights(tmp_path):
     from lumos.models import LumosDiT
-    from lumos.train import train_diffusion
+    from lumos.training.loop import train_diffusion
 
     cfg = {"steps": 8, "batch_size": 4, "lr": 1e-3, "warmup_steps": 2, "grad_clip": 1.0, "ema_decay": 0.9,
            "checkpoint_every": 4, "log_every": 1}

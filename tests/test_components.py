@@ -111,7 +111,7 @@ def test_fid_net_trains_saves_and_extracts_features(small_split, tmp_path):
 
 def test_scene_targets_match_ground_truth(small_split):
     from lumos.components.classifier import scene_targets
-    from lumos.data.shapes import COLOURS, SHAPES
+    from lumos.data.worlds.shapes import COLOURS, SHAPES
 
     _, _, records = small_split
     multi, count, _ = scene_targets(records)
@@ -161,7 +161,7 @@ def test_fid_net_learns_colours_quickly(tmp_path):
     """The FID network must see what is in the image: after a short training it detects which
     colours are present (an average-pooled version stayed at the label marginals)."""
     from lumos.components.classifier import train_fid_net
-    from lumos.data.shapes import generate_split
+    from lumos.data.worlds.shapes import generate_split
 
     images, records = generate_split(800, seed=5, max_objects=3, split_id=7)
     metrics = train_fid_net(images, records, {"steps": 300, "batch_size": 64, "lr": 2e-3, "width": 8, "feature_dim": 16},

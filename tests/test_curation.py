@@ -235,7 +235,7 @@ def test_imagenet_labels_reach_features_and_class_runs_check_their_range(tmp_pat
     """Synset folders -> int labels in the records -> the feature shard's labels; a class run over
     ImageNet-1K has 1,000 classes, over the Shapes world 40, and a label outside stops it clearly."""
     from lumos.features import shard_labels
-    from lumos.pretrain import PoolRows, class_count
+    from lumos.tasks.i2i import PoolRows, class_count
     from lumos.settings import RunSettings
     from lumos.store import write_store
 
@@ -301,7 +301,7 @@ def test_curation_decodes_only_what_it_keeps(tmp_path, monkeypatch):
 def test_exif_rotated_jpeg_is_curated_upright_into_its_bucket(tmp_path):
     """A JPEG stored landscape with EXIF orientation 6 (shown portrait): its record has the upright
     size, it goes to the portrait bucket, and its pixels match the full-size path (tolerance)."""
-    from lumos.bench_data import full_decode_curation, output_difference
+    from lumos.bench.data import full_decode_curation, output_difference
 
     src = tmp_path / "src"
     src.mkdir()

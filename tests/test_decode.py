@@ -223,7 +223,7 @@ def test_to_rgb_modes():
 @pytest.fixture(scope="module")
 def web_jpegs(tmp_path_factory):
     """8 realistic web JPEGs (640x480 to 1500x1000, q90, 3 with an EXIF orientation), as bytes."""
-    from lumos.bench_data import realistic_jpegs
+    from lumos.bench.data import realistic_jpegs
 
     return [f.read_bytes() for f in realistic_jpegs(tmp_path_factory.mktemp("jpegs"), 8)]
 
@@ -233,7 +233,7 @@ def test_reduced_decode_within_tolerance_of_full_decode(web_jpegs, size):
     """The stated tolerance (docs/curation-decode.md): against the previous path (full-size decode,
     exif_transpose, crop, bicubic) the mean absolute difference is <= 1.0 of 255 over the images,
     <= 2.0 for each image, and no pixel is off by more than 64; the JPEGs were decoded reduced."""
-    from lumos.bench_data import TOLERANCE, full_decode_curation, output_difference
+    from lumos.bench.data import TOLERANCE, full_decode_curation, output_difference
     from lumos.data.decode import open_lazy
 
     assert TOLERANCE == {"mean": 1.0, "image_mean": 2.0, "max": 64}  # as docs/curation-decode.md states
@@ -256,7 +256,7 @@ def test_reduced_decode_applies_every_exif_orientation(orientation):
     upright: the output matches the full-size path (a wrong mapping would be off by tens of levels)."""
     from skimage import data as photos
 
-    from lumos.bench_data import full_decode_curation, output_difference
+    from lumos.bench.data import full_decode_curation, output_difference
     from lumos.data.decode import open_lazy
 
     stored = Image.fromarray(photos.astronaut()[:, 40:440]).resize((1000, 640), Image.BICUBIC)  # asymmetric
@@ -299,7 +299,7 @@ def test_lazy_header_then_decode_errors_are_counted():
 def test_non_jpeg_and_odd_modes_through_crop_resize():
     """PNGs (no reduced decode) match the full path; palette, alpha, grey, 16-bit and CMYK images
     convert to RGB before the resize (a palette image is not resized NEAREST)."""
-    from lumos.bench_data import full_decode_curation, output_difference
+    from lumos.bench.data import full_decode_curation, output_difference
     from lumos.data.decode import open_lazy
 
     rgb = _noise(120, 90, seed=1).resize((600, 450), Image.BICUBIC)  # smooth enough to compare

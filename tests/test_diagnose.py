@@ -30,7 +30,7 @@ def test_probe_rejects_mismatched_inputs():
 
 
 def test_largest_object_attributes():
-    from lumos.data.shapes import COLOURS, SHAPES
+    from lumos.data.worlds.shapes import COLOURS, SHAPES
 
     rec = {"scene": {"objects": [{"shape": "circle", "colour": "red", "size": 4},
                                  {"shape": "cross", "colour": "blue", "size": 7}]}}
@@ -40,7 +40,7 @@ def test_largest_object_attributes():
 
 def test_class_grid_has_a_row_per_shape_and_a_column_per_colour():
     from lumos.components.vae import LatentCodec, build_tiny_vae
-    from lumos.data.shapes import COLOURS, NUM_CLASSES, SHAPES, class_index
+    from lumos.data.worlds.shapes import COLOURS, NUM_CLASSES, SHAPES, class_index
     from lumos.models import LumosDiT
 
     torch.manual_seed(0)
@@ -80,7 +80,7 @@ def _bits(n, on):
 
 
 def test_attributes_present_counts_the_requested_bits_only():
-    from lumos.data.shapes import COLOURS
+    from lumos.data.worlds.shapes import COLOURS
 
     n_c = len(COLOURS)
     shape, colour = np.array([0, 2, 4]), np.array([1, 3, 5])
@@ -96,7 +96,7 @@ def test_attributes_present_counts_the_requested_bits_only():
 
 def test_vae_ceiling_scores_real_and_reconstructed_images():
     from lumos.components.vae import LatentCodec, build_tiny_vae
-    from lumos.data.shapes import generate_split
+    from lumos.data.worlds.shapes import generate_split
 
     images, records = generate_split(6, seed=0, image_size=16, min_objects=1, max_objects=1)
     every_shape = _bits(256, [(i, ("shape", k)) for i in range(256) for k in range(5)])  # any image: all shapes
@@ -108,7 +108,7 @@ def test_vae_ceiling_scores_real_and_reconstructed_images():
 
 
 def test_one_per_class_keeps_the_first_image_of_each_class():
-    from lumos.data.shapes import generate_split
+    from lumos.data.worlds.shapes import generate_split
     from lumos.eval.diagnose import one_per_class
     from lumos.features import scene_labels
 
@@ -124,7 +124,7 @@ def test_memorisation_learns_its_few_latents(tmp_path):
     their class's training latent than the mean latent does, by at least half (seeded; measured
     0.093 against 0.381; after 200 steps the samples are still far off, MSE 19.9)."""
     from lumos.components.vae import LatentCodec, build_tiny_vae
-    from lumos.data.shapes import generate_split
+    from lumos.data.worlds.shapes import generate_split
     from lumos.eval.diagnose import memorisation
     from lumos.features import scene_labels
 

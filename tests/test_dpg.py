@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from lumos.data import shapes as S
+from lumos.data.worlds import shapes as S
 from lumos.eval.dpg import (
     CATEGORIES,
     answer_questions,

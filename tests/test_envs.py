@@ -32,7 +32,7 @@ WORKFLOW_ONLY = {"snakemake", "snakemake-executor-plugin-slurm"}
 # top-level modules they import from that env's own repository rather than from a distribution.
 # Their imports are checked against that env's file, not against pyproject.
 OTHER_ENV_MODULES = {
-    "lumos/lgm_run.py": ("lgm.yaml", {"core"}),      # rule lgm_reconstruct; `core` is LGM's (--repo)
+    "lumos/tasks/lgm_run.py": ("lgm.yaml", {"core"}),      # rule lgm_reconstruct; `core` is LGM's (--repo)
     "lumos/eval/mmdet_config.py": ("geneval.yaml", set()),  # rule geneval_official
 }
 # The captioner env (rule caption) runs `python -m lumos caption` from the checkout; that command

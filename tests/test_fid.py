@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from lumos.components.classifier import ShapesClassifier
-from lumos.data.shapes import generate_split
+from lumos.data.worlds.shapes import generate_split
 from lumos.eval import fid
 
 

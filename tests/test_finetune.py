@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from lumos.finetune import continue_t2i_model, make_t2i_model, noisy_caption_index, parse_finetune, t2i_training_data
+from lumos.tasks.t2i import continue_t2i_model, make_t2i_model, noisy_caption_index, parse_finetune, t2i_training_data
 from lumos.models import LumosDiT
-from lumos.prior import from_prior
+from lumos.tasks.prior import from_prior
 
 
 def test_parse_finetune_names():
@@ -138,7 +138,7 @@ def test_mixed_captions_follow_the_long_caption_fraction(tmp_path, fraction):
     """t2i.long_caption_fraction: over one epoch of a mixed fine-tune's rows the share of long
     captions is the configured one within 0.005 (at most 100 passes), every image has both
     captions, and the training sampler's draws realise it within 4 binomial standard deviations."""
-    from lumos.train import BatchSampler
+    from lumos.training.loop import BatchSampler
 
     n = 20
     _pairs(tmp_path, n)  # a long caption has 5 unmasked tokens, a short one 3
@@ -160,7 +160,7 @@ def test_mixed_captions_follow_the_long_caption_fraction(tmp_path, fraction):
 
 def test_the_default_fraction_keeps_one_short_and_one_long_pass():
     """0.5 is the layout mixed fine-tunes always had: pass 0 short, pass 1 long (2n rows)."""
-    from lumos.finetune import caption_passes
+    from lumos.tasks.t2i import caption_passes
 
     assert caption_passes("mixed") == [0, 1] and caption_passes("short", 0.95) == caption_passes("long") == [0]
     assert caption_passes("mixed", 0.95) == [0] + [1] * 19
@@ -169,7 +169,7 @@ def test_the_default_fraction_keeps_one_short_and_one_long_pass():
 
 
 def test_finetune_trains_on_the_stores_and_reports_the_pairs(tmp_path):
-    from lumos.finetune import finetune
+    from lumos.tasks.t2i import finetune
     from lumos.settings import ModelSettings, TrainSettings
 
     _pairs(tmp_path)
@@ -224,7 +224,7 @@ def test_a_bucketed_stage_trains_on_one_store_per_bucket(tmp_path):
     """Table S1's multi-scale stage: a bucketed pair set (one features and one text store per
     aspect-ratio bucket) continues the previous stage, each step from one bucket."""
     from lumos.data.buckets import index_buckets
-    from lumos.finetune import finetune
+    from lumos.tasks.t2i import finetune
     from lumos.settings import ModelSettings, TrainSettings
 
     metas = {}
@@ -250,7 +250,7 @@ def test_training_on_ragged_captions_equals_training_on_the_dense_layout(tmp_pat
     """The stores' fine-tune (ragged captions, zeros in the padding) ends with exactly the weights
     of training on the old dense tensors in memory (an encoder's values in the padding)."""
     from lumos.store import write_store
-    from lumos.train import train_diffusion
+    from lumos.training.loop import train_diffusion
 
     n, width, dim = 24, 6, 8
     rng = np.random.default_rng(0)
@@ -293,7 +293,7 @@ def test_missing_long_captions_stop_long_and_mixed_uses(tmp_path):
     from lumos.data.shards import read_records
     from lumos.data.sources import Source
     from lumos.features import extract_text_features
-    from lumos.finetune import PairRows, load_captions
+    from lumos.tasks.t2i import PairRows, load_captions
     from lumos.store import write_store
 
     src = tmp_path / "web"

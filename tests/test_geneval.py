@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lumos.data.shapes import Scene, ShapeObject, render
+from lumos.data.worlds.shapes import Scene, ShapeObject, render
 from lumos.eval.geneval import (
     FAMILIES,
     detect,
@@ -170,7 +170,7 @@ def test_geneval_scores_averaging():
 def test_shapeless_blobs_are_not_detected():
     """The detector's confidence threshold: a palette-coloured region no shape template fits
     (an L of two bars) is not an object, while a rendered square of the same area is."""
-    from lumos.data.shapes import COLOURS
+    from lumos.data.worlds.shapes import COLOURS
 
     img = np.full((32, 32, 3), 128, np.uint8)
     img[4:20, 4:8] = COLOURS["red"]  # vertical bar

@@ -15,7 +15,7 @@ import torch
 
 from lumos.config import load_config
 from lumos.models import LumosDiT
-from lumos.train import train_diffusion
+from lumos.training.loop import train_diffusion
 
 ROOT = Path(__file__).resolve().parent.parent
 GPU = str(ROOT / "config" / "gpu.yaml")
@@ -198,9 +198,9 @@ def test_compiled_training_is_the_eager_training(tmp_path, eager, monkeypatch, c
     keep the parameter names."""
     import logging
 
-    import lumos.train
+    import lumos.training.loop
 
-    monkeypatch.setattr(lumos.train, "COMPILE_BACKEND", "aot_eager")
+    monkeypatch.setattr(lumos.training.loop, "COMPILE_BACKEND", "aot_eager")
     with caplog.at_level(logging.INFO, logger="lumos"):
         assert _max_diff(eager, _train(tmp_path, "compiled", compile=True)) == 0.0
     assert re.search(r"compile: the first step took [0-9.]+ s \(torch.compile's compilation included\)", caplog.text)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lumos.diffusion.gaussian import GaussianDiffusion
-from lumos.i2v import ClipRows, frame_loss_mask, make_i2v_model
+from lumos.tasks.i2v import ClipRows, frame_loss_mask, make_i2v_model
 from lumos.models import LumosDiT, LumosVideoDiT
 from lumos.store import write_store
 
@@ -239,9 +239,9 @@ def _tiny_components(tmp_path, size=16):
 def test_extract_video_features_in_parts(tmp_path):
     from lumos.components.encoders import load_encoder
     from lumos.components.vae import load_vae
-    from lumos.data.shapes_video import build_video_split, read_clips
+    from lumos.data.worlds.shapes_video import build_video_split, read_clips
     from lumos.features import gather_parts
-    from lumos.i2v import extract_video_features
+    from lumos.tasks.i2v import extract_video_features
     from lumos.store import FeatureStore
 
     frames = 4
@@ -276,8 +276,8 @@ def test_generated_videos_keep_the_first_frame(tmp_path):
     from PIL import Image
 
     from lumos.components.vae import LatentCodec, build_tiny_vae
-    from lumos.data.shapes_video import split_frames
-    from lumos.i2v import generate_videos, sample_videos
+    from lumos.data.worlds.shapes_video import split_frames
+    from lumos.tasks.i2v import generate_videos, sample_videos
 
     torch.manual_seed(0)
     codec = LatentCodec(build_tiny_vae(16, C, [8, 8, 8]), 1.0)
@@ -315,7 +315,7 @@ def test_generated_videos_keep_the_first_frame(tmp_path):
 
 
 def test_finetune_i2v_trains_and_resumes(tmp_path):
-    from lumos.i2v import finetune_i2v, load_i2v_model
+    from lumos.tasks.i2v import finetune_i2v, load_i2v_model
     from lumos.settings import ModelSettings
 
     _prior(tmp_path)

@@ -1,5 +1,5 @@
-"""LGM reconstruction's input (lumos/lgm.py): our cameras in LGM's convention, the four views it
-takes, the prepared folder; and lumos/lgm_run.py against a stand-in of LGM's interface (no LGM,
+"""LGM reconstruction's input (lumos/tasks/lgm.py): our cameras in LGM's convention, the four views it
+takes, the prepared folder; and lumos/tasks/lgm_run.py against a stand-in of LGM's interface (no LGM,
 GPU or weights needed)."""
 
 import json
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lumos.data.shapes3d import (FOV_DEG, RADIUS, TEST_AZIMUTHS, camera_to_world, project, test_views, view_record)
-from lumos.lgm import (_WORLD_TO_LGM, LGM_RADIUS, lgm_cameras, lgm_orbit_camera, lgm_view_indices, normalise_to_first,
+from lumos.data.worlds.shapes3d import (FOV_DEG, RADIUS, TEST_AZIMUTHS, camera_to_world, project, test_views, view_record)
+from lumos.tasks.lgm import (_WORLD_TO_LGM, LGM_RADIUS, lgm_cameras, lgm_orbit_camera, lgm_view_indices, normalise_to_first,
                        prepare_lgm_inputs, split_strip, to_lgm_camera)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,8 +125,8 @@ def test_split_strip():
 def test_split(tmp_path_factory):
     """Two test objects of the 3D Shapes world at 16 px, and their views as nvs-eval strips (the
     true views standing in for generated ones)."""
-    from lumos.data.shapes3d import build_views_split
-    from lumos.nvs import test_objects
+    from lumos.data.worlds.shapes3d import build_views_split
+    from lumos.tasks.nvs import test_objects
 
     root = tmp_path_factory.mktemp("lgm")
     build_views_split("nvs_test", 2, "test", image_size=16, seed=0, shard_size=40, out_dir=str(root / "data"))
@@ -218,7 +218,7 @@ class LGM(torch.nn.Module):
         self.conv = torch.nn.Conv2d(9, 14, 1)
 
     def prepare_default_rays(self, device, elevation=0):
-        from lumos.lgm import lgm_orbit_camera  # kiui's orbit_camera, as lumos/lgm.py states it
+        from lumos.tasks.lgm import lgm_orbit_camera  # kiui's orbit_camera, as lumos/tasks/lgm.py states it
         rays = []
         for az in (0, 90, 180, 270):
             o, d = get_rays(torch.tensor(lgm_orbit_camera(elevation, az, self.opt.cam_radius)).float(),

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from lumos.data.subsets import subset_values
-from lumos.loader import StoreRows, step_loader
+from lumos.training.loader import StoreRows, step_loader
 from lumos.store import FeatureStore, SubsetRows, write_store
-from lumos.train import BatchSampler
+from lumos.training.loop import BatchSampler
 
 
 def _arrays(n=30, seed=0):
@@ -143,9 +143,9 @@ def test_pretrain_on_the_store_matches_training_on_the_whole_split_in_memory(tmp
     batch L2 normalisation and fp16 -> float32 are the same numbers."""
     from lumos.features import condition_tokens, read_features
     from lumos.models import LumosDiT
-    from lumos.pretrain import pretrain, untrained_model
+    from lumos.tasks.i2i import pretrain, untrained_model
     from lumos.settings import ModelSettings, RunSettings, TrainSettings
-    from lumos.train import train_diffusion
+    from lumos.training.loop import train_diffusion
 
     write_store(tmp_path / "f", _arrays(n=40), shard_size=9)
     run = RunSettings(injection="cross_attn", tokens="cls", encoder="dino")
@@ -164,7 +164,7 @@ def test_pretrain_on_the_store_matches_training_on_the_whole_split_in_memory(tmp
 
 
 def test_pool_size_trains_on_the_subset_and_says_how_many_rows(tmp_path):
-    from lumos.pretrain import PoolRows
+    from lumos.tasks.i2i import PoolRows
     from lumos.settings import RunSettings
 
     write_store(tmp_path / "f", _arrays(n=40), shard_size=9)
@@ -176,7 +176,7 @@ def test_pool_size_trains_on_the_subset_and_says_how_many_rows(tmp_path):
 
 
 def test_loader_throughput_is_samples_per_second(tmp_path):
-    from lumos.loader import loader_throughput
+    from lumos.training.loader import loader_throughput
 
     write_store(tmp_path / "f", _arrays(n=40), shard_size=9)
     assert loader_throughput(str(tmp_path / "f"), ["latents", "dino_cls"], 8, workers=0, steps=4) > 0

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from lumos.models import LumosDiT
-from lumos.nvs import CAMERA_DIM, ViewRows, make_nvs_model, relative_pose_vectors
-from lumos.prior import from_prior
+from lumos.tasks.nvs import CAMERA_DIM, ViewRows, make_nvs_model, relative_pose_vectors
+from lumos.tasks.prior import from_prior
 from lumos.store import write_store
 
 
@@ -98,7 +98,7 @@ def test_from_prior_zeroes_new_channels():
 
 
 def _camera(az, el, r=4.0):
-    from lumos.data.shapes3d import camera_to_world
+    from lumos.data.worlds.shapes3d import camera_to_world
 
     return camera_to_world(az, el, r)
 
@@ -187,10 +187,10 @@ def test_lpips_needs_the_alexnet_file_and_reads_it(tmp_path):
 
 def test_baseline_evaluation_on_a_rendered_test_split(tmp_path):
     """The `input` baseline scores every target view of every test object once, per elevation."""
-    from lumos.data.shapes3d import build_views_split
+    from lumos.data.worlds.shapes3d import build_views_split
     from lumos.data.shards import read_images
     from lumos.eval.image_similarity import psnr
-    from lumos.nvs import evaluate_nvs, test_objects
+    from lumos.tasks.nvs import evaluate_nvs, test_objects
 
     build_views_split("nvs_test", 2, "test", image_size=16, seed=0, shard_size=20, out_dir=str(tmp_path / "test"))
     objects = list(test_objects(str(tmp_path / "test")))

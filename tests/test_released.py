@@ -424,7 +424,7 @@ def test_released_t2i_sample_sets_micro_conditions(released_t2i, model_calls, tm
 
     from lumos.components.vae import load_vae
     from lumos.diffusion.sampling import sample
-    from lumos.finetune import load_captions
+    from lumos.tasks.t2i import load_captions
     from lumos.sample import batch_generator, read_pngs
 
     settings = {"sampler": "dpm++", "steps": 2, "guidance_scale": 4.5, "image_size": 16, "batch_size": 3}

@@ -1,4 +1,4 @@
-"""The resume key of every training command (`lumos.resume`): changing any setting of the config
+"""The resume key of every training command (`lumos.training.resume`): changing any setting of the config
 slice or any flag the command receives changes the key, except the named few that do not change
 the weights (loader, logging cadence, step implementation, device; threads, outputs, when to
 stop). Fast: no training; each command's slice is the one its rule passes, from config/smoke.yaml."""
@@ -13,7 +13,7 @@ import pytest
 from lumos.cli import build_parser
 from lumos.commands import setup, state_folder
 from lumos.config import config_slice, load_config
-from lumos.resume import INPUT_ARGS, NOT_WEIGHT_ARGS, NOT_WEIGHT_KEYS, resume_key
+from lumos.training.resume import INPUT_ARGS, NOT_WEIGHT_ARGS, NOT_WEIGHT_KEYS, resume_key
 from lumos.settings import TrainSettings
 
 # The settings that may change without a fresh state: short, deliberate lists. Fields of a train
@@ -164,9 +164,9 @@ def test_new_input_features_key_a_fresh_state(smoke, tmp_path, name):
 
 
 @pytest.mark.parametrize("name, module, function", [
-    ("pretrain", "lumos.pretrain", "pretrain"), ("finetune", "lumos.finetune", "finetune"),
-    ("finetune-stage", "lumos.finetune", "finetune"), ("nvs-train", "lumos.nvs", "finetune_nvs"),
-    ("i2v-train", "lumos.i2v", "finetune_i2v")])
+    ("pretrain", "lumos.tasks.i2i", "pretrain"), ("finetune", "lumos.tasks.t2i", "finetune"),
+    ("finetune-stage", "lumos.tasks.t2i", "finetune"), ("nvs-train", "lumos.tasks.nvs", "finetune_nvs"),
+    ("i2v-train", "lumos.tasks.i2v", "finetune_i2v")])
 def test_each_command_trains_in_the_state_folder_of_its_key(smoke, tmp_path, monkeypatch, capsys, name, module,
                                                             function):
     """The command hands its trainer `--state/<resume key>` of the slice and flags it received."""

@@ -1,4 +1,4 @@
-"""The row-source protocol (`lumos.rows`): every source declares the keys its batches carry, and
+"""The row-source protocol (`lumos.training.rows`): every source declares the keys its batches carry, and
 its batches carry exactly those."""
 
 import shutil
@@ -7,19 +7,19 @@ import numpy as np
 import pytest
 import torch
 
-from lumos.rows import TRAINER_KEYS, RowSource, check_batch_keys
+from lumos.training.rows import TRAINER_KEYS, RowSource, check_batch_keys
 from lumos.store import write_store
 
 
 def _tensor_rows(tmp_path, cond=True, mask=True):
-    from lumos.loader import TensorRows
+    from lumos.training.loader import TensorRows
 
     return TensorRows(torch.randn(6, 4, 2, 2), torch.randn(6, 3, 8) if cond else None,
                       torch.ones(6, 3, dtype=torch.bool) if cond and mask else None)
 
 
 def _store_rows(tmp_path):
-    from lumos.loader import StoreRows
+    from lumos.training.loader import StoreRows
 
     rng = np.random.default_rng(0)
     shutil.rmtree(tmp_path / "f", ignore_errors=True)
@@ -29,7 +29,7 @@ def _store_rows(tmp_path):
 
 
 def _pair_rows(tmp_path):
-    from lumos.finetune import PairRows, parse_finetune
+    from lumos.tasks.t2i import PairRows, parse_finetune
 
     n = 6
     write_store(tmp_path / "f", {"latents": np.ones((n, 4, 2, 2), np.float16)}, shard_size=4)
@@ -39,14 +39,14 @@ def _pair_rows(tmp_path):
 
 
 def _bucket_rows(tmp_path):
-    from lumos.loader import BucketRows, TensorRows
+    from lumos.training.loader import BucketRows, TensorRows
 
     return BucketRows([TensorRows(torch.randn(4, 4, 2, 2), torch.randn(4, 3, 8), torch.ones(4, 3, dtype=torch.bool)),
                        TensorRows(torch.randn(5, 4, 2, 4), torch.randn(5, 3, 8), torch.ones(5, 3, dtype=torch.bool))])
 
 
 def _view_rows(tmp_path):
-    from lumos.nvs import ViewRows
+    from lumos.tasks.nvs import ViewRows
 
     objects, views = 2, 3
     n = objects * views
@@ -59,7 +59,7 @@ def _view_rows(tmp_path):
 
 
 def _clip_rows(tmp_path):
-    from lumos.i2v import ClipRows
+    from lumos.tasks.i2v import ClipRows
 
     rng = np.random.default_rng(0)
     write_store(tmp_path / "f", {"latents": rng.standard_normal((4, 4, 3, 2, 2)).astype(np.float16),
@@ -69,7 +69,7 @@ def _clip_rows(tmp_path):
 
 def _pool_rows(tmp_path, injection="class"):
     from lumos.data.subsets import subset_values
-    from lumos.pretrain import PoolRows
+    from lumos.tasks.i2i import PoolRows
     from lumos.settings import RunSettings
 
     n = 6

@@ -1,4 +1,4 @@
-"""Tests for the Shapes world (lumos.data.shapes) and the image grid (lumos.viz)."""
+"""Tests for the Shapes world (lumos.data.worlds.shapes) and the image grid (lumos.viz)."""
 
 import json
 import re
@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from lumos.data.shapes import (
+from lumos.data.worlds.shapes import (
     BACKGROUNDS,
     COLOURS,
     NUM_CLASSES,

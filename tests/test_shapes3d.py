@@ -1,4 +1,4 @@
-"""The 3D Shapes world (lumos.data.shapes3d): cameras, renderer, splits and the multi-view importer.
+"""The 3D Shapes world (lumos.data.worlds.shapes3d): cameras, renderer, splits and the multi-view importer.
 
 Seeds are fixed; tolerances are stated where a comparison is not exact."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lumos.data import shapes3d as s3
+from lumos.data.worlds import shapes3d as s3
 from lumos.data.shards import read_images, read_records, split_index
 
 RED_SPHERE = s3.Object3D([s3.Part("sphere", (1.0,), colour="red")])

@@ -1,4 +1,4 @@
-"""Tests for the video Shapes world (lumos.data.shapes_video): clips, motions, splits, storage."""
+"""Tests for the video Shapes world (lumos.data.worlds.shapes_video): clips, motions, splits, storage."""
 
 import json
 
@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from lumos.data.build import SPLIT_IDS
-from lumos.data.shapes import COLOURS, render
-from lumos.data.shapes_video import (
+from lumos.data.worlds.shapes import COLOURS, render
+from lumos.data.worlds.shapes_video import (
     CLIP_FRAMES,
     MOTIONS,
     VIDEO_SPLITS,

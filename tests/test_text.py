@@ -7,7 +7,7 @@ import torch
 
 from lumos.components import text as T
 from lumos.components.loading import MissingWeightsError
-from lumos.data.shapes import generate_split
+from lumos.data.worlds.shapes import generate_split
 from lumos.eval.geneval import make_prompts
 
 T5_CFG = {"d_model": 32, "num_layers": 2, "num_heads": 4, "d_kv": 8, "d_ff": 64}

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lumos.models import LumosDiT
-from lumos.train import latest_checkpoint, train_diffusion
+from lumos.training.loop import latest_checkpoint, train_diffusion
 
 CFG = {"steps": 12, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.03, "warmup_steps": 2, "grad_clip": 1.0,
        "ema_decay": 0.99, "ema_warmup": True, "checkpoint_every": 4, "log_every": 1}
@@ -76,7 +76,7 @@ def test_training_decreases_loss_and_writes_outputs(tmp_path):
 
 
 def test_ema_warmup_tracks_the_model_early():
-    from lumos.train import EMA
+    from lumos.training.loop import EMA
 
     net = torch.nn.Linear(2, 2)
     ema = EMA(net, decay=0.9999, warmup=True)
@@ -148,7 +148,7 @@ def test_outputs_go_where_the_rule_declares_them(tmp_path):
     caller's extra keys."""
     import json
 
-    from lumos.train import TrainOutputs
+    from lumos.training.loop import TrainOutputs
 
     lat, cond, mask = data()
     out = TrainOutputs(*(str(tmp_path / name) for name in ("ema", "raw", "c/curve.csv", "p/plot.png", "s/sum.json")))
@@ -162,7 +162,7 @@ def test_outputs_go_where_the_rule_declares_them(tmp_path):
 def test_state_key_follows_settings_and_input(tmp_path):
     import os
 
-    from lumos.train import state_key
+    from lumos.training.loop import state_key
 
     f = tmp_path / "index.json"
     f.write_text("{}")
@@ -249,7 +249,7 @@ def _store(tmp_path, n=48):
 def test_streaming_loader_run_resumes_exactly_with_any_worker_count(tmp_path):
     """A pretrain run reading the store through 2 loader workers, killed at step 5 and resumed,
     ends with exactly (torch.equal) the weights of an uninterrupted run, with 2 workers or none."""
-    from lumos.pretrain import pretrain
+    from lumos.tasks.i2i import pretrain
     from lumos.settings import ModelSettings, RunSettings, TrainSettings
 
     feats = _store(tmp_path)

@@ -9,7 +9,7 @@ import torch
 
 from lumos.components.loading import MissingWeightsError
 from lumos.components.video_net import VideoClassifier, clip_targets, load_clips, load_video_net, train_video_net
-from lumos.data.shapes_video import MOTIONS, build_video_split
+from lumos.data.worlds.shapes_video import MOTIONS, build_video_split
 from lumos.eval import video
 
 N_EVAL = 40  # clips per half of the evaluation split
@@ -139,7 +139,7 @@ def test_kvd_unbiased():
 
 def test_video_features_stream_in_batches(extractor, ucf, splits):
     """Batch size does not change the features (eval-mode BN); (frames, record) pairs work."""
-    from lumos.data.shapes_video import read_clips
+    from lumos.data.worlds.shapes_video import read_clips
 
     f1 = video.video_features(ucf[:10], extractor, batch_size=3)
     f2 = video.video_features(read_clips(splits / "ucf", 10), extractor, batch_size=10)
@@ -205,7 +205,7 @@ def test_table5_measurements_on_real_and_generated_clips(trained, splits, tmp_pa
     halves are from each other; `clip_metrics` scores a sample folder and refuses an incomplete one."""
     from PIL import Image
 
-    from lumos.data.shapes_video import read_clips, tile_frames
+    from lumos.data.worlds.shapes_video import read_clips, tile_frames
 
     monkeypatch.setattr(video, "pic_from_config", lambda spec, components, device="cpu": video.EncoderSimilarity(_Encoder()))
     net = {"kind": "video_net", "pretrained": str(trained[0])}

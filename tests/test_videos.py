@@ -16,7 +16,7 @@ av = pytest.importorskip("av")
 
 from lumos.data import videos  # noqa: E402
 from lumos.data.curate import gather_split  # noqa: E402
-from lumos.data.shapes_video import read_clips  # noqa: E402
+from lumos.data.worlds.shapes_video import read_clips  # noqa: E402
 from lumos.data.shards import read_records, split_index  # noqa: E402
 from lumos.data.videos import (  # noqa: E402
     REASONS,

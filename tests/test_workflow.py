@@ -559,7 +559,7 @@ def test_paper_lgm_reconstruction_dry_run(tmp_path):
     assert re.search(r"nvs-eval .*--model results/nvs/i2i/model .*--save-views 6 ", out)  # 6 > Figure 7's 4
     assert ("lumos lgm-inputs --views results/nvs/i2i/eval/final/views --data results/data/nvs_test --objects 6"
             " --out results/nvs/i2i/lgm_inputs") in out
-    assert (f"lumos/lgm_run.py --repo {repo} --weights {weights} --variant big --inputs results/nvs/i2i/lgm_inputs"
+    assert (f"lumos/tasks/lgm_run.py --repo {repo} --weights {weights} --variant big --inputs results/nvs/i2i/lgm_inputs"
             " --out results/nvs/i2i/lgm") in out
     for where, key in (((repo, tmp_path / "missing.safetensors"), "nvs.lgm.weights"),
                        ((tmp_path / "no-repo", weights), "nvs.lgm.repo")):

@@ -63,7 +63,7 @@ def train_outputs(add_flags) -> dict:
 
 def outputs_of(args):
     """The `TrainOutputs` of a command's `--out-*` flags."""
-    from lumos.train import TrainOutputs
+    from lumos.training.loop import TrainOutputs
 
     return TrainOutputs(args.out_model, args.out_raw, args.out_curve, args.out_plot, args.out_summary,
                         getattr(args, "out_snapshots", None))
@@ -71,9 +71,9 @@ def outputs_of(args):
 
 def state_folder(args, cfg: dict) -> str:
     """A training command's resumable state folder: `--state/<resume key>`, the key derived from
-    the config slice `cfg` it received (as `setup` returned it) and its flags (`lumos.resume`). A
+    the config slice `cfg` it received (as `setup` returned it) and its flags (`lumos.training.resume`). A
     retry of the same job resumes; a changed setting or new features start afresh."""
-    from lumos.resume import resume_key
+    from lumos.training.resume import resume_key
 
     return str(Path(args.state) / resume_key(cfg, args))
 

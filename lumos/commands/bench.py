@@ -7,7 +7,7 @@ def cmd_bench(args):
     """Print throughput numbers: tiny models on CPU (cached vs online features, sampling), or with
     --gpu the paper-scale DiT (images/s, peak memory, MFU, DPM-Solver++ sampling)."""
     if args.gpu:
-        from lumos.bench_gpu import benchmark_device, run_gpu_benchmark
+        from lumos.bench.gpu import benchmark_device, run_gpu_benchmark
 
         try:
             benchmark_device(args.device)  # refuse before any work: no CUDA, no GPU benchmark
@@ -15,10 +15,10 @@ def cmd_bench(args):
             raise SystemExit(f"lumos bench: error: {err}") from None
         return run_gpu_benchmark(args)
     if args.data:
-        from lumos.bench_data import run_data_benchmarks
+        from lumos.bench.data import run_data_benchmarks
 
         return run_data_benchmarks(args)
-    from lumos.bench import run_benchmarks
+    from lumos.bench.cpu import run_benchmarks
 
     run_benchmarks(args)
 
@@ -26,9 +26,9 @@ def cmd_bench(args):
 def register(add):
     add("bench", cmd_bench, config=False,
         quick=("fewer iterations (for a smoke check)", {"action": "store_true"}),
-        gpu=("benchmark the paper-scale DiT on a GPU (lumos/bench_gpu.py)", {"action": "store_true"}),
+        gpu=("benchmark the paper-scale DiT on a GPU (lumos/bench/gpu.py)", {"action": "store_true"}),
         data=("benchmark the data path: peak RSS at N and scale x N images, curation and loader speed "
-              "(lumos/bench_data.py)", {"action": "store_true"}),
+              "(lumos/bench/data.py)", {"action": "store_true"}),
         n=("--data: images of the small run", {"type": int, "default": 20000}),
         scale=("--data: the large run has scale x n images", {"type": int, "default": 10}),
         image_size=("--data: image size", {"type": int, "default": 32}),
@@ -44,7 +44,7 @@ def register(add):
                   {"type": int, "default": 768}),
         variants=("--gpu: comma-separated training-step variants measured one after another at one batch, e.g. "
                   "baseline,bf16,sdpa-flash,sdpa-cudnn,compile,fused-adamw,step-sync,all (switches join with +; "
-                  "see lumos/bench_gpu.py SWITCHES)", {"default": None}),
+                  "see lumos/bench/gpu.py SWITCHES)", {"default": None}),
         steps=("--gpu: timed training steps", {"type": int, "default": 50}),
         batch=("--gpu: training batch (default: the largest that fits)", {"type": int, "default": None}),
         sample_batch=("--gpu: images per sampling run", {"type": int, "default": 256}),

@@ -137,7 +137,7 @@ def cmd_nvs_probe(args):
     from lumos.components.vae import background_colour, load_vae
     from lumos.eval.diagnose import nvs_probe
     from lumos.models import LumosDiT
-    from lumos.nvs import generate_views, test_objects
+    from lumos.tasks.nvs import generate_views, test_objects
     from lumos.store import FeatureStore
 
     cfg, device = setup(args, preset_keys=("components.vae", "nvs.encoder", "nvs.eval", "sample"))

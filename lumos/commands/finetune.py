@@ -10,7 +10,7 @@ from lumos.commands import finish_training, optional_path, outputs_of, setup, st
 
 def cmd_finetune(args):
     """Fine-tune a T2I model from an I2I prior (or from scratch) on the pair set; resumable."""
-    from lumos.finetune import finetune
+    from lumos.tasks.t2i import finetune
     from lumos.settings import ModelSettings, TrainSettings
 
     cfg, device = setup(args, preset_keys=("t2i.long_caption_fraction",))
@@ -27,7 +27,7 @@ def cmd_finetune(args):
 
 def _t2i_model(model_dir, cfg, text_dim: int, n_tokens: int, latent_shape):
     """The fine-tuned model of `model_dir`, or an untrained T2I model (None: the sanity row)."""
-    from lumos.finetune import untrained_t2i_model
+    from lumos.tasks.t2i import untrained_t2i_model
     from lumos.sample import load_model
     from lumos.settings import ModelSettings
 
@@ -39,7 +39,7 @@ def cmd_t2i_sample(args):
     """Generate one image per caption of an eval split (short or long captions) from cached text features."""
     from lumos.components.vae import load_vae
     from lumos.features import feature_index
-    from lumos.finetune import load_captions
+    from lumos.tasks.t2i import load_captions
     from lumos.sample import generate
 
     cfg, device = setup(args)

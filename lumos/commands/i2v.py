@@ -13,7 +13,7 @@ CLIP_SPLITS = ["video_train", "ucf", "msrvtt"]
 def cmd_clips(args):
     """Build job `--part` of `--parts` of a clip split: generated (video Shapes world) or ingested
     from real videos (`i2v.sources.<split>`, paper preset)."""
-    from lumos.data.shapes_video import build_video_split
+    from lumos.data.worlds.shapes_video import build_video_split
     from lumos.data.videos import ingest_part
 
     cfg, _ = setup(args)
@@ -42,7 +42,7 @@ def cmd_gather_clips(args):
 def cmd_video_features(args):
     """Encode job `--part` of `--parts` of a clip split: every frame's VAE latent, the first
     frame's CLS (the I2V condition)."""
-    from lumos.i2v import extract_video_features
+    from lumos.tasks.i2v import extract_video_features
 
     cfg, device = setup(args)
     enc = cfg["i2v.encoder"]
@@ -52,7 +52,7 @@ def cmd_video_features(args):
 
 def cmd_i2v_train(args):
     """Fine-tune Lumos-I2V from a prior (or from scratch) on the training clips; resumable."""
-    from lumos.i2v import finetune_i2v
+    from lumos.tasks.i2v import finetune_i2v
     from lumos.settings import ModelSettings, TrainSettings
 
     cfg, device = setup(args)
@@ -66,7 +66,7 @@ def cmd_i2v_train(args):
 def cmd_i2v_sample(args):
     """Generate a clip from the first frame of each evaluation clip (resumable)."""
     from lumos.components.vae import load_vae
-    from lumos.i2v import generate_videos, load_i2v_model
+    from lumos.tasks.i2v import generate_videos, load_i2v_model
 
     cfg, device = setup(args)
     ev = cfg["i2v.eval"]

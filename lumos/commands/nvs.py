@@ -9,13 +9,13 @@ from pathlib import Path
 from lumos.commands import finish_training, optional_path, outputs_of, setup, state_folder, train_outputs
 
 SPLIT_KINDS = {"nvs_train": "train", "nvs_test": "test"}
-VIEWS = {"train": 32, "test": 33}  # views per object (lumos.data.shapes3d): 32 random; input + 2 x 16 azimuths
+VIEWS = {"train": 32, "test": 33}  # views per object (lumos.data.worlds.shapes3d): 32 random; input + 2 x 16 azimuths
 
 
 def cmd_views(args):
     """Build job `--part` of `--parts` of a rendered-views split: from the 3D Shapes world (one job),
     or imported from a folder of renders (`nvs.paths.<split>`, paper preset: many jobs)."""
-    from lumos.data.shapes3d import build_views_split, import_views_folder
+    from lumos.data.worlds.shapes3d import build_views_split, import_views_folder
 
     cfg, _ = setup(args)
     kind = SPLIT_KINDS[args.split]
@@ -34,7 +34,7 @@ def cmd_views(args):
 
 def cmd_gather_views(args):
     """Join a rendered-views split's job folders: shards, index, import counts, contact sheet."""
-    from lumos.data.shapes3d import gather_views
+    from lumos.data.worlds.shapes3d import gather_views
     from lumos.utils import setup_logging
 
     setup_logging()
@@ -43,7 +43,7 @@ def cmd_gather_views(args):
 
 def cmd_nvs_train(args):
     """Fine-tune Lumos-NVS from a prior (or from scratch) on a rendered-views split; resumable."""
-    from lumos.nvs import finetune_nvs
+    from lumos.tasks.nvs import finetune_nvs
     from lumos.settings import ModelSettings, TrainSettings
 
     cfg, device = setup(args)
@@ -79,7 +79,7 @@ def cmd_nvs_eval(args):
     """Generate every target view of the test objects from their input view and score them
     (PSNR, SSIM, LPIPS); `--model input` scores the baseline that returns the input view."""
     from lumos.eval.image_similarity import LPIPS
-    from lumos.nvs import evaluate_nvs
+    from lumos.tasks.nvs import evaluate_nvs
 
     cfg, device = setup(args)
     ev = cfg["nvs.eval"]
@@ -169,7 +169,7 @@ def cmd_fig5(args):
 
 def cmd_fig7(args):
     """Figure 7 (PNG): input | generated views | ground truth, for the first test objects."""
-    from lumos.nvs import test_objects
+    from lumos.tasks.nvs import test_objects
     from lumos.report.table4 import build_fig7
 
     cfg, _ = setup(args)
@@ -185,8 +185,8 @@ def cmd_fig7(args):
 def cmd_lgm_inputs(args):
     """LGM's input from the generated views of the first test objects: for each, the four views at
     elevation 0 and azimuths 0 / 90 / 180 / 270 degrees from the input view, resized to LGM's input
-    size, with their cameras in LGM's convention (`lumos.lgm`)."""
-    from lumos.lgm import prepare_lgm_inputs
+    size, with their cameras in LGM's convention (`lumos.tasks.lgm`)."""
+    from lumos.tasks.lgm import prepare_lgm_inputs
     from lumos.utils import setup_logging
 
     setup_logging()

@@ -15,7 +15,7 @@ def run_settings(cfg, args):
 
 def cmd_pretrain(args):
     """Train one I2I run (resumes from --state after a kill)."""
-    from lumos.pretrain import pretrain
+    from lumos.tasks.i2i import pretrain
     from lumos.settings import ModelSettings, TrainSettings
 
     cfg, device = setup(args)
@@ -35,8 +35,8 @@ def cmd_sample(args):
     """Generate one image per eval image, conditioned on its cached features (read batch by batch).
     The eval split is never subset: a run's pool size only names the model."""
     from lumos.components.vae import load_vae
-    from lumos.loader import Column
-    from lumos.pretrain import load_run_data, untrained_model
+    from lumos.training.loader import Column
+    from lumos.tasks.i2i import load_run_data, untrained_model
     from lumos.sample import generate, load_model
     from lumos.settings import ModelSettings
 

@@ -29,7 +29,7 @@ def cmd_released_t2i_sample(args):
     trained for with that size and aspect ratio 1 as its micro-conditions, and the official
     sampler's settings (config block `released.t2i_sample`)."""
     from lumos.components.vae import load_vae, vae_factor
-    from lumos.finetune import load_captions
+    from lumos.tasks.t2i import load_captions
     from lumos.models.dit import micro_condition_inputs
     from lumos.released import check_text_width, t2i_latent_shape
     from lumos.sample import generate, load_model

@@ -20,7 +20,7 @@ from lumos.utils import log, optimiser_step, progress
 
 def scene_targets(records: list[dict], max_objects: int = 4):
     """Multi-hot (shape, colour, pair) targets, object count and background index per record."""
-    from lumos.data.shapes import BACKGROUNDS, COLOURS, SHAPES
+    from lumos.data.worlds.shapes import BACKGROUNDS, COLOURS, SHAPES
 
     colours = list(COLOURS)
     n_s, n_c = len(SHAPES), len(colours)
@@ -39,7 +39,7 @@ def scene_targets(records: list[dict], max_objects: int = 4):
 
 def target_groups() -> dict[str, slice]:
     """Where the shape, colour and (shape, colour) pair bits sit in `scene_targets`' multi-hot."""
-    from lumos.data.shapes import COLOURS, SHAPES
+    from lumos.data.worlds.shapes import COLOURS, SHAPES
 
     n_s, n_c = len(SHAPES), len(COLOURS)
     return {"shape": slice(0, n_s), "colour": slice(n_s, n_s + n_c), "pair": slice(n_s + n_c, None)}

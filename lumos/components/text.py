@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from lumos.components.encoders import VisionEncoder
 from lumos.components.loading import from_pretrained
-from lumos.data import shapes as S
+from lumos.data.worlds import shapes as S
 from lumos.utils import log, optimiser_step, progress
 
 T5_MAX_LENGTH = 120  # the paper's T5 token budget (the schema default of components.t5.max_length)

@@ -1,8 +1,8 @@
 """The FVD/KVD feature network at small scale: a video CNN trained on video Shapes-world ground truth.
 
 It plays I3D's role (Kinetics-400 action recognition; FVD uses its pre-softmax features) for the
-video Shapes world (`lumos.data.shapes_video`): from a clip of T frames it predicts which motions
-the clip's objects perform (multi-label over :data:`~lumos.data.shapes_video.MOTIONS`), which
+video Shapes world (`lumos.data.worlds.shapes_video`): from a clip of T frames it predicts which motions
+the clip's objects perform (multi-label over :data:`~lumos.data.worlds.shapes_video.MOTIONS`), which
 shapes and colours (at frame 0) it shows and how many objects (see :func:`clip_targets`). Its penultimate layer (:meth:`VideoClassifier.features`) is the
 feature space FVD and KVD are computed in (`lumos.eval.video`).
 
@@ -36,15 +36,15 @@ MULTI_LABEL = ("motion", "shape", "colour")  # multi-hot heads (BCE); `count` is
 
 def clip_targets(records: list[dict], max_objects: int = 2) -> dict[str, np.ndarray]:
     """Targets of video records (`shapes_video.clip_record`), all multi-hot over the clip's
-    objects except ``count``: ``motion`` (n, 5) which of :data:`~lumos.data.shapes_video.MOTIONS`
+    objects except ``count``: ``motion`` (n, 5) which of :data:`~lumos.data.worlds.shapes_video.MOTIONS`
     any object performs, ``shape`` (n, 5) which shapes and ``colour`` (n, 8) which colours (at
     frame 0) are present, ``count`` (n,) the number of objects - 1.
 
     Presence over objects rather than "the first object's" labels: the first object is the one
     drawn first, which a globally pooled video net can only tell from occlusion, so a
     first-object head is ill-posed for 2-object clips; presence is well-posed for any count."""
-    from lumos.data.shapes import COLOURS, SHAPES
-    from lumos.data.shapes_video import MOTIONS
+    from lumos.data.worlds.shapes import COLOURS, SHAPES
+    from lumos.data.worlds.shapes_video import MOTIONS
 
     colours = list(COLOURS)
     n = len(records)
@@ -66,8 +66,8 @@ def clip_targets(records: list[dict], max_objects: int = 2) -> dict[str, np.ndar
 
 def head_sizes(max_objects: int = 2) -> dict[str, int]:
     """Output size of every head, in the order of :data:`HEADS`."""
-    from lumos.data.shapes import COLOURS, SHAPES
-    from lumos.data.shapes_video import MOTIONS
+    from lumos.data.worlds.shapes import COLOURS, SHAPES
+    from lumos.data.worlds.shapes_video import MOTIONS
 
     return {"motion": len(MOTIONS), "shape": len(SHAPES), "colour": len(COLOURS), "count": max_objects}
 
@@ -141,7 +141,7 @@ class VideoClassifier(ModelMixin, ConfigMixin):
 
 def load_clips(split_dir, limit: int | None = None) -> tuple[np.ndarray, list[dict]]:
     """A video split's first `limit` clips as uint8 (n, T, H, W, 3) plus their records."""
-    from lumos.data.shapes_video import read_clips
+    from lumos.data.worlds.shapes_video import read_clips
 
     videos, records = [], []
     for frames, record in read_clips(split_dir, limit):

@@ -20,7 +20,7 @@ def build_shapes_split(name: str, split: dict, image_size: int, seed: int, shard
     bucket uniformly (from its own seed) and is rendered at that size; each bucket is written as an
     ordinary split in its own sub-folder (see `lumos.data.buckets`)."""
     from lumos.data.curate import _Writers, contact_sheet
-    from lumos.data.shapes import generate_item
+    from lumos.data.worlds.shapes import generate_item
 
     if name not in SPLIT_IDS:
         raise ValueError(f"unknown split '{name}': known splits are {sorted(SPLIT_IDS)}")

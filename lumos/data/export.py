@@ -42,7 +42,7 @@ def aesthetic_score(seed: int, split_id: int, i: int, record: dict, size: int) -
     the upper half of ``size_range(size)``; clipped to [1, 10], rounded to 3 decimals.
     33-43% of items score <= 5.0 (measured over 16-64 px, 1-4 objects), so the paper's
     "aesthetic > 5.0" filter has work to do."""
-    from lumos.data.shapes import size_range
+    from lumos.data.worlds.shapes import size_range
 
     lo, hi = size_range(size)
     largest = max((o["size"] for o in record["scene"]["objects"]), default=0)
@@ -77,7 +77,7 @@ def export_shapes_webdataset(name: str, split: dict, image_size: int, seed: int,
     import webdataset as wds
 
     from lumos.data.build import SPLIT_IDS
-    from lumos.data.shapes import generate_item
+    from lumos.data.worlds.shapes import generate_item
 
     if name not in SPLIT_IDS:
         raise ValueError(f"unknown split '{name}': known splits are {sorted(SPLIT_IDS)}")

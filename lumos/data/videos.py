@@ -1,6 +1,6 @@
 """Real video datasets (WebVid-10M, OpenVid, UCF-101, MSR-VTT) streamed into the video split format.
 
-A video split (`lumos.data.shapes_video`) stores each clip as ONE PNG strip (H, frames W, 3): its
+A video split (`lumos.data.worlds.shapes_video`) stores each clip as ONE PNG strip (H, frames W, 3): its
 ``frames`` frames (16) sampled ``stride`` (3) apart (paper G.4), tiled left to right, in webdataset
 tar shards (`lumos.data.shards.ShardWriter`), with ``frames``, ``stride`` and ``frame_size`` in the
 index. This module brings real video into that same format, so features, training and metrics
@@ -365,7 +365,7 @@ def ingest_part(name: str, root, format: str, out_dir, frames: int = 16, stride:
     keeping at most ``limit`` clips. Every sample is counted in ``curation.json`` (the layout
     `lumos.data.curate.gather_split` sums): ``seen``, ``kept`` and one count per skip reason
     (:data:`REASONS`, :data:`SOURCE_REASONS`). Returns that report."""
-    from lumos.data.shapes_video import tile_frames
+    from lumos.data.worlds.shapes_video import tile_frames
     from lumos.data.shards import ShardWriter
 
     if not 0 <= part < parts:
@@ -413,7 +413,7 @@ def ingest_part(name: str, root, format: str, out_dir, frames: int = 16, stride:
     report = {"split": name, "part": part, "parts": parts, "totals": dict(counts), "by_source": {source: dict(counts)}}
     (out / "curation.json").write_text(json.dumps(report, indent=1))
     if preview and index["n"]:
-        from lumos.data.shapes_video import preview as draw_preview
+        from lumos.data.worlds.shapes_video import preview as draw_preview
 
         draw_preview(out, out / "preview.gif")
     log.info("%s part %d/%d: %s", name, part, parts, dict(counts))
@@ -437,7 +437,7 @@ def gather_video_parts(parts: list, out_dir, limit: int | None = None, preview: 
         index.update(missing)
         (Path(out_dir) / "index.json").write_text(json.dumps(index, indent=1))
     if preview and index.get("n"):
-        from lumos.data.shapes_video import preview as draw_preview
+        from lumos.data.worlds.shapes_video import preview as draw_preview
 
         draw_preview(out_dir, Path(out_dir) / "preview.gif")
     return index

@@ -60,7 +60,7 @@ def linear_probe(features, labels, train_fraction: float = 0.8, l2: float = 1e-3
 def largest_object_attributes(records: list[dict]) -> dict[str, np.ndarray]:
     """Shape and colour indices of each Shapes-world image's largest object (the class label of
     the class-to-image prior, split back into its two parts)."""
-    from lumos.data.shapes import COLOURS
+    from lumos.data.worlds.shapes import COLOURS
     from lumos.features import scene_labels
 
     shape, colour = np.divmod(scene_labels(records), len(COLOURS))
@@ -73,7 +73,7 @@ def attributes_present(net, images: np.ndarray, shape: np.ndarray, colour: np.nd
     requested colour, shape and (shape, colour) pair (sigmoid > 0.5); `shape` and `colour` are
     (n,) indices into SHAPES and COLOURS."""
     from lumos.components.classifier import target_groups
-    from lumos.data.shapes import COLOURS
+    from lumos.data.worlds.shapes import COLOURS
 
     device = next(net.parameters()).device
     hits = []
@@ -92,7 +92,7 @@ def class_samples(model, codec, latent_shape, guidance_scale: float, steps: int,
     """Sample a class prior `repeats` times for every (shape, colour) class, shape-major.
 
     Returns uint8 images (repeats * n_classes, H, W, 3) and their shape and colour indices."""
-    from lumos.data.shapes import COLOURS, SHAPES, class_index
+    from lumos.data.worlds.shapes import COLOURS, SHAPES, class_index
     from lumos.diffusion.sampling import sample
 
     shape = np.tile(np.repeat(np.arange(len(SHAPES)), len(COLOURS)), repeats)
@@ -106,7 +106,7 @@ def class_samples(model, codec, latent_shape, guidance_scale: float, steps: int,
 
 def class_grid(images: np.ndarray) -> np.ndarray:
     """uint8 grid of `class_samples` images: a row per shape, a column per colour (first repeat)."""
-    from lumos.data.shapes import COLOURS, SHAPES
+    from lumos.data.worlds.shapes import COLOURS, SHAPES
 
     rows, cols = len(SHAPES), len(COLOURS)
     _, h, w, _ = images.shape
@@ -151,10 +151,10 @@ def memorisation(codec, net, images: np.ndarray, records: list[dict], model_cfg:
 
     from lumos.diffusion.sampling import sample
     from lumos.features import scene_labels
-    from lumos.pretrain import build_model
+    from lumos.tasks.i2i import build_model
     from lumos.sample import load_model
     from lumos.settings import TrainSettings
-    from lumos.train import train_diffusion
+    from lumos.training.loop import train_diffusion
 
     train_cfg = TrainSettings.from_config(train_cfg, "pretrain.train")
     idx = one_per_class(records)
@@ -203,8 +203,8 @@ def nvs_probe(model, store, encoder: str, timesteps=(100, 300, 500, 700, 900), o
     `copy` is the error of predicting the input view's latent itself at every noise level: a model
     that reads its input well is below it. The same noise is used for every variant."""
     from lumos.diffusion.gaussian import GaussianDiffusion, prediction_type_of
-    from lumos.loader import to_tensor
-    from lumos.nvs import nvs_inputs, views_per_object
+    from lumos.training.loader import to_tensor
+    from lumos.tasks.nvs import nvs_inputs, views_per_object
 
     v = views_per_object(store)
     n = min(objects, store.n // v)

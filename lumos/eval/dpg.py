@@ -11,7 +11,7 @@ Here the VQA model is replaced by the exact pixel detector of :mod:`lumos.eval.g
 simple pixel statistics, and every question carries a structured ``check`` it is answered from:
 
 - prompt: a 2-3 object Shapes-world scene (distinct shapes, distinct colours, random textures
-  and background kind) described by :func:`lumos.data.shapes.long_caption` plus a sentence on
+  and background kind) described by :func:`lumos.data.worlds.shapes.long_caption` plus a sentence on
   the background; the scene is stored (``Scene.to_dict``) so it can be rendered.
 - global: "Is the background <plain|gradient|textured>?" -- background pixels (those the
   detector's colour map leaves unassigned) are textured if horizontally adjacent ones differ
@@ -22,7 +22,7 @@ simple pixel statistics, and every question carries a structured ``check`` it is
   <shape> <texture>?" -- the fraction of the referent's pixels in the darker texture shade
   (plain ~0, dotted 0.07-0.18, striped 0.27-0.38 at every shape and size).
 - relation (parents: both entities): "Is the <a> to the left of the <b>?" (or right of, above,
-  below; the dominant-axis relation of :func:`lumos.data.shapes.relation`), checked with
+  below; the dominant-axis relation of :func:`lumos.data.worlds.shapes.relation`), checked with
   :func:`lumos.eval.geneval.relation_holds` on the referents' centroids.
 - other: "Are there exactly N objects?" -- the number of detections.
 
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lumos.data import shapes as S
+from lumos.data.worlds import shapes as S
 from lumos.eval.geneval import colour_map, detect, relation_holds
 
 CATEGORIES = ("global", "entity", "attribute", "relation", "other")

@@ -30,7 +30,7 @@ import zlib
 import numpy as np
 from scipy import ndimage
 
-from lumos.data import shapes as S
+from lumos.data.worlds import shapes as S
 
 FAMILIES = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 RELATIONS = ("left of", "right of", "above", "below")
@@ -121,7 +121,7 @@ def render_ground_truth(prompt: dict, seed: int, image_size: int = 32) -> np.nda
 
     Objects (``count`` copies of each prompt object, random textures) have pairwise
     disjoint boxes with at least a 2-pixel gap; for ``position`` the two boxes are also
-    separated along the relation's axis (:func:`lumos.data.shapes.place_apart`). The background
+    separated along the relation's axis (:func:`lumos.data.worlds.shapes.place_apart`). The background
     is a plain or vertical-gradient neutral. Deterministic in (prompt text, seed, image_size).
     """
     rng = np.random.default_rng([seed, zlib.crc32(prompt["prompt"].encode()), image_size])

@@ -12,7 +12,7 @@ frame is included) and the seeds. We fill these as follows.
 Protocols (``PROTOCOLS``):
 
 - tiny / smoke: N held-out clips of the video Shapes world's ``ucf`` and ``msrvtt`` splits (the
-  two evaluation splits, `lumos.data.shapes_video`) x 16 frames (stride 3) at the data resolution
+  two evaluation splits, `lumos.data.worlds.shapes_video`) x 16 frames (stride 3) at the data resolution
   (32 px tiny), N = 256 tiny / 64 smoke (the DAG config sets it); the conditioning frame of a
   generated video is the real clip's frame 0. FVD/KVD features: the video classifier trained in
   the DAG (`lumos.components.video_net`, kind ``video_net``), on frames at their native size.
@@ -320,7 +320,7 @@ def _strips(samples_dir, frames: int, limit: int | None):
     """Generated videos (T, H, W, 3) from a folder of PNG strips, in name order."""
     from PIL import Image
 
-    from lumos.data.shapes_video import split_frames
+    from lumos.data.worlds.shapes_video import split_frames
 
     for path in sorted(Path(samples_dir).glob("*.png"))[:limit]:
         with Image.open(path) as img:
@@ -358,7 +358,7 @@ def clip_metrics(samples_dir: str, data_dir: str, video_net: dict, pic_spec: dic
     """FVD and KVD of the generated clips (PNG strips named by clip index) against the real clips
     of their split, and PIC of the generated clips to the real first frames they were generated
     from. Every real clip (up to `limit`) must have its generated clip: a missing one stops this."""
-    from lumos.data.shapes_video import read_clips
+    from lumos.data.worlds.shapes_video import read_clips
     from lumos.data.shards import split_index
 
     n = min(limit or split_index(data_dir)["n"], split_index(data_dir)["n"])
@@ -382,7 +382,7 @@ def real_sanity_metrics(data_dir: str, video_net: dict, pic_spec: dict, componen
     clips with their frames shuffled (a random permutation per clip, seeded: what the metric says
     of the right frames in the wrong order); PIC of the real clips and of the shuffled ones to
     their own first frame."""
-    from lumos.data.shapes_video import read_clips
+    from lumos.data.worlds.shapes_video import read_clips
 
     ext = extractor_from_config(video_net, device)
     sim = pic_from_config(pic_spec, components, device)

@@ -135,7 +135,7 @@ def build_figS8(samples_dir: str, data_dir: str, png: str, clips: int = 4) -> No
     real clip's frames."""
     from PIL import Image
 
-    from lumos.data.shapes_video import read_clips, split_frames
+    from lumos.data.worlds.shapes_video import read_clips, split_frames
     from lumos.viz import save_grid
 
     tiles, labels = [], []

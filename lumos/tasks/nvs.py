@@ -5,7 +5,7 @@ The model denoises the target view's latent given
 - the input view's latent, concatenated channel-wise to the noisy latent (the patch embedding
   widened; the new input channels start at zero),
 - the relative camera pose from the input view to the target view, (R, T) flattened to 12 numbers
-  (`lumos.data.shapes3d` defines the convention), embedded and added to the timestep embedding
+  (`lumos.data.worlds.shapes3d` defines the convention), embedded and added to the timestep embedding
   (the embedder's last layer starts at zero),
 - the input view's vision features (the CLS of `nvs.encoder`, L2-normalised) through the
   cross-attention layers.
@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lumos.loader import to_tensor
-from lumos.prior import check_prior_kind, from_prior, keeps_condition, load_prior, scratch_backbone, vision_condition
+from lumos.training.loader import to_tensor
+from lumos.tasks.prior import check_prior_kind, from_prior, keeps_condition, load_prior, scratch_backbone, vision_condition
 from lumos.settings import ModelSettings, TrainSettings
 from lumos.utils import log, progress
 
@@ -48,7 +48,7 @@ CAMERA_DIM = 12  # (R, T): 9 + 3
 
 def relative_pose_vectors(c2w_input: np.ndarray, c2w_target: np.ndarray) -> np.ndarray:
     """(B, 12) float32: R (row-major) and T of each target camera in its input camera's frame,
-    inv(c2w_input) @ c2w_target (`lumos.data.shapes3d.relative_pose`, batched)."""
+    inv(c2w_input) @ c2w_target (`lumos.data.worlds.shapes3d.relative_pose`, batched)."""
     rel = np.linalg.inv(np.asarray(c2w_input, np.float64)) @ np.asarray(c2w_target, np.float64)
     return np.concatenate([rel[:, :3, :3].reshape(len(rel), 9), rel[:, :3, 3]], axis=1).astype(np.float32)
 
@@ -64,12 +64,12 @@ def views_per_object(store) -> int:
 
 
 class ViewRows:
-    """Lumos-NVS training rows (a row source, `lumos.rows`): virtual row r is an ordered pair of
+    """Lumos-NVS training rows (a row source, `lumos.training.rows`): virtual row r is an ordered pair of
     two different views of one object, (input, target), over every object of the split:
     objects x V x (V - 1) rows. A batch reads both views' latents, the input view's CLS and both
     cameras from the features store."""
 
-    batch_keys = ("x0", "cond", "cond_mask", "concat", "camera")  # `lumos.rows.RowSource`; see `nvs_inputs`
+    batch_keys = ("x0", "cond", "cond_mask", "concat", "camera")  # `lumos.training.rows.RowSource`; see `nvs_inputs`
 
     def __init__(self, features_dir: str, encoder: str):
         from lumos.store import FeatureStore
@@ -122,9 +122,9 @@ def make_nvs_model(prior_dir: str | None, prior_kind: str, model_cfg: ModelSetti
     """The model a Lumos-NVS fine-tune starts from, and a summary of where its weights came from.
 
     `prior_kind`: `none` (fresh weights), `i2i` (a pretrain run: every weight kept, the condition
-    path too when `lumos.prior.keeps_condition`) or `t2i` (a T2I fine-tune: backbone kept,
+    path too when `lumos.tasks.prior.keeps_condition`) or `t2i` (a T2I fine-tune: backbone kept,
     condition path fresh). In every case the widened patch embedding's new channels and the camera
-    embedder's output layer start at zero (`lumos.prior.from_prior`). `prediction_type` is what
+    embedder's output layer start at zero (`lumos.tasks.prior.from_prior`). `prediction_type` is what
     the fine-tuned model predicts (the priors predict epsilon; `nvs.prediction_type`)."""
     from lumos.models import LumosDiT
 
@@ -154,7 +154,7 @@ def finetune_nvs(features_dir: str, prior_dir: str | None, prior_kind: str, enco
                  stop_after: int | None = None, snapshot_every: int | None = None,
                  prediction_type: str = "epsilon") -> dict:
     """Fine-tune Lumos-NVS on a rendered-views split's features; resumable like every run."""
-    from lumos.train import train_diffusion
+    from lumos.training.loop import train_diffusion
 
     rows = ViewRows(features_dir, encoder)
     model, origin = make_nvs_model(prior_dir, prior_kind, model_cfg, rows.latent_shape, rows.cond_dim, cond_dropout,

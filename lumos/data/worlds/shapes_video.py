@@ -21,7 +21,7 @@ alone. Models see 16 frames sampled with a stride of 3 (G.4). A stored sample is
 16 frames tiled left to right into one (H, 16 W, 3) PNG strip, so the ordinary shard reader
 (`lumos.data.shards`) reads video splits unchanged.
 
-Geometry follows `lumos.data.shapes`: an object with centre ``(cx, cy)`` and half-extent
+Geometry follows `lumos.data.worlds.shapes`: an object with centre ``(cx, cy)`` and half-extent
 ``size`` spans ``[cx - size, cx + size)``, pixels are sampled at their centres, and at integer
 centre and size with no rotation an object renders exactly as in a still image. Here centres
 and sizes are floats so objects move smoothly.
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lumos.data.shapes import (
+from lumos.data.worlds.shapes import (
     COLOURS,
     SHAPES,
     Scene,

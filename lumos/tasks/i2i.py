@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from lumos.features import condition_tokens, feature_keys
-from lumos.loader import to_tensor
+from lumos.training.loader import to_tensor
 from lumos.settings import PATCH_SUBSETS, ModelSettings, RunSettings, TrainSettings
-from lumos.train import TrainOutputs
+from lumos.training.loop import TrainOutputs
 from lumos.utils import log
 
 
@@ -26,7 +26,7 @@ IMAGENET_CLASSES = 1000
 def class_count(run: RunSettings) -> int:
     """Classes of a class-to-image run: ImageNet-1K's 1,000 synsets (`data: imagenet1k`, paper
     scale), else the Shapes world's shape x colour classes."""
-    from lumos.data.shapes import NUM_CLASSES
+    from lumos.data.worlds.shapes import NUM_CLASSES
 
     return IMAGENET_CLASSES if run.data == "imagenet1k" else NUM_CLASSES
 
@@ -55,7 +55,7 @@ def build_model(model_cfg: ModelSettings | dict, run: RunSettings | dict, latent
 
 
 class PoolRows:
-    """A run's training rows from a features folder (a row source, `lumos.rows.RowSource`): each batch
+    """A run's training rows from a features folder (a row source, `lumos.training.rows.RowSource`): each batch
     reads its rows' latents and the run's condition from the store.
 
     cross_attn / adaln: encoder tokens (B, L, D) and mask (B, L), L2-normalised per token for
@@ -140,12 +140,12 @@ def untrained_model(model_cfg: ModelSettings, run: RunSettings, latent_shape, co
 def pretrain(features_dir: str, run: RunSettings, model_cfg: ModelSettings, train_cfg: TrainSettings,
              outputs: TrainOutputs | str, state_dir: str, seed: int, device, stop_after: int | None = None,
              snapshot_every: int | None = None) -> dict:
-    """Train one I2I run from cached pool features; see `lumos.train.train_diffusion`. With
+    """Train one I2I run from cached pool features; see `lumos.training.loop.train_diffusion`. With
     `snapshot_every` the EMA weights every that many steps are kept (the I2I curves of the ablation
     figures); otherwise a declared snapshots folder is left empty."""
     from pathlib import Path
 
-    from lumos.train import train_diffusion
+    from lumos.training.loop import train_diffusion
 
     rows = load_run_data(features_dir, run)
     model = untrained_model(model_cfg, run, rows.latent_shape, rows, seed)

@@ -9,7 +9,7 @@ those before a job runs): `state_dir/checkpoint-<step>/` holds accelerate's stat
 optimiser, scheduler, RNG) plus the EMA (batches and noise are a function of the step, so the
 streaming loader simply starts at the resumed step); `state_dir/loss.csv` the curve.
 The declared outputs are written only when training finishes. A training command names its
-state folder by the settings its weights depend on (`lumos.resume`).
+state folder by the settings its weights depend on (`lumos.training.resume`).
 
 `train_diffusion` reads as its phases, each a function below it: `_set_up` (accelerator,
 optimiser, EMA, sampler), `_resume` (the newest complete checkpoint), `_stop_signals`,
@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from lumos.loader import BatchSampler, TensorRows, step_loader
+from lumos.training.loader import BatchSampler, TensorRows, step_loader
 from lumos.settings import TrainSettings
 from lumos.utils import fault_point, log, progress
 
@@ -190,7 +190,7 @@ def train_diffusion(model, latents, cond: torch.Tensor | None, cond_mask: torch.
                     snapshot_every: int | None = None, summary_extra: dict | None = None) -> dict:
     """Train `model` to denoise latents given their condition; write EMA and raw weights to `outputs`.
 
-    `latents` is a row source (`lumos.rows.RowSource`; the pretrain and fine-tune paths pass one over the
+    `latents` is a row source (`lumos.training.rows.RowSource`; the pretrain and fine-tune paths pass one over the
     feature store, with `cond` and `cond_mask` None), or in-memory tensors `latents`, `cond`,
     `cond_mask` (tests, diagnostics), each of which may also be a list with one entry per
     aspect-ratio bucket (latents of different sizes). Each step trains on a batch from one
@@ -244,7 +244,7 @@ class _Run:
     ema: EMA
     diffusion: Any  # the GaussianDiffusion whose loss is trained
     prediction_type: str
-    source: Any  # the row source (lumos.rows.RowSource)
+    source: Any  # the row source (lumos.training.rows.RowSource)
     sampler: BatchSampler
     state: Path
     compiled: bool
@@ -403,7 +403,7 @@ def _step(run: _Run, batch: dict) -> tuple[torch.Tensor, dict]:
     x0, t, noise = batch["x0"], batch["t"], batch["noise"]
     with accel.accumulate(model):
         # every other key of the batch is a model input (the source's batch_keys beyond
-        # lumos.rows.TRAINER_KEYS: see lumos.rows.RowSource); a `loss_mask` weights the loss
+        # lumos.training.rows.TRAINER_KEYS: see lumos.training.rows.RowSource); a `loss_mask` weights the loss
         kwargs = {k: v for k, v in batch.items() if k not in ("x0", "t", "noise", "loss_mask")}
         # the attention backend is chosen in the forward; the backward runs its kernels
         with attention_backend(cfg.attention), accel.autocast():
@@ -545,7 +545,7 @@ def _write_outputs(run: _Run, outputs: TrainOutputs, snapshot_every: int | None,
 
 def state_key(settings: dict, *input_files: Path) -> str:
     """A short hash of a run's settings and its input files' modification times (0: missing);
-    `lumos.resume` derives a training command's settings."""
+    `lumos.training.resume` derives a training command's settings."""
     stamps = (f.stat().st_mtime_ns if f.exists() else 0 for f in map(Path, input_files))
     blob = json.dumps(settings, sort_keys=True) + "".join(str(stamp) for stamp in stamps)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]

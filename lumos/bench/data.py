@@ -107,7 +107,7 @@ def _pipeline(n: int, size: int, work: Path, comps: dict) -> dict[str, tuple[flo
 
 
 def run_data_benchmarks(args) -> None:
-    from lumos.loader import loader_throughput
+    from lumos.training.loader import loader_throughput
 
     if args.quick or args.jpeg:
         return run_jpeg_benchmark(Path(args.work), args.jpeg or QUICK_JPEGS, quick=args.quick)

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lumos.data.shapes import COLOURS, SHADE
+from lumos.data.worlds.shapes import COLOURS, SHADE
 from lumos.utils import log, progress
 
 # -----------------------------------------------------------------------------

@@ -8,14 +8,14 @@ features (the CLS of `i2v.encoder`, L2-normalised) stay the cross-attention cond
 Lumos-I2I. With the temporal modules' output layers at zero, a model built from an I2I prior
 computes every frame exactly as the prior computes it, at step 0.
 
-Priors (as Lumos-NVS's, `lumos.prior`): `none` (from scratch), `i2i` (a pretrain run: every
+Priors (as Lumos-NVS's, `lumos.tasks.prior`): `none` (from scratch), `i2i` (a pretrain run: every
 weight, its condition path too when it reads the same encoder's CLS through cross-attention) or
 `t2i` (a T2I fine-tune: backbone kept, a fresh condition path for the vision features).
 
 Features of a video split (`extract_video_features`): per clip `latents` (C, T, h, w) fp16 and
 `<encoder>_cls` (D,) fp16 of the first frame, in the store layout (`lumos.store`), one shard
 folder per data shard. Generated videos are written as (H, T W, 3) PNG strips, the data's layout
-(`lumos.data.shapes_video.split_frames` reads them).
+(`lumos.data.worlds.shapes_video.split_frames` reads them).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lumos.loader import to_tensor
-from lumos.prior import check_prior_kind, from_prior, keeps_condition, load_prior, scratch_backbone, vision_condition
+from lumos.training.loader import to_tensor
+from lumos.tasks.prior import check_prior_kind, from_prior, keeps_condition, load_prior, scratch_backbone, vision_condition
 from lumos.settings import ModelSettings, TrainSettings
 from lumos.utils import log, progress
 
@@ -37,7 +37,7 @@ from lumos.utils import log, progress
 
 def extract_video_features(split_dir: str, out_dir: str, components: dict, encoder: str, batch_size: int,
                            device="cpu", part: int = 0, parts: int = 1) -> dict:
-    """Encode the clips of a video split (`lumos.data.shapes_video`): every frame with the VAE
+    """Encode the clips of a video split (`lumos.data.worlds.shapes_video`): every frame with the VAE
     (`latents` (n, C, T, h, w) fp16) and the first frame with the vision encoder `encoder`
     (`<encoder>_cls` (n, D) fp16, the I2V condition). `batch_size` counts frames per VAE call
     (whole clips: max(1, batch_size // T) clips at a time). Job `part` of `parts` writes every
@@ -53,7 +53,7 @@ def extract_video_features(split_dir: str, out_dir: str, components: dict, encod
 def encode_video_split(split_dir: str, out_dir: str, codec, enc, encoder: str, batch_size: int, part: int = 0,
                        parts: int = 1) -> dict:
     """`extract_video_features` with the VAE codec and the encoder already loaded."""
-    from lumos.data.shapes_video import split_frames
+    from lumos.data.worlds.shapes_video import split_frames
     from lumos.data.shards import read_shard
     from lumos.features import feature_shard_name, my_shards
     from lumos.store import write_shard
@@ -69,7 +69,7 @@ def encode_video_split(split_dir: str, out_dir: str, codec, enc, encoder: str, b
         if len(records) != count:
             raise ValueError(f"{where} holds {len(records)} clips but its index.json says {count}")
         if records and "frames" not in records[0]:
-            raise ValueError(f"{where}: records without `frames`: not a video split (lumos.data.shapes_video)")
+            raise ValueError(f"{where}: records without `frames`: not a video split (lumos.data.worlds.shapes_video)")
         t = int(records[0]["frames"]) if records else int(frames or 0)
         if frames is not None and t != int(frames):
             raise ValueError(f"{where}: clips of {t} frames, the split's index.json says {frames}")
@@ -119,11 +119,11 @@ def i2v_inputs(latents: np.ndarray | torch.Tensor, cls: np.ndarray) -> dict[str,
 
 
 class ClipRows:
-    """Lumos-I2V training rows (a row source, `lumos.rows`): row r is clip r of a video
+    """Lumos-I2V training rows (a row source, `lumos.training.rows`): row r is clip r of a video
     features folder. A batch: `x0` (B, C, T, h, w) float32, `cond` (B, 1, D), `cond_mask` (B, 1),
     `first` (B, C, h, w) = x0[:, :, 0], and `loss_mask` (B, 1, T, 1, 1), 0 at frame 0."""
 
-    batch_keys = ("x0", "cond", "cond_mask", "first", "loss_mask")  # `lumos.rows.RowSource`
+    batch_keys = ("x0", "cond", "cond_mask", "first", "loss_mask")  # `lumos.training.rows.RowSource`
 
     def __init__(self, features_dir: str, encoder: str):
         from lumos.store import FeatureStore
@@ -135,7 +135,7 @@ class ClipRows:
         self.latent_shape = self.store.row_shape("latents")
         if len(self.latent_shape) != 4:
             raise ValueError(f"{features_dir}: latents of shape {self.latent_shape} per row, not (C, T, h, w): "
-                             "not a video features folder (lumos.i2v.extract_video_features)")
+                             "not a video features folder (lumos.tasks.i2v.extract_video_features)")
         if self.latent_shape[1] < 2:
             raise ValueError(f"{features_dir}: clips of {self.latent_shape[1]} frame; I2V needs at least two")
         self.frames = self.latent_shape[1]
@@ -158,7 +158,7 @@ def make_i2v_model(prior_dir: str | None, prior_kind: str, model_cfg: ModelSetti
 
     `latent_shape` (C, T, h, w); `num_frames` (default T) sizes the frame-position table.
     `prior_kind`: `none` (fresh weights), `i2i` (a pretrain run: every weight kept, the condition
-    path too when `lumos.prior.keeps_condition`) or `t2i` (a T2I fine-tune: backbone kept,
+    path too when `lumos.tasks.prior.keeps_condition`) or `t2i` (a T2I fine-tune: backbone kept,
     condition path fresh). The temporal modules are always fresh (zero output: the identity)."""
     from lumos.models.video import LumosVideoDiT
 
@@ -204,8 +204,8 @@ def finetune_i2v(features_dir: str, prior_dir: str | None, prior_kind: str, enco
                  train_cfg: TrainSettings | dict, cond_dropout: float, outputs, state_dir: str, seed: int, device,
                  stop_after: int | None = None, snapshot_every: int | None = None) -> dict:
     """Fine-tune Lumos-I2V on a video split's features (`ClipRows`); resumable like every run
-    (`lumos.train.train_diffusion`: `stop_after`, kills, SIGUSR1/SIGTERM)."""
-    from lumos.train import train_diffusion
+    (`lumos.training.loop.train_diffusion`: `stop_after`, kills, SIGUSR1/SIGTERM)."""
+    from lumos.training.loop import train_diffusion
 
     rows = ClipRows(features_dir, encoder)
     model, origin = make_i2v_model(prior_dir, prior_kind, model_cfg, rows.latent_shape, rows.cond_dim, cond_dropout,
@@ -255,7 +255,7 @@ def generate_videos(model, codec, features_dir: str, out_dir: str, sample_cfg: d
     so a killed job resumes where it stopped (finished batches are skipped); the folder is moved
     to `out_dir` at the end. With `parts` > 1 this job makes every `parts`-th batch only. Returns
     the number of videos this job made."""
-    from lumos.data.shapes_video import tile_frames
+    from lumos.data.worlds.shapes_video import tile_frames
     from lumos.sample import batch_generator, write_batches
     from lumos.store import FeatureStore
 

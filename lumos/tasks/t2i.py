@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lumos.loader import BucketRows, to_tensor
-from lumos.prior import from_prior, load_prior, scratch_backbone
+from lumos.training.loader import BucketRows, to_tensor
+from lumos.tasks.prior import from_prior, load_prior, scratch_backbone
 from lumos.settings import ModelSettings, TrainSettings
-from lumos.train import TrainOutputs
+from lumos.training.loop import TrainOutputs
 from lumos.utils import log
 
 FINETUNE_PATTERN = re.compile(r"(?P<prior>[a-z0-9_]+)-(?P<text>t5|clip)-(?P<captions>short|long|mixed)-n(?P<noise>\d+)")
@@ -108,9 +108,9 @@ def check_long_captions(text_dir, meta: dict) -> None:
 
 def load_captions(text_dir: str, text: str, captions: str, limit: int | None = None):
     """Cached caption tokens (n, L, D) and masks (n, L) of one encoder and caption kind, read lazily
-    (`lumos.loader.Column`: `tokens[a:b]` reads those captions only). Long captions that are not
+    (`lumos.training.loader.Column`: `tokens[a:b]` reads those captions only). Long captions that are not
     there stop this (`check_long_captions`)."""
-    from lumos.loader import Column, StoreRows
+    from lumos.training.loader import Column, StoreRows
     from lumos.store import feature_index
 
     if captions == "long":
@@ -122,13 +122,13 @@ def load_captions(text_dir: str, text: str, captions: str, limit: int | None = N
 
 
 class PairRows:
-    """A fine-tune's training rows (a row source, `lumos.rows`): virtual row r is image r % n in
+    """A fine-tune's training rows (a row source, `lumos.training.rows`): virtual row r is image r % n in
     pass r // n, whose caption kind is `caption_passes(...)[r // n]` ("mixed" with the default
     fraction 0.5: 2n rows, one short and one long pass), with the caption of image
     `noisy_index[r % n]` (Figure 2a's noise). Latents come from the pair set's features store,
     caption tokens from its text store, batch by batch."""
 
-    batch_keys = ("x0", "cond", "cond_mask")  # `lumos.rows.RowSource`: caption tokens and their mask
+    batch_keys = ("x0", "cond", "cond_mask")  # `lumos.training.rows.RowSource`: caption tokens and their mask
 
     def __init__(self, features_dir: str, text_dir: str, spec: dict, seed: int, long_fraction: float = 0.5):
         from lumos.store import FeatureStore
@@ -200,7 +200,7 @@ def build_t2i_model(base_config: dict, text_dim: int, n_tokens: int, cond_dropou
 def make_t2i_model(prior_dir: str | None, model_cfg: ModelSettings | dict, latent_shape, text_dim: int, n_tokens: int,
                    cond_dropout: float, seed: int):
     """The model a fine-tune starts from: the prior's backbone with a fresh caption path (its
-    condition path never kept: `lumos.prior.from_prior`), or a fresh model of `model_cfg` (prior
+    condition path never kept: `lumos.tasks.prior.from_prior`), or a fresh model of `model_cfg` (prior
     `none`)."""
     model_cfg = ModelSettings.from_config(model_cfg, "pretrain.model")
     torch.manual_seed(seed)
@@ -248,7 +248,7 @@ def finetune(features_dir: str, text_dir: str, name: str, prior_dir: str | None,
     higher resolution); the prior is then not read. `long_fraction` is the share of long captions
     of a ``mixed`` fine-tune (`caption_passes`)."""
     from lumos.data.buckets import bucket_dirs
-    from lumos.train import train_diffusion
+    from lumos.training.loop import train_diffusion
 
     spec = parse_finetune(name)
     buckets = bucket_dirs(features_dir)

@@ -18,7 +18,7 @@ cross-attention:
 3. sampling: DPM-Solver++ 20 steps with classifier-free guidance, bf16 weights.
 
 With `--variants`, instead, the I2I training step (one DINO CLS token) once per variant, at one
-batch, so each training-efficiency switch of the train settings (`lumos.train`: `compile`,
+batch, so each training-efficiency switch of the train settings (`lumos.training.loop`: `compile`,
 `fused_adamw`, `attention`, no host synchronisation per step) is measured before and after:
 see :data:`SWITCHES`. Every variant but `baseline` (fp32) is bf16 autocast plus its switches;
 join switches with `+` (`compile+fused-adamw`); `all` is what the gpu and paper presets train
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lumos.train import adamw, attention_backend, compile_model
+from lumos.training.loop import adamw, attention_backend, compile_model
 
 DATASHEET_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.1, "A10": 125.0}
 
@@ -155,7 +155,7 @@ def parse_variants(text: str) -> list[tuple[str, Variant]]:
 
 class _Trainer:
     """One training step as the workflow's loop runs it (AdamW, bf16 autocast, hybrid loss), with
-    a variant's switches made by the same helpers as `lumos.train.train_diffusion`."""
+    a variant's switches made by the same helpers as `lumos.training.loop.train_diffusion`."""
 
     def __init__(self, model, device, variant: Variant = Variant()):
         from lumos.diffusion.gaussian import GaussianDiffusion

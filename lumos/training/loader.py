@@ -8,10 +8,10 @@ that step's whole batch, its rows drawn by `BatchSampler` (a function of seed, r
 and step), so a torch DataLoader (batch_size=None) can read ahead with `workers` processes while
 the model trains; the batches, and so the weights, are the same with any number of workers.
 
-Row sources (the protocol, and the batch keys each declares: `lumos.rows`): `TensorRows`
+Row sources (the protocol, and the batch keys each declares: `lumos.training.rows`): `TensorRows`
 (tensors in memory: tests, diagnostics), `StoreRows` (named arrays of a features folder),
-`BucketRows` (one source per bucket), and the tasks' own (`lumos.pretrain.PoolRows`,
-`lumos.finetune.PairRows`, `lumos.nvs.ViewRows`, `lumos.i2v.ClipRows`). Each batch is checked
+`BucketRows` (one source per bucket), and the tasks' own (`lumos.tasks.i2i.PoolRows`,
+`lumos.tasks.t2i.PairRows`, `lumos.tasks.nvs.ViewRows`, `lumos.tasks.i2v.ClipRows`). Each batch is checked
 against its source's `batch_keys`.
 """
 
@@ -23,7 +23,7 @@ import time
 import numpy as np
 import torch
 
-from lumos.rows import check_batch_keys
+from lumos.training.rows import check_batch_keys
 
 
 def to_tensor(array: np.ndarray) -> torch.Tensor:
@@ -50,7 +50,7 @@ class TensorRows:
         if not len(self.latents) == len(self.cond) == len(self.cond_mask):
             raise ValueError(f"{len(self.latents)} latent buckets but {len(self.cond)} condition buckets")
         self.sizes = [len(x) for x in self.latents]
-        with_cond = [c is not None for c in self.cond]  # `lumos.rows.RowSource`: a condition's keys when given
+        with_cond = [c is not None for c in self.cond]  # `lumos.training.rows.RowSource`: a condition's keys when given
         with_mask = [c is not None and m is not None for c, m in zip(self.cond, self.cond_mask)]
         self.batch_keys = ("x0",) + ("cond",) * any(with_cond) + ("cond_mask",) * any(with_mask)
 
@@ -72,7 +72,7 @@ class StoreRows:
 
         self.store, self.keys = FeatureStore(features_dir), list(keys)
         self.sizes = [self.store.n]
-        self.batch_keys = tuple(self.keys)  # `lumos.rows.RowSource`
+        self.batch_keys = tuple(self.keys)  # `lumos.training.rows.RowSource`
 
     def batch(self, bucket: int, rows) -> dict[str, torch.Tensor]:
         return {k: to_tensor(v) for k, v in self.store.get(np.asarray(rows), self.keys).items()}
@@ -87,7 +87,7 @@ class BucketRows:
 
     @property
     def batch_keys(self) -> tuple[str, ...]:
-        """Its sources' keys (`lumos.rows.RowSource`; every bucket's batch carries the same)."""
+        """Its sources' keys (`lumos.training.rows.RowSource`; every bucket's batch carries the same)."""
         return self.sources[0].batch_keys
 
     def batch(self, bucket: int, rows) -> dict[str, torch.Tensor]:
@@ -145,7 +145,7 @@ class StepBatches(torch.utils.data.Dataset):
     read from `source`. Depends only on (seed, rank, step), never on which worker reads it.
 
     `draws(batch, generator)`, if given, adds the step's other random tensors to the batch (the
-    training step's timesteps and noise: `lumos.train.StepNoise`), drawn from the step's
+    training step's timesteps and noise: `lumos.training.loop.StepNoise`), drawn from the step's
     generator after its rows, so they are made ahead of the step like the batch itself."""
 
     def __init__(self, source, sampler, start: int, total: int, draws=None):

@@ -1,6 +1,6 @@
 """The resume key of a training command: which resumable state a run may continue.
 
-A training command keeps its resumable state (`lumos.train`: checkpoints, outside the rule's
+A training command keeps its resumable state (`lumos.training.loop`: checkpoints, outside the rule's
 declared outputs) in `--state/<resume key>`. A retry of the same job finds the same folder and
 resumes; a run whose weights would differ finds a fresh one. The key is derived from what the
 command received, not listed by hand, so a setting that a task adds keys its state by itself:
@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lumos.settings import TrainSettings
-from lumos.train import state_key
+from lumos.training.loop import state_key
 
 # Global keys of every slice that do not change the weights: where the run computes, and the
 # preset's name (the values the preset chose are in the slice themselves).

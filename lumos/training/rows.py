@@ -1,9 +1,9 @@
-"""The row-source protocol: what a task hands the trainer (`lumos.train.train_diffusion`).
+"""The row-source protocol: what a task hands the trainer (`lumos.training.loop.train_diffusion`).
 
 A row source says how many rows each aspect-ratio bucket has (`sizes`, one entry without
 buckets) and returns the batch of given rows of a bucket (`batch(bucket, rows)`: CPU tensors,
 one per key, as the model takes them). `batch_keys` names every key of its batches; the
-streaming loader (`lumos.loader.step_loader`) reads them ahead of the step. A batch for training
+streaming loader (`lumos.training.loader.step_loader`) reads them ahead of the step. A batch for training
 carries
 
 - `x0`, the clean latents the loss is taken on;
@@ -13,10 +13,10 @@ carries
   tokens or labels and their mask), `concat` (a latent concatenated channel-wise: NVS's input
   view), `camera` (NVS's relative pose), `first` (I2V's given first frame), or a new task's own.
 
-The trainer adds the step's `t` and `noise` (`lumos.train.StepNoise`); every key but
-`TRAINER_KEYS` goes to the model. Sources: `lumos.loader` (`TensorRows`,
-`StoreRows`, `BucketRows`), `lumos.pretrain.PoolRows`, `lumos.finetune.PairRows`,
-`lumos.nvs.ViewRows`, `lumos.i2v.ClipRows`.
+The trainer adds the step's `t` and `noise` (`lumos.training.loop.StepNoise`); every key but
+`TRAINER_KEYS` goes to the model. Sources: `lumos.training.loader` (`TensorRows`,
+`StoreRows`, `BucketRows`), `lumos.tasks.i2i.PoolRows`, `lumos.tasks.t2i.PairRows`,
+`lumos.tasks.nvs.ViewRows`, `lumos.tasks.i2v.ClipRows`.
 """
 
 from __future__ import annotations

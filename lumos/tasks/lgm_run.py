@@ -3,11 +3,11 @@
 Run by path inside LGM's environment (`envs/lgm.yaml`), not through the `lumos` package: this file
 imports only torch, numpy, Pillow, safetensors and LGM's own `core` modules from `--repo`.
 
-    python lumos/lgm_run.py --repo /path/to/LGM --weights /path/to/model_fp16_fixrot.safetensors \\
+    python lumos/tasks/lgm_run.py --repo /path/to/LGM --weights /path/to/model_fp16_fixrot.safetensors \\
         --inputs results/nvs/i2i/lgm_inputs --out results/nvs/i2i/lgm
 
 For each `object-<k>/` of `--inputs` (four views `view-<j>.png` and `cameras.json`, LGM's camera
-convention: `lumos/lgm.py`) it writes to `--out`:
+convention: `lumos/tasks/lgm.py`) it writes to `--out`:
 
 - `object-<k>.ply`: LGM's Gaussians, in LGM's frame (y up; the input view's camera on +z), the
   3D Gaussian Splatting .ply layout LGM writes (`core/gs.py`, `save_ply`);
@@ -85,7 +85,7 @@ def check_cameras(model, rays: torch.Tensor, device: torch.device, where) -> Non
     worst = float((rays.float() - default).abs().max())
     if worst > RAYS_TOLERANCE:
         raise SystemExit(f"{where}: the input cameras are not LGM's four default cameras (largest ray difference "
-                         f"{worst:.3g}): the camera conversion in lumos/lgm.py disagrees with LGM")
+                         f"{worst:.3g}): the camera conversion in lumos/tasks/lgm.py disagrees with LGM")
 
 
 def read_views(folder: Path, views: list[dict], size: int) -> torch.Tensor:
