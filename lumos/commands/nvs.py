@@ -46,11 +46,11 @@ def cmd_nvs_train(args):
     from lumos.tasks.nvs import finetune_nvs
     from lumos.settings import ModelSettings, TrainSettings
 
-    cfg, device = setup(args)
+    cfg, device = setup(args, ("nvs.prediction_type",))
     train = TrainSettings.from_config(cfg["nvs.train"], "nvs.train")
     model = ModelSettings.from_config(cfg["pretrain.model"], "pretrain.model")
     snapshot_every = cfg.get("nvs.snapshot_every") if args.out_snapshots else None
-    prediction_type = cfg.get("nvs.prediction_type", "epsilon")
+    prediction_type = cfg["nvs.prediction_type"]
     finish_training(finetune_nvs(args.features, args.prior, args.prior_kind, cfg["nvs.encoder"], model, train,
                                  cfg["nvs.cond_dropout"], outputs_of(args), state_folder(args, cfg), cfg["seed"],
                                  device, stop_after=args.stop_after, snapshot_every=snapshot_every,
