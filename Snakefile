@@ -23,6 +23,7 @@ include: "rules/i2v.smk"
 include: "rules/evaluate.smk"
 include: "rules/released.smk"
 include: "rules/report.smk"
+include: "rules/ablations.smk"
 
 
 rule all:

@@ -1,10 +1,15 @@
 # Components: at tiny/smoke scale the DAG trains the VAE, the DINO- and MoCo-style encoders and
 # the FID classifier, and saves them in Hugging Face format where the loaders expect them.
 
+# The split a component trains on: labelled images for the FID net, the pair set for the text
+# encoders (CLIP trains on it; T5 is randomly initialised), the clips for the video network, the
+# pool otherwise.
+COMPONENT_DATA = {"fid_net": "classifier", "t5": "pairs", "clip": "pairs", "video_net": "video_train"}
+
 
 rule train_component:
     input:
-        component_data,
+        lambda wc: f"results/data/{COMPONENT_DATA.get(wc.component, 'pool')}",
     output:
         directory("results/components/{component}"),
     params:

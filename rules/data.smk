@@ -6,6 +6,16 @@
 # With `data.captioner` set, a COCO source without `long_captions` is captioned first by a VLM
 # (rule caption) and curated with the JSON it writes.
 from lumos.data.captions import assign_planned_long_captions  # noqa: E402
+from lumos.workflow.jobs import data_jobs  # noqa: E402
+from lumos.workflow.splits import (  # noqa: E402
+    aesthetic_dag_files,
+    dag_sources,
+    data_args,
+    data_keys,
+    model_scored_sources,
+    split_base,
+    split_size,
+)
 
 # {(split, source index): long-caption file the DAG writes}, set as those sources' `long_captions`
 CAPTIONED = assign_planned_long_captions(config["data"])
@@ -17,12 +27,12 @@ localrules:
 
 rule aesthetic_part:
     input:
-        aesthetic_inputs,
+        lambda wc: aesthetic_dag_files(config, wc.split),
     output:
         "results/aesthetic/{split}.part{part}.jsonl",
     params:
         cfg=lambda wc: cfg_json(f"data.sources.{wc.split}", "data.curation"),
-        parts=lambda wc: data_jobs(wc.split),
+        parts=lambda wc: data_jobs(config, wc.split),
     resources:
         **rule_resources("aesthetic_part"),
     log:
@@ -64,15 +74,21 @@ rule caption:
 
 rule data_part:
     input:
-        source_inputs,
-        lambda wc: [path for (split, _), path in CAPTIONED.items() if split == split_base(wc.split)[0]],
-        scores=aesthetic_scores,
+        lambda wc: dag_sources(config, wc.split),
+        lambda wc: [path for (split, _), path in CAPTIONED.items() if split == split_base(config, wc.split)[0]],
+        # the scores of the split's model-scored sources, by this part's scoring job (a resolution
+        # variant reads its base split's: the same jobs read the same items)
+        scores=lambda wc: (
+            f"results/aesthetic/{split_base(config, wc.split)[0]}.part{wc.part}.jsonl"
+            if model_scored_sources(config, split_base(config, wc.split)[0])
+            else []
+        ),
     output:
         temp(directory("results/data/{split}.part{part}")),
     params:
-        cfg=lambda wc: data_cfg(wc.split),
-        args=lambda wc: data_args(wc.split),
-        parts=lambda wc: data_jobs(wc.split),
+        cfg=lambda wc: cfg_json(*data_keys(config, wc.split)),
+        args=lambda wc: data_args(config, wc.split),
+        parts=lambda wc: data_jobs(config, wc.split),
         scores=lambda wc, input: f" --scores {input.scores}" if input.scores else "",
     resources:
         **rule_resources("data_part"),
@@ -87,11 +103,11 @@ rule data_part:
 
 rule gather_data:
     input:
-        lambda wc: parts(f"results/data/{wc.split}", data_jobs(wc.split)),
+        lambda wc: parts(f"results/data/{wc.split}", data_jobs(config, wc.split)),
     output:
         directory("results/data/{split}"),
     params:
-        n=lambda wc: split_size(wc.split),
+        n=lambda wc: split_size(config, wc.split),
         min_fraction=config["data"]["curation"]["min_fraction"],
     log:
         "results/logs/data/{split}.gather.log",

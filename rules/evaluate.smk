@@ -1,6 +1,17 @@
 # Evaluation: sample one image per eval image, then FID against the split's statistics.
 # `sample.jobs` parallel jobs (GPU jobs on a cluster) each make every jobs-th batch; a local
 # gather joins their folders.
+from lumos.workflow.jobs import i2i_samples, sample_jobs, t2i_samples  # noqa: E402
+from lumos.workflow.names import FINETUNE_WILDCARD, parse_run, run_args, snapshot_name, trained_run  # noqa: E402
+from lumos.workflow.splits import run_features, t2i_text  # noqa: E402
+
+EVAL_SPLITS = config["eval"]["splits"]
+# The settings FID steps read: the feature network (its own settings when it is
+# `components.fid_net`, the weights file when it is Inception) and the batch size; and the network
+# the DAG trains, if any.
+_fid_net = ["components.fid_net"] if config["eval"]["fid_extractor"] == "fid_net" else ["eval.inception"]
+FID_CFG = cfg_json("eval.fid_extractor", "eval.batch_size", *_fid_net)
+FID_NETS = trained("fid_net") if config["eval"]["fid_extractor"] == "fid_net" else []
 
 
 localrules:
@@ -10,18 +21,30 @@ localrules:
 
 rule sample:
     input:
-        features=sample_features,
-        model=sample_model,
+        # the evaluation split's features, the conditions sampled from
+        features=lambda wc: f"results/features/{run_features(config, wc.run, wc.split)}",
+        # the trained model: none for the untrained ceiling, the imported release for `released_i2i`,
+        # the snapshots of a `_step<N>` run
+        model=lambda wc: (
+            "results/released/i2i/model"
+            if wc.run == "released_i2i"
+            else []
+            if wc.run == "untrained"
+            else f"results/pretrain/{trained_run(wc.run)}/{'snapshots' if parse_run(wc.run)['step'] else 'model'}"
+        ),
         components=trained("vae"),
     output:
         temp(directory("results/samples/{run}/{split}.part{part}")),
     params:
-        cfg=lambda wc: cfg_json(run_key(wc.run), "pretrain.model", "components.vae", "sample"),
+        cfg=lambda wc: cfg_json(f"pretrain.runs.{parse_run(wc.run)['base']}", "pretrain.model", "components.vae", "sample"),
         run=lambda wc: run_args(wc.run, sampling=True),
-        n=sample_count,
-        model=sample_model_path,
+        n=lambda wc: i2i_samples(config, wc.run, wc.split),
+        # the model folder, a `_step<N>` run's snapshot in it, or none
+        model=lambda wc, input: (
+            f"{input.model}/{snapshot_name(parse_run(wc.run)['step'])}" if parse_run(wc.run)["step"] else (input.model or "none")
+        ),
         work="results/state/samples/{run}/{split}.part{part}",
-        parts=lambda wc: sample_jobs(sample_count(wc)),
+        parts=lambda wc: sample_jobs(config, i2i_samples(config, wc.run, wc.split)),
     threads: 1
     resources:
         **rule_resources("sample"),
@@ -37,7 +60,7 @@ rule sample:
 
 rule gather_samples:
     input:
-        lambda wc: parts(f"results/samples/{wc.run}/{wc.split}", sample_jobs(sample_count(wc))),
+        lambda wc: parts(f"results/samples/{wc.run}/{wc.split}", sample_jobs(config, i2i_samples(config, wc.run, wc.split))),
     output:
         directory("results/samples/{run}/{split}"),
     log:
@@ -51,11 +74,11 @@ rule gather_samples:
 rule fid_reference:
     input:
         data="results/data/{split}",
-        components=fid_inputs(),
+        components=FID_NETS,
     output:
         "results/eval/fid/reference_{split}.npz",
     params:
-        cfg=fid_cfg(),
+        cfg=FID_CFG,
     threads: 1
     resources:
         **rule_resources("fid_reference"),
@@ -72,11 +95,11 @@ rule fid:
     input:
         samples="results/samples/{run}/{split}",
         reference="results/eval/fid/reference_{split}.npz",
-        components=fid_inputs(),
+        components=FID_NETS,
     output:
         "results/eval/fid/{run}_{split}.json",
     params:
-        cfg=fid_cfg(),
+        cfg=FID_CFG,
     threads: 1
     resources:
         **rule_resources("fid"),
@@ -94,11 +117,11 @@ rule fid_real:
     input:
         data="results/data/{split}_ref",
         reference="results/eval/fid/reference_{split}.npz",
-        components=fid_inputs(),
+        components=FID_NETS,
     output:
         "results/eval/fid/real_{split}.json",
     params:
-        cfg=fid_cfg(),
+        cfg=FID_CFG,
     threads: 1
     resources:
         **rule_resources("fid_real"),
@@ -117,7 +140,10 @@ rule fid_real:
 
 rule t2i_sample:
     input:
-        model=ft_model,
+        # final EMA weights or the snapshots folder; none for the untrained sanity row
+        model=lambda wc: (
+            [] if wc.ft == "untrained" else f"results/t2i/{wc.ft}/{'model' if wc.ckpt == 'final' else 'snapshots'}"
+        ),
         features="results/features/{split}",
         text="results/features/{split}_text",
         components=trained("vae"),
@@ -125,11 +151,13 @@ rule t2i_sample:
         temp(directory("results/samples/t2i/{ft}/{ckpt}/{split}_{captions}.part{part}")),
     params:
         cfg=cfg_json("pretrain.model", "components.vae", "sample"),
-        text=t2i_text,
-        n=t2i_samples,
-        model=ft_model_path,
+        text=lambda wc: t2i_text(config, wc.ft),
+        n=lambda wc: t2i_samples(config, wc.split, wc.ckpt),
+        model=lambda wc, input: (
+            "none" if wc.ft == "untrained" else input.model if wc.ckpt == "final" else f"{input.model}/{wc.ckpt}"
+        ),
         work="results/state/samples/t2i/{ft}/{ckpt}/{split}_{captions}.part{part}",
-        parts=lambda wc: sample_jobs(t2i_samples(wc)),
+        parts=lambda wc: sample_jobs(config, t2i_samples(config, wc.split, wc.ckpt)),
     threads: 1
     resources:
         **rule_resources("t2i_sample"),
@@ -146,7 +174,10 @@ rule t2i_sample:
 
 rule gather_t2i_samples:
     input:
-        lambda wc: parts(f"results/samples/t2i/{wc.ft}/{wc.ckpt}/{wc.split}_{wc.captions}", sample_jobs(t2i_samples(wc))),
+        lambda wc: parts(
+            f"results/samples/t2i/{wc.ft}/{wc.ckpt}/{wc.split}_{wc.captions}",
+            sample_jobs(config, t2i_samples(config, wc.split, wc.ckpt)),
+        ),
     output:
         directory("results/samples/t2i/{ft}/{ckpt}/{split}_{captions}"),
     log:
@@ -161,11 +192,11 @@ rule t2i_fid:
     input:
         samples="results/samples/t2i/{ft}/{ckpt}/{split}_{captions}",
         reference="results/eval/fid/reference_{split}.npz",
-        components=fid_inputs(),
+        components=FID_NETS,
     output:
         "results/eval/t2i/{ft}/{ckpt}/fid_{split}_{captions}.json",
     params:
-        cfg=fid_cfg(),
+        cfg=FID_CFG,
     threads: 1
     resources:
         **rule_resources("fid"),
@@ -204,19 +235,19 @@ rule t2i_bench:
     input:
         model=lambda wc: [] if wc.ft == "untrained" else f"results/t2i/{wc.ft}/model",
         features="results/features/pairs",
-        components=lambda wc: trained("vae", t2i_text(wc)),
+        components=lambda wc: trained("vae", t2i_text(config, wc.ft)),
     output:
         directory("results/eval/t2i/{ft}/{bench}"),
     params:
         cfg=lambda wc: cfg_json(
             f"t2i.eval.{wc.bench}",
             "data.image_size",
-            f"components.{t2i_text(wc)}",
+            f"components.{t2i_text(config, wc.ft)}",
             "pretrain.model",
             "components.vae",
             "sample",
         ),
-        text=t2i_text,
+        text=lambda wc: t2i_text(config, wc.ft),
         model=lambda wc, input: input.model or "none",
         work="results/state/bench/{ft}/{bench}",
     threads: 1
@@ -250,19 +281,32 @@ rule bench_ground_truth:
 # They score results/t2i/<ft>/pipeline, the stage-1 (256 px) model that Table 2 also reports, and
 # with config released.t2i the released T2I model (`released_t2i`, sampled with its own settings,
 # released.t2i_sample: rules/released.smk).
+OFFICIAL = config["t2i"]["eval"].get("official", {})  # paper: the official GenEval / DPG-Bench
+OFFICIAL_FT = f"{FINETUNE_WILDCARD}|released_t2i"  # their `{ft}`: our fine-tunes and the released T2I model
+# `accelerate launch` flags of dpg_official, as DPG-Bench's dist_eval.sh passes them (fp16; one
+# process per GPU of the official_eval job, on one node)
+_processes = max(1, rule_request("official_eval").get("gpus_per_node", 0))
+OFFICIAL_LAUNCH = f"--num_machines 1 --num_processes {_processes}{' --multi_gpu' if _processes > 1 else ''} --mixed_precision fp16"
 
 
 rule official_images:
     input:
-        official_pipeline,
+        # the exported pipeline whose images are scored: a fine-tune's, or the imported released T2I
+        # model's (`released_t2i`)
+        lambda wc: "results/released/t2i/pipeline" if wc.ft == "released_t2i" else f"results/t2i/{wc.ft}/pipeline",
     output:
         images=directory("results/eval/t2i/{ft}/{bench}_official/images"),
         resolution="results/eval/t2i/{ft}/{bench}_official/resolution.txt",
     wildcard_constraints:
         ft=OFFICIAL_FT,
     params:
-        cfg=lambda wc: cfg_json(sample_key(wc.ft), official_repo_key(wc.bench), "t2i.eval.geneval.images_per_prompt"),
-        sample_key=lambda wc: sample_key(wc.ft),
+        # the released model is sampled with its official sampler at 1024 px (`released.t2i_sample`)
+        cfg=lambda wc: cfg_json(
+            "released.t2i_sample" if wc.ft == "released_t2i" else "sample",
+            f"t2i.eval.official.{'geneval' if wc.bench == 'geneval' else 'dpg'}_repo",
+            "t2i.eval.geneval.images_per_prompt",
+        ),
+        sample_key=lambda wc: "released.t2i_sample" if wc.ft == "released_t2i" else "sample",
     threads: 1
     resources:
         **rule_resources("t2i_bench"),
@@ -312,7 +356,7 @@ rule dpg_official:
         ft=OFFICIAL_FT,
     params:
         repo=OFFICIAL.get("dpg_repo", ""),
-        launch=official_launch_flags(),
+        launch=OFFICIAL_LAUNCH,
     resources:
         **rule_resources("official_eval"),
     log:

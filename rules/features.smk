@@ -1,6 +1,9 @@
 # Features: VAE latents and encoder tokens, extracted once per split and reused by every run.
 # `features.jobs` parallel jobs (GPU jobs on a cluster) each encode every jobs-th data shard;
-# a local gather joins their folders.
+# a local gather joins their folders. Which encoders a folder caches: lumos/workflow/splits.py.
+from lumos.workflow.jobs import feature_jobs  # noqa: E402
+from lumos.workflow.names import features_of  # noqa: E402
+from lumos.workflow.splits import feature_encoders, patch_encoders  # noqa: E402
 
 
 localrules:
@@ -10,19 +13,19 @@ localrules:
 rule features:
     input:
         data=lambda wc: f"results/data/{features_of(wc.split)[0]}",
-        components=lambda wc: trained("vae", *feature_encoders(wc.split)),
+        components=lambda wc: trained("vae", *feature_encoders(config, wc.split)),
     output:
         temp(directory("results/features/{split}.part{part}")),
     params:
         cfg=lambda wc: cfg_json(
             "components.vae",
-            *(f"components.{e}" for e in feature_encoders(wc.split)),
+            *(f"components.{e}" for e in feature_encoders(config, wc.split)),
             "features.batch_size",
             "features.patch_tokens",
         ),
-        encoders=lambda wc: " ".join(feature_encoders(wc.split)),
-        patch=lambda wc: " ".join(patch_encoders(wc.split)),
-        parts=lambda wc: feature_jobs(wc.split),
+        encoders=lambda wc: " ".join(feature_encoders(config, wc.split)),
+        patch=lambda wc: " ".join(patch_encoders(config, wc.split)),
+        parts=lambda wc: feature_jobs(config, wc.split),
     threads: 1
     resources:
         **rule_resources("features"),
@@ -37,7 +40,7 @@ rule features:
 
 rule gather_features:
     input:
-        lambda wc: parts(f"results/features/{wc.split}", feature_jobs(wc.split)),
+        lambda wc: parts(f"results/features/{wc.split}", feature_jobs(config, wc.split)),
     output:
         directory("results/features/{split}"),
     log:

@@ -1,6 +1,18 @@
 # T2I fine-tuning from an I2I prior (eq. 2): caption tokens are cached once per captioned split,
 # then each fine-tune loads its prior, attaches a fresh caption projection and trains on the pairs.
-# Resumable state lives in results/state/ like pretraining.
+# Resumable state lives in results/state/ like pretraining. Fine-tune names are
+# <prior>-<text encoder>-<captions>-n<noise %> (lumos/workflow/names.py parses them; the rules ask
+# it rather than splitting names themselves).
+from lumos.workflow.jobs import text_jobs  # noqa: E402
+from lumos.workflow.names import parse_finetune  # noqa: E402
+from lumos.workflow.snapshots import t2i_snapshots  # noqa: E402
+from lumos.workflow.splits import split_base, stage_features, t2i_stages, t2i_text, text_encoders, text_reused  # noqa: E402
+
+T2I_MAIN = config["t2i"]["main"]
+TEXT_ENCODERS = text_encoders(config)  # the main fine-tune's and those Figures 11 and 11b compare
+SNAPSHOTS = t2i_snapshots(config)  # the EMA snapshots of a fine-tune: the figures' curves
+# Table S1: stage k >= 2 continues stage k-1 at a higher resolution on results/data/pairs_<px>px.
+STAGES = t2i_stages(config)
 
 
 localrules:
@@ -9,7 +21,16 @@ localrules:
 
 rule text_features:
     input:
-        unpack(lambda wc: text_reuse(wc.split)),
+        # a bucketed curated split copies its caption tokens from its base split's (the same images,
+        # matched by key): no text encoder runs again
+        unpack(
+            lambda wc: {
+                "reuse_text": f"results/features/{split_base(config, wc.split)[0]}_text",
+                "reuse_data": f"results/data/{split_base(config, wc.split)[0]}",
+            }
+            if text_reused(config, wc.split)
+            else {}
+        ),
         data="results/data/{split}",
         components=trained(*TEXT_ENCODERS),
     output:
@@ -17,7 +38,7 @@ rule text_features:
     params:
         cfg=cfg_json(*(f"components.{e}" for e in TEXT_ENCODERS), "features.batch_size"),
         encoders=" ".join(TEXT_ENCODERS),
-        parts=lambda wc: text_jobs(wc.split),
+        parts=lambda wc: text_jobs(config, wc.split),
         reuse=lambda wc, input: (
             f"--reuse-text {input.reuse_text} --reuse-data {input.reuse_data}" if "reuse_text" in input.keys() else ""
         ),
@@ -35,7 +56,7 @@ rule text_features:
 
 rule gather_text_features:
     input:
-        lambda wc: parts(f"results/features/{wc.split}_text", text_jobs(wc.split)),
+        lambda wc: parts(f"results/features/{wc.split}_text", text_jobs(config, wc.split)),
     output:
         directory("results/features/{split}_text"),
     log:
@@ -50,7 +71,10 @@ rule finetune:
     input:
         features="results/features/pairs",
         text="results/features/pairs_text",
-        prior=ft_prior,
+        # the I2I model a fine-tune starts from ([] for `none`: from scratch)
+        prior=lambda wc: (
+            [] if parse_finetune(wc.ft)["prior"] == "none" else f"results/pretrain/{parse_finetune(wc.ft)['prior']}/model"
+        ),
     output:
         model=directory("results/t2i/{ft}/model"),
         raw=directory("results/t2i/{ft}/model_raw"),
@@ -81,8 +105,13 @@ rule finetune:
 
 rule finetune_stage:
     input:
-        unpack(stage_pairs),
-        init=stage_init,
+        # the pair set's features at the stage's resolution (in its aspect-ratio buckets when the stage
+        # has `aspect_ratios`: Table S1's multi-scale stage) and its caption tokens
+        unpack(lambda wc: {k: f"results/features/{v}" for k, v in stage_features(config, wc.stage).items()}),
+        # the model a stage continues: the previous stage's (stage 1 = the fine-tune itself)
+        init=lambda wc: (
+            f"results/t2i/{wc.ft}/model" if int(wc.stage) == 2 else f"results/t2i/{wc.ft}/stage{int(wc.stage) - 1}/model"
+        ),
     output:
         model=directory("results/t2i/{ft}/stage{stage}/model"),
         raw=directory("results/t2i/{ft}/stage{stage}/model_raw"),
@@ -116,8 +145,8 @@ rule t2i_pipeline:
     output:
         directory("results/t2i/{ft}/pipeline"),
     params:
-        cfg=lambda wc: cfg_json("components.vae", f"components.{t2i_text(wc)}", "sample.sampler"),
-        text=t2i_text,
+        cfg=lambda wc: cfg_json("components.vae", f"components.{t2i_text(config, wc.ft)}", "sample.sampler"),
+        text=lambda wc: t2i_text(config, wc.ft),
     resources:
         **rule_resources("text_features"),  # loads the text encoder (paper: the 4.7B T5) like a text-feature job
     log:

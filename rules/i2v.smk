@@ -2,6 +2,19 @@
 # ingested by many jobs at paper scale), their video features (per-frame latents, the first
 # frame's CLS), Lumos-I2V fine-tuned from each prior of `i2v.priors`, samples from every eval
 # split's first frames, and FVD / KVD / PIC against the real clips.
+from lumos.workflow.jobs import clip_feature_jobs, clip_jobs  # noqa: E402
+
+# The prior labels of `i2v.priors`, the evaluation splits, the first-frame condition encoder and
+# PIC's encoder (the DAG's image encoder at small scale).
+I2V_PRIORS = list(config["i2v"]["priors"])
+I2V_MAIN = config["i2v"]["main"]
+I2V_EVAL = config["i2v"]["eval_splits"]
+I2V_ENCODER = config["i2v"]["encoder"]
+I2V_PIC_ENCODER = config["components"].get("pic", {}).get("encoder", I2V_ENCODER)
+if I2V_MAIN not in I2V_PRIORS:
+    raise WorkflowError(f"config key 'i2v.main': {I2V_MAIN!r} is not a label of i2v.priors ({I2V_PRIORS})")
+if "real" in I2V_PRIORS:
+    raise WorkflowError("config key 'i2v.priors': the label 'real' is the metrics' sanity rows'; choose another")
 
 
 localrules:
@@ -20,7 +33,7 @@ rule clips_part:
             f"i2v.splits.{wc.clipsplit}", f"i2v.sources.{wc.clipsplit}", "i2v.frames", "i2v.stride",
             "data.image_size", "data.shard_size", "data.curation.max_pixels",
         ),
-        parts=lambda wc: clip_jobs(wc.clipsplit),
+        parts=lambda wc: clip_jobs(config, wc.clipsplit),
     resources:
         **rule_resources("clips_part"),
     log:
@@ -34,7 +47,7 @@ rule clips_part:
 
 rule gather_clips:
     input:
-        lambda wc: parts(f"results/data/{wc.clipsplit}", clip_jobs(wc.clipsplit)),
+        lambda wc: parts(f"results/data/{wc.clipsplit}", clip_jobs(config, wc.clipsplit)),
     output:
         directory("results/data/{clipsplit}"),
     params:
@@ -55,7 +68,7 @@ rule video_features:
         temp(directory("results/features/{clipsplit}.part{part}")),
     params:
         cfg=cfg_json("components.vae", f"components.{I2V_ENCODER}", "features.batch_size", "i2v.encoder"),
-        parts=lambda wc: clip_feature_jobs(wc.clipsplit),
+        parts=lambda wc: clip_feature_jobs(config, wc.clipsplit),
     threads: 1
     resources:
         **rule_resources("video_features"),
@@ -70,7 +83,7 @@ rule video_features:
 
 rule gather_video_features:
     input:
-        lambda wc: parts(f"results/features/{wc.clipsplit}", clip_feature_jobs(wc.clipsplit)),
+        lambda wc: parts(f"results/features/{wc.clipsplit}", clip_feature_jobs(config, wc.clipsplit)),
     output:
         directory("results/features/{clipsplit}"),
     log:
@@ -136,7 +149,8 @@ rule i2v_sample:
 # halves (the floor) and between the split and the same clips with their frames shuffled.
 rule i2v_metrics:
     input:
-        unpack(i2v_metric_inputs),
+        # the samples a metrics job scores (none for the `real` sanity rows)
+        unpack(lambda wc: {} if wc.vprior == "real" else {"samples": f"results/i2v/{wc.vprior}/samples/{wc.clipsplit}"}),
         data="results/data/{clipsplit}",
         components=trained("video_net", I2V_PIC_ENCODER),
     output:

@@ -1,6 +1,28 @@
 # Novel view synthesis (Table 4, Figures 5 and 7): rendered-view splits (the 3D Shapes world, or
 # imported renders at paper scale), their features through the common `features` rule, Lumos-NVS
 # fine-tuned from each prior of `nvs.priors`, and its evaluation on the held-out test objects.
+from lumos.workflow.inputs import lgm_weights  # noqa: E402
+from lumos.workflow.jobs import nvs_eval_objects, nvs_saved_views, view_jobs  # noqa: E402
+from lumos.workflow.snapshots import nvs_snapshots  # noqa: E402
+
+# The prior labels of `nvs.priors` (label -> none | pretrain run | T2I fine-tune), the snapshots of
+# Figure 5's curves and the prior of Table 4's Lumos-NVS row.
+NVS_PRIORS = list(config["nvs"]["priors"])
+NVS_MAIN = config["nvs"]["main"]
+NVS_SNAPSHOTS = nvs_snapshots(config)
+if NVS_MAIN not in NVS_PRIORS:
+    raise WorkflowError(f"config key 'nvs.main': {NVS_MAIN!r} is not a label of nvs.priors ({NVS_PRIORS})")
+if {"input", "vae"} & set(NVS_PRIORS):
+    raise WorkflowError("config key 'nvs.priors': the labels 'input' and 'vae' are the baseline's and the ceiling's")
+# The VAE whose decoder is fine-tuned on the NVS renders (`nvs.decoder`) decodes the evaluated views.
+NVS_DECODER = {"decoder": "results/components/vae_nvs"} if config["nvs"]["decoder"] else {}
+# LGM reconstruction (rules lgm_inputs, lgm_reconstruct): optional, paper preset only, built for
+# Table 4's Lumos-NVS prior when `nvs.lgm` is set.
+LGM = config["nvs"]["lgm"] or {}
+LGM_TARGETS = [f"results/nvs/{NVS_MAIN}/lgm"] if LGM else []
+if LGM and config["preset"] != "paper":
+    raise WorkflowError(f"config key 'nvs.lgm' is for the paper preset only, not {config['preset']!r}: "
+                        "LGM needs CUDA and its released weights")
 
 
 localrules:
@@ -22,7 +44,7 @@ rule views_part:
         cfg=lambda wc: cfg_json(
             f"nvs.splits.{wc.vsplit}", "nvs.paths", "nvs.camera", "data.image_size", "data.shard_size"
         ),
-        parts=lambda wc: view_jobs(wc.vsplit),
+        parts=lambda wc: view_jobs(config, wc.vsplit),
     resources:
         **rule_resources("views"),
     log:
@@ -36,7 +58,7 @@ rule views_part:
 
 rule gather_views:
     input:
-        lambda wc: parts(f"results/data/{wc.vsplit}", view_jobs(wc.vsplit)),
+        lambda wc: parts(f"results/data/{wc.vsplit}", view_jobs(config, wc.vsplit)),
     output:
         directory("results/data/{vsplit}"),
     log:
@@ -105,16 +127,29 @@ rule nvs_decoder:
 # baseline that returns the input view, `vae` the target views through the VAE (the ceiling).
 rule nvs_eval:
     input:
-        unpack(nvs_eval_inputs),
+        # the evaluated model (none for the `input` baseline) and the VAE that decodes its views
+        unpack(
+            lambda wc: {}
+            if wc.prior == "input"
+            else {
+                **({} if wc.prior == "vae" else {"model": f"results/nvs/{wc.prior}/{'model' if wc.ckpt == 'final' else 'snapshots'}"}),
+                "components": trained("vae"),
+                **NVS_DECODER,
+            }
+        ),
         data="results/data/nvs_test",
         features="results/features/nvs_test",
     output:
         directory("results/nvs/{prior}/eval/{ckpt}"),
     params:
         cfg=cfg_json("components.vae", "nvs.encoder", "nvs.eval", "sample"),
-        model=nvs_eval_model,
-        objects=lambda wc: nvs_eval_objects(wc.ckpt),
-        views=nvs_saved_views,
+        model=lambda wc, input: (
+            wc.prior
+            if wc.prior in ("input", "vae")
+            else input.model if wc.ckpt == "final" else f"{input.model}/{wc.ckpt}"
+        ),
+        objects=lambda wc: f" --objects {nvs_eval_objects(config, wc.ckpt)}" if nvs_eval_objects(config, wc.ckpt) else "",
+        views=lambda wc: nvs_saved_views(config, wc.prior, wc.ckpt),
         decoder=lambda wc, input: f" --decoder {input.decoder}" if "decoder" in input.keys() else "",
     threads: 1
     resources:
@@ -206,13 +241,13 @@ rule lgm_inputs:
 rule lgm_reconstruct:
     input:
         views="results/nvs/{prior}/lgm_inputs",
-        weights=lgm_weights,
+        weights=lambda wc: lgm_weights(config),  # checked: a missing repo or weights file names its key
     output:
         directory("results/nvs/{prior}/lgm"),
     params:
         repo=LGM.get("repo", ""),
-        variant=LGM.get("variant", "big"),
-        run=os.path.join(workflow.basedir, "lumos", "lgm_run.py"),
+        variant=LGM.get("variant", ""),
+        run=os.path.join(workflow.basedir, "lumos", "tasks", "lgm_run.py"),
     resources:
         **rule_resources("lgm"),
     log:

@@ -1,10 +1,16 @@
 # I2I pretraining. Resumable state lives in results/state/ (not a declared output, so
-# Snakemake does not delete it): a killed run continues from its last checkpoint.
+# Snakemake does not delete it): a killed run continues from its last checkpoint. Run names
+# (<run>[_pool<N>][_drop<P>]...): lumos/workflow/names.py.
+from lumos.workflow.inputs import released_checkpoint  # noqa: E402
+from lumos.workflow.names import parse_run, run_args  # noqa: E402
+from lumos.workflow.splits import run_features  # noqa: E402
 
 
 rule pretrain:
     input:
-        run_features,
+        # the pool, or ImageNet-1K (`data: imagenet1k`, the paper's Figure 8 priors); `+<encoder>` for
+        # a run whose encoder is not a main one
+        lambda wc: f"results/features/{run_features(config, wc.run)}",
     output:
         model=directory("results/pretrain/{run}/model"),
         raw=directory("results/pretrain/{run}/model_raw"),
@@ -13,7 +19,9 @@ rule pretrain:
         summary="results/pretrain/{run}/train_summary.json",
         snapshots=directory("results/pretrain/{run}/snapshots"),
     params:
-        cfg=lambda wc: cfg_json(run_key(wc.run), "pretrain.model", "pretrain.train", "pretrain.snapshot_every"),
+        cfg=lambda wc: cfg_json(
+            f"pretrain.runs.{parse_run(wc.run)['base']}", "pretrain.model", "pretrain.train", "pretrain.snapshot_every"
+        ),
         run=lambda wc: run_args(wc.run),
         state="results/state/pretrain/{run}",
     threads: 1
@@ -35,7 +43,7 @@ rule pretrain:
 # folder and sampled like a run of our own (`released_i2i` in Table 1).
 rule import_released:
     input:
-        released_checkpoint,
+        lambda wc: released_checkpoint(config, wc.kind),  # checked: unset or missing names the key
     output:
         directory("results/released/{kind}/model"),
     resources:

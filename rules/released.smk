@@ -9,8 +9,16 @@
 #   Table 3: the official GenEval / DPG-Bench evaluators (rules official_images ... official_scores
 #            with ft = released_t2i, from the pipeline exported here);
 #   results/released_t2i_samples.png: the paper's own prompts (Figures 1a, S4, S5).
-# Nothing here runs, and T5 v1.1 is never loaded, unless `released.t2i` is set (helpers and the
-# preset check: rules/common.smk, "released weights").
+# Nothing here runs, and T5 v1.1 is never loaded, unless `released.t2i` is set; outside the paper
+# preset the key stops the workflow, naming what is missing.
+from lumos.eval.fid import INCEPTION_SIZE  # noqa: E402
+from lumos.workflow.inputs import released_t2i_missing  # noqa: E402
+from lumos.workflow.jobs import feature_jobs, released_sample_jobs  # noqa: E402
+from lumos.workflow.splits import split_size  # noqa: E402
+
+if "t2i" in RELEASED and released_t2i_missing(config):
+    raise WorkflowError(f"config key 'released.t2i' is set, but the released T2I rows are built on the paper "
+                        f"preset only (--configfile config/paper.yaml): missing {'; '.join(released_t2i_missing(config))}")
 
 
 localrules:
@@ -25,7 +33,7 @@ rule released_text_features:
         temp(directory("results/released/t2i/text/{split}.part{part}")),
     params:
         cfg=cfg_json("components.t5_released", "features.batch_size"),
-        parts=lambda wc: feature_jobs(wc.split),
+        parts=lambda wc: feature_jobs(config, wc.split),
     threads: 1
     resources:
         **rule_resources("text_features"),
@@ -40,7 +48,7 @@ rule released_text_features:
 
 rule gather_released_text:
     input:
-        lambda wc: parts(f"results/released/t2i/text/{wc.split}", feature_jobs(wc.split)),
+        lambda wc: parts(f"results/released/t2i/text/{wc.split}", feature_jobs(config, wc.split)),
     output:
         directory("results/released/t2i/text/{split}"),
     log:
@@ -60,8 +68,8 @@ rule released_t2i_sample:
         temp(directory("results/released/t2i/samples/{split}.part{part}")),
     params:
         cfg=cfg_json("released.t2i_sample", "components.vae"),
-        n=lambda wc: split_size(wc.split),
-        parts=lambda wc: released_sample_jobs(wc.split),
+        n=lambda wc: split_size(config, wc.split),
+        parts=lambda wc: released_sample_jobs(config, wc.split),
         work="results/state/released/t2i/samples/{split}.part{part}",
     threads: 1
     resources:
@@ -78,7 +86,7 @@ rule released_t2i_sample:
 
 rule gather_released_samples:
     input:
-        lambda wc: parts(f"results/released/t2i/samples/{wc.split}", released_sample_jobs(wc.split)),
+        lambda wc: parts(f"results/released/t2i/samples/{wc.split}", released_sample_jobs(config, wc.split)),
     output:
         directory("results/released/t2i/samples/{split}"),
     log:
@@ -92,12 +100,14 @@ rule gather_released_samples:
 rule released_t2i_fid:
     input:
         samples="results/released/t2i/samples/{split}",
-        reference=lambda wc: released_fid_reference(wc.split),
-        components=fid_inputs(),
+        # the split's images curated at Inception's input size, so that clean-fid only scales the 1024 px
+        # samples down (`lumos.eval.fid.check_comparable`)
+        reference=lambda wc: f"results/eval/fid/reference_{wc.split}_{INCEPTION_SIZE}px.npz",
+        components=FID_NETS,
     output:
         "results/eval/t2i/released_t2i/fid_{split}_short.json",
     params:
-        cfg=fid_cfg(),
+        cfg=FID_CFG,
     threads: 1
     resources:
         **rule_resources("fid"),

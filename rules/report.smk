@@ -1,5 +1,8 @@
 # Report: the paper's tables and figures. Each is marked for Snakemake's report (captions in
 # docs/report/, one category per paper section):  snakemake --report results/report.html
+from lumos.report.released import RELEASED_T2I_LABEL  # noqa: E402
+from lumos.workflow.figures import fig12_runs, fig_runs  # noqa: E402
+from lumos.workflow.splits import curated_splits, run_features  # noqa: E402
 
 FIGURE_CATEGORY = "T2I from priors (Figures 2a, 2b, 8, 11, S1)"
 
@@ -9,7 +12,6 @@ localrules:
     table3,
     figure,
     fig12,
-    ablation_figure,
     official_scores,
 
 
@@ -21,11 +23,18 @@ rule table1:
             split=EVAL_SPLITS,
         ),
         grid_data=f"results/data/{EVAL_SPLITS[0]}",
-        splits=table_splits(
-            *(config["pretrain"]["runs"][r].get("data", "pool") for r in ("lumos_i2i", "rcg")),
-            *EVAL_SPLITS,
-            *(f"{s}_ref" for s in EVAL_SPLITS),
-        ),
+        # the curated splits among the table's data: its table notes any that came out short of its n
+        splits=[
+            f"results/data/{s}"
+            for s in curated_splits(
+                config,
+                [
+                    *(config["pretrain"]["runs"][r]["data"] for r in ("lumos_i2i", "rcg")),
+                    *EVAL_SPLITS,
+                    *(f"{e}_ref" for e in EVAL_SPLITS),
+                ],
+            )
+        ],
         lumos=f"results/samples/lumos_i2i/{EVAL_SPLITS[0]}",
         rcg=f"results/samples/rcg/{EVAL_SPLITS[0]}",
     output:
@@ -60,7 +69,7 @@ rule table2:
         grid="results/t2i_samples.png",
         released=["results/eval/t2i/released_t2i/fid_coco_short.json"] if RELEASED_T2I else [],
         released_grid=["results/released_t2i_samples.png"] if RELEASED_T2I else [],
-        splits=table_splits("pairs", "coco", "coco_ref"),
+        splits=[f"results/data/{s}" for s in curated_splits(config, ["pairs", "coco", "coco_ref"])],
     output:
         csv=report("results/table2.csv", caption="../docs/report/table2.rst", category="T2I (Section 4.2.1)"),
         md="results/table2.md",
@@ -77,9 +86,32 @@ rule table2:
         " --splits {input.splits} --csv {output.csv} --md {output.md} > {log} 2>&1"
 
 
+# Table 3 reads the official evaluators' scores for Lumos-T2I (and the released T2I model,
+# `released_t2i`, with config released.t2i) when configured (paper), otherwise the Shapes-world
+# analogues' folders for Lumos-T2I, the untrained model and the ground-truth renders (the detector's
+# own accuracy). TABLE3_ROWS: `--row LABEL=GENEVAL_JSON,DPG_JSON[,MODEL]` arguments of `lumos table3`.
+if OFFICIAL:
+    _table3 = {"Lumos-T2I": (T2I_MAIN, f"results/t2i/{T2I_MAIN}/model")}
+    if RELEASED_T2I:
+        _table3[RELEASED_T2I_LABEL] = ("released_t2i", "results/released/t2i/model")
+    TABLE3_INPUTS = [f"results/eval/t2i/{ft}/{b}_official/scores.json" for ft, _ in _table3.values() for b in ("geneval", "dpg")]
+    TABLE3_ROWS = [
+        f"{label}=results/eval/t2i/{ft}/geneval_official/scores.json,results/eval/t2i/{ft}/dpg_official/scores.json,{model}"
+        for label, (ft, model) in _table3.items()
+    ]
+else:
+    _table3 = {"Lumos-T2I": T2I_MAIN, "untrained DiT": "untrained", "ground-truth renders": "ground_truth"}
+    TABLE3_INPUTS = [f"results/eval/t2i/{ft}/{b}" for ft in _table3.values() for b in ("geneval", "dpg")]
+    TABLE3_ROWS = [
+        f"{label}=results/eval/t2i/{ft}/geneval/scores.json,results/eval/t2i/{ft}/dpg/scores.json"
+        + (f",results/t2i/{T2I_MAIN}/model" if ft == T2I_MAIN else "")
+        for label, ft in _table3.items()
+    ]
+
+
 rule table3:
     input:
-        scores=table3_inputs(),
+        scores=TABLE3_INPUTS,
         model=f"results/t2i/{T2I_MAIN}/model",
         released=["results/released/t2i/model"] if RELEASED_T2I else [],
     output:
@@ -88,7 +120,7 @@ rule table3:
     params:
         cfg=cfg_json(*(["released.t2i_sample"] if RELEASED_T2I else [])),
         official="--official" if OFFICIAL else "",
-        rows=table3_rows(),
+        rows=TABLE3_ROWS,
     log:
         "results/logs/report/table3.log",
     conda:
@@ -123,7 +155,13 @@ rule t2i_grid:
 
 rule figure:
     input:
-        lambda wc: fig_inputs(wc.fig),
+        # final FID + CLIP score per fine-tune (fig2a/S1), or the FID of every snapshot (curves against
+        # fine-tuning steps)
+        lambda wc: (
+            [f"results/eval/t2i/{ft}/final/{m}_coco_short.json" for ft in fig_runs(config, wc.fig).values() for m in ("fid", "clip")]
+            if wc.fig in ("fig2a", "figS1")
+            else [f"results/eval/t2i/{ft}/{s}/fid_coco_short.json" for ft in fig_runs(config, wc.fig).values() for s in SNAPSHOTS]
+        ),
     output:
         png=report("results/{fig}.png", caption="../docs/report/figure.rst", category=FIGURE_CATEGORY,
                    subcategory="{fig}"),
@@ -133,7 +171,7 @@ rule figure:
         fig="fig2a|figS1|fig2b|fig8|fig11b|fig11",
     params:
         cfg=cfg_json(),
-        runs=lambda wc: [f"{k}={v}" for k, v in fig_runs("fig2a" if wc.fig == "figS1" else wc.fig).items()],
+        runs=lambda wc: [f"{k}={v}" for k, v in fig_runs(config, wc.fig).items()],
     log:
         "results/logs/report/{fig}.log",
     conda:
@@ -152,7 +190,7 @@ rule interpolation:
     input:
         model=f"results/pretrain/{INTERP_RUN}/model",
         data=f"results/data/{EVAL_SPLITS[0]}",
-        features=f"results/features/{EVAL_SPLITS[0]}{run_encoder_suffix(INTERP_RUN)}",
+        features=f"results/features/{run_features(config, INTERP_RUN, EVAL_SPLITS[0])}",
         components=trained("vae", INTERP_ENCODER),
     output:
         png=report("results/figS7.png", caption="../docs/report/figS7.rst", category="I2I (Section 4.1)"),
@@ -177,15 +215,15 @@ rule interpolation:
 # `<run>_drop<P>`) and guidance scale (the same run sampled as `<run>_cfg<G>`).
 rule fig12:
     input:
-        lambda wc: [f"results/eval/fid/{run}_{EVAL_SPLITS[0]}.json" for run in fig12_runs().values()],
+        lambda wc: [f"results/eval/fid/{run}_{EVAL_SPLITS[0]}.json" for run in fig12_runs(config).values()],
     output:
         png=report("results/fig12.png", caption="../docs/report/fig12.rst", category="I2I (Section 4.1)"),
         csv=report("results/fig12.csv", caption="../docs/report/fig12.rst", category="I2I (Section 4.1)"),
     params:
         cfg=cfg_json(),
-        dropout=lambda wc: [f"{v}=results/eval/fid/{r}_{EVAL_SPLITS[0]}.json" for (k, v), r in fig12_runs().items()
+        dropout=lambda wc: [f"{v}=results/eval/fid/{r}_{EVAL_SPLITS[0]}.json" for (k, v), r in fig12_runs(config).items()
                             if k == "dropout"],
-        guidance=lambda wc: [f"{v}=results/eval/fid/{r}_{EVAL_SPLITS[0]}.json" for (k, v), r in fig12_runs().items()
+        guidance=lambda wc: [f"{v}=results/eval/fid/{r}_{EVAL_SPLITS[0]}.json" for (k, v), r in fig12_runs(config).items()
                              if k == "guidance"],
     log:
         "results/logs/report/fig12.log",
@@ -193,29 +231,4 @@ rule fig12:
         "../envs/lumos.yaml"
     shell:
         "lumos fig12 --cfg {params.cfg:q} --dropout {params.dropout} --guidance {params.guidance}"
-        " --png {output.png} --csv {output.csv} > {log} 2>&1"
-
-
-# The ablation figures of section 4.3 / F (Figures 9, 10, S2, S3; 2c is 10's T2I panel): I2I FID
-# against pretraining steps (EMA snapshots sampled as `<run>_step<N>`) and the FID of each prior's
-# T2I fine-tune against fine-tuning steps.
-rule ablation_figure:
-    input:
-        lambda wc: [f.split(":", 1)[1] for f in (*ablation_files(wc.afig)["i2i"], *ablation_files(wc.afig)["t2i"])],
-    output:
-        png=report("results/{afig}.png", caption="../docs/report/ablation.rst", category="Ablations (Section 4.3, F)",
-                   subcategory="{afig}"),
-        csv=report("results/{afig}.csv", caption="../docs/report/ablation.rst", category="Ablations (Section 4.3, F)",
-                   subcategory="{afig}"),
-    wildcard_constraints:
-        afig="|".join([*ABLATIONS, *(["fig2c"] if "fig10" in ABLATIONS else [])]) or "no-ablation-figure",
-    params:
-        i2i=lambda wc: ablation_files(wc.afig)["i2i"],
-        t2i=lambda wc: ablation_files(wc.afig)["t2i"],
-    log:
-        "results/logs/report/{afig}.log",
-    conda:
-        "../envs/lumos.yaml"
-    shell:
-        "lumos ablation-figure --figure {wildcards.afig} --i2i {params.i2i:q} --t2i {params.t2i:q}"
         " --png {output.png} --csv {output.csv} > {log} 2>&1"

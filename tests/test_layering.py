@@ -16,7 +16,7 @@ LAYERS = [
     ("report", ["lumos.report"]),
     ("tasks", ["lumos.tasks", "lumos.eval", "lumos.interpolate", "lumos.released", "lumos.pipelines"]),
     ("stages", ["lumos.training", "lumos.features", "lumos.sample"]),
-    ("parts", ["lumos.components", "lumos.data", "lumos.store", "lumos.settings"]),
+    ("parts", ["lumos.components", "lumos.data", "lumos.store", "lumos.settings", "lumos.workflow"]),
     ("networks", ["lumos.models", "lumos.diffusion"]),
     ("base", ["lumos.config", "lumos.utils", "lumos.viz", "lumos"]),
 ]

@@ -236,7 +236,7 @@ class LGM(torch.nn.Module):
 
 def _run(args):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, str(ROOT / "lumos" / "lgm_run.py"), *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, str(ROOT / "lumos" / "tasks" / "lgm_run.py"), *args], capture_output=True, text=True,
                           env=env)
 
 

@@ -13,11 +13,13 @@ A fine-tune is named ``<prior>-<text encoder>-<captions>-n<noise %>``:
   long captions following DALL-E 3; the share of long ones is ``t2i.long_caption_fraction``, see
   `caption_passes`);
 - noise: the percentage of pairs whose caption is swapped for another image's (Figure 2a).
+
+The grammar (`parse_finetune`, `FINETUNE_PATTERN`) lives in `lumos.workflow.names`, beside the
+workflow's other names, and is imported here.
 """
 
 from __future__ import annotations
 
-import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -29,26 +31,9 @@ from lumos.tasks.prior import from_prior, load_prior, scratch_backbone
 from lumos.settings import ModelSettings, TrainSettings
 from lumos.training.loop import TrainOutputs
 from lumos.utils import log
+from lumos.workflow.names import FINETUNE_PATTERN, FINETUNE_WILDCARD, parse_finetune  # noqa: F401
 
-FINETUNE_PATTERN = re.compile(r"(?P<prior>[a-z0-9_]+)-(?P<text>t5|clip)-(?P<captions>short|long|mixed)-n(?P<noise>\d+)")
-# the same pattern without group names: Snakemake's `ft` wildcard constraint (rules/common.smk)
-FINETUNE_WILDCARD = re.sub(r"\(\?P<\w+>", "(?:", FINETUNE_PATTERN.pattern)
 MAX_CAPTION_PASSES = 100  # a mixed fine-tune's long-caption share is realised to within 1/200
-
-
-def parse_finetune(name: str) -> dict:
-    """``lumos_i2i_pool2000-t5-mixed-n50`` -> prior, prior_run, pool_size, text, captions, noise."""
-    m = FINETUNE_PATTERN.fullmatch(name)
-    if not m:
-        raise ValueError(f"bad fine-tune name {name!r}: expected <prior>-<t5|clip>-<short|long|mixed>-n<noise %>")
-    spec = m.groupdict()
-    spec["noise"] = int(spec["noise"])
-    if spec["noise"] > 100:
-        raise ValueError(f"noise percentage {spec['noise']} > 100 in {name!r}")
-    run, _, size = spec["prior"].partition("_pool")
-    spec["prior_run"] = None if spec["prior"] == "none" else run
-    spec["pool_size"] = int(size) if size else None
-    return spec
 
 
 def noisy_caption_index(n: int, fraction: float, seed: int) -> np.ndarray:
