@@ -42,3 +42,8 @@ rule all:
         "results/figS8.png",
         LGM_TARGETS,  # nvs.lgm set (paper preset only): LGM's Gaussians from the generated views
         expand("results/t2i/{ft}/stage{stage}/model", ft=T2I_MAIN, stage=sorted(STAGES)),
+        # the main models as diffusers pipelines with model cards (docs/pipelines.md; T2I's: t2i_samples)
+        "results/pretrain/lumos_i2i/pipeline",
+        f"results/nvs/{NVS_MAIN}/pipeline",
+        f"results/i2v/{I2V_MAIN}/pipeline",
+        "results/benchmarks.csv",  # per-job wall time and memory (rules/report.smk), made last

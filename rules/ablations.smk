@@ -10,24 +10,30 @@ ABLATIONS = config["pretrain"]["figures"]
 for _fig, _spec in ABLATIONS.items():
     for _run in _spec["runs"]:
         if _run not in config["pretrain"]["runs"]:
-            raise WorkflowError(f"config key 'pretrain.figures.{_fig}.runs': {_run!r} is not a pretrain run "
-                                f"({sorted(config['pretrain']['runs'])})")
+            raise WorkflowError(
+                f"config key 'pretrain.figures.{_fig}.runs': {_run!r} is not a pretrain run "
+                f"({sorted(config['pretrain']['runs'])})"
+            )
 if ABLATIONS and not config["pretrain"]["snapshot_every"]:
-    raise WorkflowError("config key 'pretrain.snapshot_every' is not set: the ablation figures "
-                        f"({', '.join(sorted(ABLATIONS))}) plot FID against pretraining steps")
+    raise WorkflowError(
+        "config key 'pretrain.snapshot_every' is not set: the ablation figures "
+        f"({', '.join(sorted(ABLATIONS))}) plot FID against pretraining steps"
+    )
 
 # {figure: {"i2i": [...], "t2i": [...]}}: the --i2i / --t2i arguments of `lumos ablation-figure`,
 # LABEL=STEP:FILE per point. I2I: the FID of each pretraining snapshot on the first eval split;
 # T2I: the FID of each fine-tuning snapshot (Figure 2c: the T2I panel only).
 ABLATION_POINTS = {
     fig: {
-        "i2i": []
-        if fig == "fig2c"
-        else [
-            f"{label}={step}:results/eval/fid/{format_run(run, step=step)}_{EVAL_SPLITS[0]}.json"
-            for label, run in ablation_lines(config, fig).items()
-            for step in pretrain_snapshots(config, run)
-        ],
+        "i2i": (
+            []
+            if fig == "fig2c"
+            else [
+                f"{label}={step}:results/eval/fid/{format_run(run, step=step)}_{EVAL_SPLITS[0]}.json"
+                for label, run in ablation_lines(config, fig).items()
+                for step in pretrain_snapshots(config, run)
+            ]
+        ),
         "t2i": [
             f"{label}={snapshot_step(s)}:results/eval/t2i/{ablation_finetune(config, run)}/{s}/fid_coco_short.json"
             for label, run in ablation_lines(config, fig).items()
@@ -46,10 +52,18 @@ rule ablation_figure:
     input:
         lambda wc: [p.split(":", 1)[1] for p in (*ABLATION_POINTS[wc.afig]["i2i"], *ABLATION_POINTS[wc.afig]["t2i"])],
     output:
-        png=report("results/{afig}.png", caption="../docs/report/ablation.rst", category="Ablations (Section 4.3, F)",
-                   subcategory="{afig}"),
-        csv=report("results/{afig}.csv", caption="../docs/report/ablation.rst", category="Ablations (Section 4.3, F)",
-                   subcategory="{afig}"),
+        png=report(
+            "results/{afig}.png",
+            caption="../docs/report/ablation.rst",
+            category="Ablations (Section 4.3, F)",
+            subcategory="{afig}",
+        ),
+        csv=report(
+            "results/{afig}.csv",
+            caption="../docs/report/ablation.rst",
+            category="Ablations (Section 4.3, F)",
+            subcategory="{afig}",
+        ),
     wildcard_constraints:
         afig="|".join(ABLATION_POINTS) or "no-ablation-figure",
     params:

@@ -4,6 +4,7 @@
 # (name grammars, job counts, snapshot lists, the encoders a split needs) is tested Python in
 # lumos/workflow; each task's rules file holds its own constants and input functions, the latter as
 # lambdas (`snakemake --lint` flags a `def` in a file with rules).
+import functools
 import json
 import os
 import sys
@@ -43,9 +44,7 @@ os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.enviro
 os.environ.setdefault("LUMOS_ROOT", workflow.basedir)
 RUNS = sorted(config["pretrain"]["runs"])
 VISION_ENCODERS = ["dino", "dino_small", "dino_large", "moco", "clip"]
-TRAINED_COMPONENTS = sorted(
-    name for name, spec in config["components"].items() if spec.get("train")
-)
+TRAINED_COMPONENTS = sorted(name for name, spec in config["components"].items() if spec.get("train"))
 RELEASED = released(config)  # kind -> the authors' released .pth (rules/released.smk)
 
 for _name in TRAINED_COMPONENTS:
@@ -56,9 +55,7 @@ for _name in TRAINED_COMPONENTS:
         )
 for _required in ("lumos_i2i", "rcg"):
     if _required not in config["pretrain"]["runs"]:
-        raise WorkflowError(
-            f"missing config key 'pretrain.runs.{_required}': Table 1 compares lumos_i2i and rcg"
-        )
+        raise WorkflowError(f"missing config key 'pretrain.runs.{_required}': Table 1 compares lumos_i2i and rcg")
 
 
 # Names: lumos/workflow/names.py. `prior`/`vprior`: the labels of nvs.priors / i2v.priors, and the
@@ -81,6 +78,7 @@ wildcard_constraints:
     part="[0-9]+",
 
 
+@functools.cache  # the config is fixed once loaded; thousands of jobs ask for the same slices
 def cfg_json(*keys):
     """`--cfg` of a step: the settings it reads, by dotted config key (plus seed, device, preset).
     A step reruns exactly when one of them changes (Snakemake's params trigger)."""
@@ -159,8 +157,11 @@ def rule_resources(rule, signal=False):
         extra.append(f"--signal=USR1@{config['slurm']['signal_seconds']}")
     if extra:
         out["slurm_extra"] = " ".join(extra)
-    for key, value in (("slurm_partition", r.get("slurm_partition") or config["slurm"]["partition"]),
-                       ("slurm_account", config["slurm"]["account"]), ("constraint", r.get("constraint"))):
+    for key, value in (
+        ("slurm_partition", r.get("slurm_partition") or config["slurm"]["partition"]),
+        ("slurm_account", config["slurm"]["account"]),
+        ("constraint", r.get("constraint")),
+    ):
         if value:
             out[key] = value
     if gpus == 0:
@@ -189,18 +190,29 @@ def check_before_run():
                 "set them in config/paper.yaml or pass --config 'slurm={account: ACC, partition: PART}'"
             )
     needed = {(stage, name) for job in workflow.dag.needrun_jobs() for stage, name in job_reads(job)}
-    absent = [f"{key} = '{path}' ({what})" for key, path, what, stage, name in missing_inputs(config)
-              if (stage, name) in needed]
+    absent = [
+        f"{key} = '{path}' ({what})"
+        for key, path, what, stage, name in missing_inputs(config)
+        if (stage, name) in needed
+    ]
     if absent:
-        raise WorkflowError(f"inputs of the {config['preset']} preset are missing: {'; '.join(absent[:8])}"
-                            + (f"; and {len(absent) - 8} more" if len(absent) > 8 else ""))
+        raise WorkflowError(
+            f"inputs of the {config['preset']} preset are missing: {'; '.join(absent[:8])}"
+            + (f"; and {len(absent) - 8} more" if len(absent) > 8 else "")
+        )
 
 
 # The config's input paths and the jobs that read them: `missing_inputs` lists the paths that do
 # not exist, with their config keys (a warning at start, also in a dry run); `check_before_run`
 # stops a real run when a job it will run reads one.
-READERS = {"data_part": "split", "aesthetic_part": "split", "caption": "split", "views_part": "vsplit",
-           "clips_part": "clipsplit", "import_released": "kind"}
+READERS = {
+    "data_part": "split",
+    "aesthetic_part": "split",
+    "caption": "split",
+    "views_part": "vsplit",
+    "clips_part": "clipsplit",
+    "import_released": "kind",
+}
 FID_RULES = ("fid_reference", "fid", "fid_real", "t2i_fid", "released_t2i_fid")
 
 
@@ -210,8 +222,10 @@ def job_reads(job):
     name = job.rule.name
     if name in READERS:
         value = job.wildcards[READERS[name]]
-        yield (name.split("_")[0] if name in ("views_part", "clips_part", "import_released") else "data",
-               split_base(config, value)[0] if READERS[name] == "split" else value)
+        yield (
+            name.split("_")[0] if name in ("views_part", "clips_part", "import_released") else "data",
+            split_base(config, value)[0] if READERS[name] == "split" else value,
+        )
     if name in FID_RULES and config["eval"]["fid_extractor"] == "inception":
         yield ("inception", "")
 
@@ -222,5 +236,7 @@ onstart:
 
 # Every configured input path that does not exist, named by its key (dry runs too).
 for _key, _path, _what, _stage, _name in missing_inputs(config):
-    logger.warning(f"{config['preset']} preset: {_key} = '{_path}' ({_what}) does not exist: a run that needs it "
-                   f"stops at start")
+    logger.warning(
+        f"{config['preset']} preset: {_key} = '{_path}' ({_what}) does not exist: a run that needs it "
+        f"stops at start"
+    )

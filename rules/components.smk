@@ -19,6 +19,8 @@ rule train_component:
         **rule_resources("train_component"),
     log:
         "results/logs/components/{component}.log",
+    benchmark:
+        "results/benchmarks/components/{component}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:

@@ -37,6 +37,8 @@ rule aesthetic_part:
         **rule_resources("aesthetic_part"),
     log:
         "results/logs/aesthetic/{split}.part{part}.log",
+    benchmark:
+        "results/benchmarks/aesthetic/{split}.part{part}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -63,6 +65,8 @@ rule caption:
         **rule_resources("caption"),
     log:
         "results/logs/captions/{split}_{source}.log",
+    benchmark:
+        "results/benchmarks/captions/{split}_{source}.tsv"
     conda:
         "../envs/captioner.yaml"
     shell:
@@ -94,6 +98,8 @@ rule data_part:
         **rule_resources("data_part"),
     log:
         "results/logs/data/{split}.part{part}.log",
+    benchmark:
+        "results/benchmarks/data/{split}.part{part}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -129,6 +135,8 @@ rule export_shapes:
         **rule_resources("data_part"),
     log:
         "results/logs/export/{split}.log",
+    benchmark:
+        "results/benchmarks/export/{split}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:

@@ -28,20 +28,26 @@ rule sample:
         model=lambda wc: (
             "results/released/i2i/model"
             if wc.run == "released_i2i"
-            else []
-            if wc.run == "untrained"
-            else f"results/pretrain/{trained_run(wc.run)}/{'snapshots' if parse_run(wc.run)['step'] else 'model'}"
+            else (
+                []
+                if wc.run == "untrained"
+                else f"results/pretrain/{trained_run(wc.run)}/{'snapshots' if parse_run(wc.run)['step'] else 'model'}"
+            )
         ),
         components=trained("vae"),
     output:
         temp(directory("results/samples/{run}/{split}.part{part}")),
     params:
-        cfg=lambda wc: cfg_json(f"pretrain.runs.{parse_run(wc.run)['base']}", "pretrain.model", "components.vae", "sample"),
+        cfg=lambda wc: cfg_json(
+            f"pretrain.runs.{parse_run(wc.run)['base']}", "pretrain.model", "components.vae", "sample"
+        ),
         run=lambda wc: run_args(wc.run, sampling=True),
         n=lambda wc: i2i_samples(config, wc.run, wc.split),
         # the model folder, a `_step<N>` run's snapshot in it, or none
         model=lambda wc, input: (
-            f"{input.model}/{snapshot_name(parse_run(wc.run)['step'])}" if parse_run(wc.run)["step"] else (input.model or "none")
+            f"{input.model}/{snapshot_name(parse_run(wc.run)['step'])}"
+            if parse_run(wc.run)["step"]
+            else (input.model or "none")
         ),
         work="results/state/samples/{run}/{split}.part{part}",
         parts=lambda wc: sample_jobs(config, i2i_samples(config, wc.run, wc.split)),
@@ -50,6 +56,8 @@ rule sample:
         **rule_resources("sample"),
     log:
         "results/logs/sample/{run}_{split}.part{part}.log",
+    benchmark:
+        "results/benchmarks/sample/{run}_{split}.part{part}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -60,7 +68,9 @@ rule sample:
 
 rule gather_samples:
     input:
-        lambda wc: parts(f"results/samples/{wc.run}/{wc.split}", sample_jobs(config, i2i_samples(config, wc.run, wc.split))),
+        lambda wc: parts(
+            f"results/samples/{wc.run}/{wc.split}", sample_jobs(config, i2i_samples(config, wc.run, wc.split))
+        ),
     output:
         directory("results/samples/{run}/{split}"),
     log:
@@ -84,6 +94,8 @@ rule fid_reference:
         **rule_resources("fid_reference"),
     log:
         "results/logs/fid/reference_{split}.log",
+    benchmark:
+        "results/benchmarks/fid/reference_{split}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -105,6 +117,8 @@ rule fid:
         **rule_resources("fid"),
     log:
         "results/logs/fid/{run}_{split}.log",
+    benchmark:
+        "results/benchmarks/fid/{run}_{split}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -127,6 +141,8 @@ rule fid_real:
         **rule_resources("fid_real"),
     log:
         "results/logs/fid/real_{split}.log",
+    benchmark:
+        "results/benchmarks/fid/real_{split}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -163,6 +179,8 @@ rule t2i_sample:
         **rule_resources("t2i_sample"),
     log:
         "results/logs/sample/t2i_{ft}_{ckpt}_{split}_{captions}.part{part}.log",
+    benchmark:
+        "results/benchmarks/sample/t2i_{ft}_{ckpt}_{split}_{captions}.part{part}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -202,6 +220,8 @@ rule t2i_fid:
         **rule_resources("fid"),
     log:
         "results/logs/fid/t2i_{ft}_{ckpt}_{split}_{captions}.log",
+    benchmark:
+        "results/benchmarks/fid/t2i_{ft}_{ckpt}_{split}_{captions}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -224,6 +244,8 @@ rule clip_score:
         **rule_resources("clip_score"),
     log:
         "results/logs/eval/clip_{ft}_{ckpt}_{split}_{captions}.log",
+    benchmark:
+        "results/benchmarks/eval/clip_{ft}_{ckpt}_{split}_{captions}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -255,6 +277,8 @@ rule t2i_bench:
         **rule_resources("t2i_bench"),
     log:
         "results/logs/eval/{bench}_{ft}.log",
+    benchmark:
+        "results/benchmarks/eval/{bench}_{ft}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -269,6 +293,8 @@ rule bench_ground_truth:
         cfg=lambda wc: cfg_json(f"t2i.eval.{wc.bench}", "data.image_size"),
     log:
         "results/logs/eval/{bench}_ground_truth.log",
+    benchmark:
+        "results/benchmarks/eval/{bench}_ground_truth.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -286,7 +312,9 @@ OFFICIAL_FT = f"{FINETUNE_WILDCARD}|released_t2i"  # their `{ft}`: our fine-tune
 # `accelerate launch` flags of dpg_official, as DPG-Bench's dist_eval.sh passes them (fp16; one
 # process per GPU of the official_eval job, on one node)
 _processes = max(1, rule_request("official_eval").get("gpus_per_node", 0))
-OFFICIAL_LAUNCH = f"--num_machines 1 --num_processes {_processes}{' --multi_gpu' if _processes > 1 else ''} --mixed_precision fp16"
+OFFICIAL_LAUNCH = (
+    f"--num_machines 1 --num_processes {_processes}{' --multi_gpu' if _processes > 1 else ''} --mixed_precision fp16"
+)
 
 
 rule official_images:
@@ -312,6 +340,8 @@ rule official_images:
         **rule_resources("t2i_bench"),
     log:
         "results/logs/eval/{bench}_official_images_{ft}.log",
+    benchmark:
+        "results/benchmarks/eval/{bench}_official_images_{ft}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -337,12 +367,14 @@ rule geneval_official:
         **rule_resources("official_eval"),
     log:
         "results/logs/eval/geneval_official_{ft}.log",
+    benchmark:
+        "results/benchmarks/eval/geneval_official_{ft}.tsv"
     conda:
         "../envs/geneval.yaml"
     shell:
         "(config=$(python {params.find_config:q} --weights {params.detector:q})"
         " && python {params.repo}/evaluation/evaluate_images.py {input} --outfile {output}"
-        " --model-config \"$config\" --model-path {params.detector:q}) > {log} 2>&1"
+        ' --model-config "$config" --model-path {params.detector:q}) > {log} 2>&1'
 
 
 rule dpg_official:
@@ -361,6 +393,8 @@ rule dpg_official:
         **rule_resources("official_eval"),
     log:
         "results/logs/eval/dpg_official_{ft}.log",
+    benchmark:
+        "results/benchmarks/eval/dpg_official_{ft}.tsv"
     conda:
         "../envs/dpg_bench.yaml"
     shell:

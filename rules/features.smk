@@ -31,6 +31,8 @@ rule features:
         **rule_resources("features"),
     log:
         "results/logs/features/{split}.part{part}.log",
+    benchmark:
+        "results/benchmarks/features/{split}.part{part}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:

@@ -6,7 +6,14 @@
 from lumos.workflow.jobs import text_jobs  # noqa: E402
 from lumos.workflow.names import parse_finetune  # noqa: E402
 from lumos.workflow.snapshots import t2i_snapshots  # noqa: E402
-from lumos.workflow.splits import split_base, stage_features, t2i_stages, t2i_text, text_encoders, text_reused  # noqa: E402
+from lumos.workflow.splits import (
+    split_base,
+    stage_features,
+    t2i_stages,
+    t2i_text,
+    text_encoders,
+    text_reused,
+)  # noqa: E402
 
 T2I_MAIN = config["t2i"]["main"]
 TEXT_ENCODERS = text_encoders(config)  # the main fine-tune's and those Figures 11 and 11b compare
@@ -24,12 +31,14 @@ rule text_features:
         # a bucketed curated split copies its caption tokens from its base split's (the same images,
         # matched by key): no text encoder runs again
         unpack(
-            lambda wc: {
-                "reuse_text": f"results/features/{split_base(config, wc.split)[0]}_text",
-                "reuse_data": f"results/data/{split_base(config, wc.split)[0]}",
-            }
-            if text_reused(config, wc.split)
-            else {}
+            lambda wc: (
+                {
+                    "reuse_text": f"results/features/{split_base(config, wc.split)[0]}_text",
+                    "reuse_data": f"results/data/{split_base(config, wc.split)[0]}",
+                }
+                if text_reused(config, wc.split)
+                else {}
+            )
         ),
         data="results/data/{split}",
         components=trained(*TEXT_ENCODERS),
@@ -47,6 +56,8 @@ rule text_features:
         **rule_resources("text_features"),
     log:
         "results/logs/features/{split}_text.part{part}.log",
+    benchmark:
+        "results/benchmarks/features/{split}_text.part{part}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -73,7 +84,9 @@ rule finetune:
         text="results/features/pairs_text",
         # the I2I model a fine-tune starts from ([] for `none`: from scratch)
         prior=lambda wc: (
-            [] if parse_finetune(wc.ft)["prior"] == "none" else f"results/pretrain/{parse_finetune(wc.ft)['prior']}/model"
+            []
+            if parse_finetune(wc.ft)["prior"] == "none"
+            else f"results/pretrain/{parse_finetune(wc.ft)['prior']}/model"
         ),
     output:
         model=directory("results/t2i/{ft}/model"),
@@ -93,6 +106,8 @@ rule finetune:
         **rule_resources("finetune", signal=True),
     log:
         "results/logs/t2i/{ft}.log",
+    benchmark:
+        "results/benchmarks/t2i/{ft}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -110,7 +125,9 @@ rule finetune_stage:
         unpack(lambda wc: {k: f"results/features/{v}" for k, v in stage_features(config, wc.stage).items()}),
         # the model a stage continues: the previous stage's (stage 1 = the fine-tune itself)
         init=lambda wc: (
-            f"results/t2i/{wc.ft}/model" if int(wc.stage) == 2 else f"results/t2i/{wc.ft}/stage{int(wc.stage) - 1}/model"
+            f"results/t2i/{wc.ft}/model"
+            if int(wc.stage) == 2
+            else f"results/t2i/{wc.ft}/stage{int(wc.stage) - 1}/model"
         ),
     output:
         model=directory("results/t2i/{ft}/stage{stage}/model"),
@@ -128,6 +145,8 @@ rule finetune_stage:
         **rule_resources("finetune", signal=True),
     log:
         "results/logs/t2i/{ft}.stage{stage}.log",
+    benchmark:
+        "results/benchmarks/t2i/{ft}.stage{stage}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -138,20 +157,31 @@ rule finetune_stage:
         " --out-summary {output.summary} --state {params.state} > {log} 2>&1"
 
 
+# The fine-tune as a diffusers pipeline with its model card (docs/pipelines.md); the main
+# fine-tune's card lists its Table 2 FIDs, the others' say where the workflow writes theirs.
 rule t2i_pipeline:
     input:
         model="results/t2i/{ft}/model",
+        summary="results/t2i/{ft}/train_summary.json",
+        fid=lambda wc: (
+            [f"results/eval/t2i/{wc.ft}/final/fid_coco_{c}.json" for c in ("short", "long")]
+            if wc.ft == T2I_MAIN
+            else []
+        ),
         components=trained("vae", *TEXT_ENCODERS),
     output:
         directory("results/t2i/{ft}/pipeline"),
     params:
-        cfg=lambda wc: cfg_json("components.vae", f"components.{t2i_text(config, wc.ft)}", "sample.sampler"),
+        cfg=lambda wc: cfg_json("components.vae", f"components.{t2i_text(config, wc.ft)}", "sample"),
         text=lambda wc: t2i_text(config, wc.ft),
     resources:
         **rule_resources("text_features"),  # loads the text encoder (paper: the 4.7B T5) like a text-feature job
     log:
         "results/logs/t2i/{ft}_pipeline.log",
+    benchmark:
+        "results/benchmarks/t2i/{ft}_pipeline.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
-        "lumos export-pipeline --cfg {params.cfg:q} --encoder {params.text} --model {input.model} --out {output} > {log} 2>&1"
+        "lumos export-pipeline --kind t2i --cfg {params.cfg:q} --encoder {params.text} --model {input.model}"
+        " --summary {input.summary} --metrics {input.fid} --name {wildcards.ft} --out {output} > {log} 2>&1"

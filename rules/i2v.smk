@@ -30,14 +30,21 @@ rule clips_part:
         temp(directory("results/data/{clipsplit}.part{part}")),
     params:
         cfg=lambda wc: cfg_json(
-            f"i2v.splits.{wc.clipsplit}", f"i2v.sources.{wc.clipsplit}", "i2v.frames", "i2v.stride",
-            "data.image_size", "data.shard_size", "data.curation.max_pixels",
+            f"i2v.splits.{wc.clipsplit}",
+            f"i2v.sources.{wc.clipsplit}",
+            "i2v.frames",
+            "i2v.stride",
+            "data.image_size",
+            "data.shard_size",
+            "data.curation.max_pixels",
         ),
         parts=lambda wc: clip_jobs(config, wc.clipsplit),
     resources:
         **rule_resources("clips_part"),
     log:
         "results/logs/data/{clipsplit}.part{part}.log",
+    benchmark:
+        "results/benchmarks/data/{clipsplit}.part{part}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -74,6 +81,8 @@ rule video_features:
         **rule_resources("video_features"),
     log:
         "results/logs/features/{clipsplit}.part{part}.log",
+    benchmark:
+        "results/benchmarks/features/{clipsplit}.part{part}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -114,6 +123,8 @@ rule i2v_finetune:
         **rule_resources("i2v_finetune", signal=True),
     log:
         "results/logs/i2v/{vprior}.log",
+    benchmark:
+        "results/benchmarks/i2v/{vprior}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -138,6 +149,8 @@ rule i2v_sample:
         **rule_resources("i2v_sample"),
     log:
         "results/logs/i2v/{vprior}.sample.{clipsplit}.log",
+    benchmark:
+        "results/benchmarks/i2v/{vprior}.sample.{clipsplit}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -163,11 +176,39 @@ rule i2v_metrics:
         **rule_resources("i2v_metrics"),
     log:
         "results/logs/i2v/{vprior}.metrics.{clipsplit}.log",
+    benchmark:
+        "results/benchmarks/i2v/{vprior}.metrics.{clipsplit}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
         "lumos i2v-metrics --threads {threads} --cfg {params.cfg:q} {params.samples} --data {input.data}"
         " --split {wildcards.clipsplit} --out {output} > {log} 2>&1"
+
+
+# A Lumos-I2V fine-tune as a diffusers pipeline (first frame -> clip) with its model card, which
+# lists its Table 5 numbers and takes its example first frame from the first eval split.
+rule i2v_pipeline:
+    input:
+        model="results/i2v/{vprior}/model",
+        summary="results/i2v/{vprior}/train_summary.json",
+        metrics=expand("results/i2v/{{vprior}}/eval/{split}.json", split=I2V_EVAL),
+        data=f"results/data/{I2V_EVAL[0]}",
+        components=trained("vae", I2V_ENCODER),
+    output:
+        directory("results/i2v/{vprior}/pipeline"),
+    params:
+        cfg=cfg_json("components.vae", f"components.{I2V_ENCODER}", "i2v.encoder", "i2v.eval", "sample"),
+    resources:
+        **rule_resources("i2v_pipeline"),
+    log:
+        "results/logs/i2v/{vprior}_pipeline.log",
+    benchmark:
+        "results/benchmarks/i2v/{vprior}_pipeline.tsv"
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos export-pipeline --kind i2v --cfg {params.cfg:q} --model {input.model} --summary {input.summary}"
+        " --metrics {input.metrics} --data {input.data} --name {wildcards.vprior} --out {output} > {log} 2>&1"
 
 
 rule table5:
@@ -177,8 +218,16 @@ rule table5:
         csv=report("results/table5.csv", caption="../docs/report/table5.rst", category=I2V_CATEGORY),
         md="results/table5.md",
     params:
-        cfg=cfg_json("i2v.priors", "i2v.eval", "i2v.frames", "i2v.stride", "sample", "components.video_net",
-                     "components.pic", "data.image_size"),
+        cfg=cfg_json(
+            "i2v.priors",
+            "i2v.eval",
+            "i2v.frames",
+            "i2v.stride",
+            "sample",
+            "components.video_net",
+            "components.pic",
+            "data.image_size",
+        ),
         rows=lambda wc, input: " ".join(input),
     log:
         "results/logs/report/table5.log",

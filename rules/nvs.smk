@@ -21,8 +21,10 @@ NVS_DECODER = {"decoder": "results/components/vae_nvs"} if config["nvs"]["decode
 LGM = config["nvs"]["lgm"] or {}
 LGM_TARGETS = [f"results/nvs/{NVS_MAIN}/lgm"] if LGM else []
 if LGM and config["preset"] != "paper":
-    raise WorkflowError(f"config key 'nvs.lgm' is for the paper preset only, not {config['preset']!r}: "
-                        "LGM needs CUDA and its released weights")
+    raise WorkflowError(
+        f"config key 'nvs.lgm' is for the paper preset only, not {config['preset']!r}: "
+        "LGM needs CUDA and its released weights"
+    )
 
 
 localrules:
@@ -49,6 +51,8 @@ rule views_part:
         **rule_resources("views"),
     log:
         "results/logs/data/{vsplit}.part{part}.log",
+    benchmark:
+        "results/benchmarks/data/{vsplit}.part{part}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -81,8 +85,14 @@ rule nvs_finetune:
         plot="results/nvs/{prior}/loss.png",
         summary="results/nvs/{prior}/train_summary.json",
     params:
-        cfg=cfg_json("nvs.train", "nvs.cond_dropout", "nvs.encoder", "nvs.snapshot_every", "nvs.prediction_type",
-                     "pretrain.model"),
+        cfg=cfg_json(
+            "nvs.train",
+            "nvs.cond_dropout",
+            "nvs.encoder",
+            "nvs.snapshot_every",
+            "nvs.prediction_type",
+            "pretrain.model",
+        ),
         prior=lambda wc, input: input.prior or "none",
         kind=lambda wc: prior_source("nvs", wc.prior)[0],
         state="results/state/nvs/{prior}",
@@ -91,6 +101,8 @@ rule nvs_finetune:
         **rule_resources("nvs_finetune", signal=True),
     log:
         "results/logs/nvs/{prior}.log",
+    benchmark:
+        "results/benchmarks/nvs/{prior}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -116,10 +128,41 @@ rule nvs_decoder:
         **rule_resources("nvs_decoder"),
     log:
         "results/logs/nvs/decoder.log",
+    benchmark:
+        "results/benchmarks/nvs/decoder.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
         "lumos nvs-decoder --threads {threads} --cfg {params.cfg:q} --data {input.data} --out {output} > {log} 2>&1"
+
+
+# A Lumos-NVS fine-tune as a diffusers pipeline (input view + camera -> view) with its model card,
+# which lists its Table 4 numbers and draws its example (a test object's input view and the camera
+# of its first target) from the test split. Its VAE is the one that decodes the evaluated views.
+rule nvs_pipeline:
+    input:
+        unpack(lambda wc: {"components": trained("vae", config["nvs"]["encoder"]), **NVS_DECODER}),
+        model="results/nvs/{prior}/model",
+        summary="results/nvs/{prior}/train_summary.json",
+        evaluated="results/nvs/{prior}/eval/final",
+        data="results/data/nvs_test",
+    output:
+        directory("results/nvs/{prior}/pipeline"),
+    params:
+        cfg=cfg_json("components.vae", f"components.{config['nvs']['encoder']}", "nvs.encoder", "nvs.eval", "sample"),
+        vae=lambda wc, input: f" --vae {input.decoder}" if "decoder" in input.keys() else "",
+    resources:
+        **rule_resources("nvs_pipeline"),
+    log:
+        "results/logs/nvs/{prior}_pipeline.log",
+    benchmark:
+        "results/benchmarks/nvs/{prior}_pipeline.tsv"
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos export-pipeline --kind nvs --cfg {params.cfg:q} --model {input.model}{params.vae}"
+        " --summary {input.summary} --metrics {input.evaluated}/summary.json --data {input.data}"
+        " --name {wildcards.prior} --out {output} > {log} 2>&1"
 
 
 # `final`: Table 4 (all `nvs.eval.objects`, the first figure_objects' views kept for Figure 7);
@@ -129,13 +172,19 @@ rule nvs_eval:
     input:
         # the evaluated model (none for the `input` baseline) and the VAE that decodes its views
         unpack(
-            lambda wc: {}
-            if wc.prior == "input"
-            else {
-                **({} if wc.prior == "vae" else {"model": f"results/nvs/{wc.prior}/{'model' if wc.ckpt == 'final' else 'snapshots'}"}),
-                "components": trained("vae"),
-                **NVS_DECODER,
-            }
+            lambda wc: (
+                {}
+                if wc.prior == "input"
+                else {
+                    **(
+                        {}
+                        if wc.prior == "vae"
+                        else {"model": f"results/nvs/{wc.prior}/{'model' if wc.ckpt == 'final' else 'snapshots'}"}
+                    ),
+                    "components": trained("vae"),
+                    **NVS_DECODER,
+                }
+            )
         ),
         data="results/data/nvs_test",
         features="results/features/nvs_test",
@@ -148,7 +197,9 @@ rule nvs_eval:
             if wc.prior in ("input", "vae")
             else input.model if wc.ckpt == "final" else f"{input.model}/{wc.ckpt}"
         ),
-        objects=lambda wc: f" --objects {nvs_eval_objects(config, wc.ckpt)}" if nvs_eval_objects(config, wc.ckpt) else "",
+        objects=lambda wc: (
+            f" --objects {nvs_eval_objects(config, wc.ckpt)}" if nvs_eval_objects(config, wc.ckpt) else ""
+        ),
         views=lambda wc: nvs_saved_views(config, wc.prior, wc.ckpt),
         decoder=lambda wc, input: f" --decoder {input.decoder}" if "decoder" in input.keys() else "",
     threads: 1
@@ -156,6 +207,8 @@ rule nvs_eval:
         **rule_resources("nvs_eval"),
     log:
         "results/logs/nvs/{prior}.eval.{ckpt}.log",
+    benchmark:
+        "results/benchmarks/nvs/{prior}.eval.{ckpt}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -252,6 +305,8 @@ rule lgm_reconstruct:
         **rule_resources("lgm"),
     log:
         "results/logs/nvs/{prior}.lgm.log",
+    benchmark:
+        "results/benchmarks/nvs/{prior}.lgm.tsv"
     conda:
         "../envs/lgm.yaml"
     shell:

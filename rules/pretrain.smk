@@ -29,6 +29,8 @@ rule pretrain:
         **rule_resources("pretrain", signal=True),
     log:
         "results/logs/pretrain/{run}.log",
+    benchmark:
+        "results/benchmarks/pretrain/{run}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -50,7 +52,50 @@ rule import_released:
         **rule_resources("import_released"),
     log:
         "results/logs/released/{kind}.log",
+    benchmark:
+        "results/benchmarks/released/{kind}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
         "lumos import-released --checkpoint {input} --kind {wildcards.kind} --out {output} > {log} 2>&1"
+
+
+# A pretrain run as a diffusers pipeline (Lumos-I2I: reference image -> image) with its model card,
+# which lists the run's FIDs (Table 1's) and draws its example input from the first eval split. Only
+# runs conditioned on the CLS token of a transformers ViT have one (a KeyError names any other run).
+I2I_PIPELINE_ENCODER = {
+    name: block["encoder"]
+    for name, block in config["pretrain"]["runs"].items()
+    if block.get("encoder")
+    and block.get("tokens") == "cls"
+    and config["components"][block["encoder"]].get("kind") != "clip"
+    and config["components"][block["encoder"]].get("format", "transformers") == "transformers"
+}
+
+
+rule i2i_pipeline:
+    input:
+        model="results/pretrain/{run}/model",
+        summary="results/pretrain/{run}/train_summary.json",
+        fid=expand("results/eval/fid/{{run}}_{split}.json", split=config["eval"]["splits"]),
+        data=f"results/data/{config['eval']['splits'][0]}",
+        components=lambda wc: trained("vae", I2I_PIPELINE_ENCODER[parse_run(wc.run)["base"]]),
+    output:
+        directory("results/pretrain/{run}/pipeline"),
+    params:
+        cfg=lambda wc: cfg_json(
+            "components.vae", f"components.{I2I_PIPELINE_ENCODER[parse_run(wc.run)['base']]}", "sample"
+        ),
+        encoder=lambda wc: I2I_PIPELINE_ENCODER[parse_run(wc.run)["base"]],
+    resources:
+        **rule_resources("i2i_pipeline"),
+    log:
+        "results/logs/pretrain/{run}_pipeline.log",
+    benchmark:
+        "results/benchmarks/pretrain/{run}_pipeline.tsv"
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos export-pipeline --kind i2i --cfg {params.cfg:q} --encoder {params.encoder} --model {input.model}"
+        " --summary {input.summary} --metrics {input.fid} --data {input.data} --name {wildcards.run}"
+        " --out {output} > {log} 2>&1"

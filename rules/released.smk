@@ -17,8 +17,10 @@ from lumos.workflow.jobs import feature_jobs, released_sample_jobs  # noqa: E402
 from lumos.workflow.splits import split_size  # noqa: E402
 
 if "t2i" in RELEASED and released_t2i_missing(config):
-    raise WorkflowError(f"config key 'released.t2i' is set, but the released T2I rows are built on the paper "
-                        f"preset only (--configfile config/paper.yaml): missing {'; '.join(released_t2i_missing(config))}")
+    raise WorkflowError(
+        f"config key 'released.t2i' is set, but the released T2I rows are built on the paper "
+        f"preset only (--configfile config/paper.yaml): missing {'; '.join(released_t2i_missing(config))}"
+    )
 
 
 localrules:
@@ -39,6 +41,8 @@ rule released_text_features:
         **rule_resources("text_features"),
     log:
         "results/logs/released/t2i_text_{split}.part{part}.log",
+    benchmark:
+        "results/benchmarks/released/t2i_text_{split}.part{part}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -76,6 +80,8 @@ rule released_t2i_sample:
         **rule_resources("t2i_sample"),
     log:
         "results/logs/released/t2i_sample_{split}.part{part}.log",
+    benchmark:
+        "results/benchmarks/released/t2i_sample_{split}.part{part}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -113,6 +119,8 @@ rule released_t2i_fid:
         **rule_resources("fid"),
     log:
         "results/logs/fid/released_t2i_{split}.log",
+    benchmark:
+        "results/benchmarks/fid/released_t2i_{split}.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -134,6 +142,8 @@ rule released_t2i_pipeline:
         **rule_resources("text_features"),  # loads the 4.7B T5 like a text-feature job
     log:
         "results/logs/released/t2i_pipeline.log",
+    benchmark:
+        "results/benchmarks/released/t2i_pipeline.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -145,8 +155,11 @@ rule released_t2i_grid:
     input:
         "results/released/t2i/pipeline",
     output:
-        report("results/released_t2i_samples.png", caption="../docs/report/released_t2i_samples.rst",
-               category="T2I (Section 4.2.1)"),
+        report(
+            "results/released_t2i_samples.png",
+            caption="../docs/report/released_t2i_samples.rst",
+            category="T2I (Section 4.2.1)",
+        ),
     params:
         cfg=cfg_json("released.t2i_sample"),
     threads: 1
@@ -154,6 +167,8 @@ rule released_t2i_grid:
         **rule_resources("t2i_sample"),
     log:
         "results/logs/report/released_t2i_grid.log",
+    benchmark:
+        "results/benchmarks/report/released_t2i_grid.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:

@@ -6,6 +6,7 @@ from lumos.workflow.splits import curated_splits, run_features  # noqa: E402
 
 FIGURE_CATEGORY = "T2I from priors (Figures 2a, 2b, 8, 11, S1)"
 
+
 localrules:
     table1,
     table2,
@@ -13,6 +14,7 @@ localrules:
     figure,
     fig12,
     official_scores,
+    benchmarks,
 
 
 rule table1:
@@ -40,8 +42,9 @@ rule table1:
     output:
         csv=report("results/table1.csv", caption="../docs/report/table1.rst", category="I2I (Section 4.1)"),
         md="results/table1.md",
-        grid=report("results/table1_samples.png", caption="../docs/report/table1_samples.rst",
-                    category="I2I (Section 4.1)"),
+        grid=report(
+            "results/table1_samples.png", caption="../docs/report/table1_samples.rst", category="I2I (Section 4.1)"
+        ),
     params:
         cfg=cfg_json("eval.grid_images"),
     log:
@@ -94,7 +97,9 @@ if OFFICIAL:
     _table3 = {"Lumos-T2I": (T2I_MAIN, f"results/t2i/{T2I_MAIN}/model")}
     if RELEASED_T2I:
         _table3[RELEASED_T2I_LABEL] = ("released_t2i", "results/released/t2i/model")
-    TABLE3_INPUTS = [f"results/eval/t2i/{ft}/{b}_official/scores.json" for ft, _ in _table3.values() for b in ("geneval", "dpg")]
+    TABLE3_INPUTS = [
+        f"results/eval/t2i/{ft}/{b}_official/scores.json" for ft, _ in _table3.values() for b in ("geneval", "dpg")
+    ]
     TABLE3_ROWS = [
         f"{label}=results/eval/t2i/{ft}/geneval_official/scores.json,results/eval/t2i/{ft}/dpg_official/scores.json,{model}"
         for label, (ft, model) in _table3.items()
@@ -138,14 +143,18 @@ rule t2i_grid:
     params:
         cfg=cfg_json("sample"),
         # the Shapes world's prompts, enlarged 4x; on real data the paper's prompts at the model's size
-        prompts=""
-        if config["data"]["source"] == "shapes"
-        else "--prompts paper --images-per-prompt 1 --columns 6 --scale 1",
+        prompts=(
+            ""
+            if config["data"]["source"] == "shapes"
+            else "--prompts paper --images-per-prompt 1 --columns 6 --scale 1"
+        ),
     threads: 1
     resources:
         **rule_resources("t2i_sample"),  # it samples the T2I model: a job, never on the login node
     log:
         "results/logs/report/t2i_grid.log",
+    benchmark:
+        "results/benchmarks/report/t2i_grid.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -158,15 +167,25 @@ rule figure:
         # final FID + CLIP score per fine-tune (fig2a/S1), or the FID of every snapshot (curves against
         # fine-tuning steps)
         lambda wc: (
-            [f"results/eval/t2i/{ft}/final/{m}_coco_short.json" for ft in fig_runs(config, wc.fig).values() for m in ("fid", "clip")]
+            [
+                f"results/eval/t2i/{ft}/final/{m}_coco_short.json"
+                for ft in fig_runs(config, wc.fig).values()
+                for m in ("fid", "clip")
+            ]
             if wc.fig in ("fig2a", "figS1")
-            else [f"results/eval/t2i/{ft}/{s}/fid_coco_short.json" for ft in fig_runs(config, wc.fig).values() for s in SNAPSHOTS]
+            else [
+                f"results/eval/t2i/{ft}/{s}/fid_coco_short.json"
+                for ft in fig_runs(config, wc.fig).values()
+                for s in SNAPSHOTS
+            ]
         ),
     output:
-        png=report("results/{fig}.png", caption="../docs/report/figure.rst", category=FIGURE_CATEGORY,
-                   subcategory="{fig}"),
-        csv=report("results/{fig}.csv", caption="../docs/report/figure.rst", category=FIGURE_CATEGORY,
-                   subcategory="{fig}"),
+        png=report(
+            "results/{fig}.png", caption="../docs/report/figure.rst", category=FIGURE_CATEGORY, subcategory="{fig}"
+        ),
+        csv=report(
+            "results/{fig}.csv", caption="../docs/report/figure.rst", category=FIGURE_CATEGORY, subcategory="{fig}"
+        ),
     wildcard_constraints:
         fig="fig2a|figS1|fig2b|fig8|fig11b|fig11",
     params:
@@ -197,13 +216,19 @@ rule interpolation:
         csv=report("results/figS7.csv", caption="../docs/report/figS7.rst", category="I2I (Section 4.1)"),
     params:
         cfg=cfg_json(
-            "pretrain.interpolation", f"pretrain.runs.{INTERP_RUN}", "components.vae", f"components.{INTERP_ENCODER}", "sample"
+            "pretrain.interpolation",
+            f"pretrain.runs.{INTERP_RUN}",
+            "components.vae",
+            f"components.{INTERP_ENCODER}",
+            "sample",
         ),
     threads: 1
     resources:
         **rule_resources("sample"),  # it samples the prior
     log:
         "results/logs/report/figS7.log",
+    benchmark:
+        "results/benchmarks/report/figS7.tsv"
     conda:
         "../envs/lumos.yaml"
     shell:
@@ -221,10 +246,16 @@ rule fig12:
         csv=report("results/fig12.csv", caption="../docs/report/fig12.rst", category="I2I (Section 4.1)"),
     params:
         cfg=cfg_json(),
-        dropout=lambda wc: [f"{v}=results/eval/fid/{r}_{EVAL_SPLITS[0]}.json" for (k, v), r in fig12_runs(config).items()
-                            if k == "dropout"],
-        guidance=lambda wc: [f"{v}=results/eval/fid/{r}_{EVAL_SPLITS[0]}.json" for (k, v), r in fig12_runs(config).items()
-                             if k == "guidance"],
+        dropout=lambda wc: [
+            f"{v}=results/eval/fid/{r}_{EVAL_SPLITS[0]}.json"
+            for (k, v), r in fig12_runs(config).items()
+            if k == "dropout"
+        ],
+        guidance=lambda wc: [
+            f"{v}=results/eval/fid/{r}_{EVAL_SPLITS[0]}.json"
+            for (k, v), r in fig12_runs(config).items()
+            if k == "guidance"
+        ],
     log:
         "results/logs/report/fig12.log",
     conda:
@@ -232,3 +263,21 @@ rule fig12:
     shell:
         "lumos fig12 --cfg {params.cfg:q} --dropout {params.dropout} --guidance {params.guidance}"
         " --png {output.png} --csv {output.csv} > {log} 2>&1"
+
+
+# Per-job wall time and memory: each compute rule's `benchmark:` file (results/benchmarks/<stage>/
+# <the job's log name>.tsv) gathered into one table for the report. Its inputs are the other targets
+# of `rule all`, so it is made last, when every job of the run has written its file.
+rule benchmarks:
+    input:
+        lambda wc: [f for f in rules.all.input if f != "results/benchmarks.csv"],
+    output:
+        report(
+            "results/benchmarks.csv", caption="../docs/report/benchmarks.rst", category="Runtime and memory (per job)"
+        ),
+    log:
+        "results/logs/report/benchmarks.log",
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos job-benchmarks --folder results/benchmarks --csv {output} > {log} 2>&1"

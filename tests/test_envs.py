@@ -1,6 +1,7 @@
 """envs/lumos.yaml, the conda env of every lumos rule under `--sdm conda`: its pip list against
-pyproject.toml's dependencies, those against what the lumos package imports, and the post-deploy
-script that installs the package into it. Offline and fast: no conda, nothing installed."""
+pyproject.toml's dependencies and `workflow` extra, those against what the lumos package imports,
+and the post-deploy script that installs the package into it. Offline and fast: no conda, nothing
+installed. (That the core dependencies alone run the pipelines: tests/test_core_install.py.)"""
 
 import ast
 import functools
@@ -24,9 +25,10 @@ ENVS = ROOT / "envs"
 LUMOS_ENV = ENVS / "lumos.yaml"
 POST_DEPLOY = ENVS / "lumos.post-deploy.sh"  # Snakemake's name for it: the env file's .yaml -> .post-deploy.sh
 
-# Declared in pyproject for the environment that runs Snakemake, not needed in the rules' env
-# (rules run the `lumos` CLI; Snakemake, also inside SLURM jobs, runs from its own environment).
-WORKFLOW_ONLY = {"snakemake", "snakemake-executor-plugin-slurm"}
+# Declared in pyproject (`workflow` extra) for the environment that runs Snakemake, not needed in
+# the rules' env (rules run the `lumos` CLI; Snakemake, also inside SLURM jobs, runs from its own
+# environment).
+SNAKEMAKE_ONLY = {"snakemake", "snakemake-executor-plugin-slurm"}
 
 # lumos files that rules run in another conda env, by path (found in rules/*.smk below), with the
 # top-level modules they import from that env's own repository rather than from a distribution.
@@ -45,6 +47,12 @@ OPTIONAL_IMPORTS = {"dreamsim"}
 
 def _pyproject():
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def declared_requirements() -> list[str]:
+    """pyproject's core dependencies and its `workflow` extra: what the workflow runs with."""
+    project = _pyproject()
+    return [*project["dependencies"], *project["optional-dependencies"]["workflow"]]
 
 
 def _key(req: Requirement):
@@ -84,12 +92,12 @@ def _distributions(module: str) -> set[str]:
 
 def test_lumos_env_pins_match_pyproject():
     project = _pyproject()
-    declared = {_key(Requirement(r)) for r in project["dependencies"]}
+    declared = {_key(Requirement(r)) for r in declared_requirements()}
     conda, pip = _env(LUMOS_ENV)
     in_env = {_key(r) for r in pip}
-    assert in_env == {k for k in declared if k[0] not in WORKFLOW_ONLY}, (
+    assert in_env == {k for k in declared if k[0] not in SNAKEMAKE_ONLY}, (
         f"only in envs/lumos.yaml: {sorted(in_env - declared)}; "
-        f"only in pyproject: {sorted(k for k in declared - in_env if k[0] not in WORKFLOW_ONLY)}"
+        f"only in pyproject: {sorted(k for k in declared - in_env if k[0] not in SNAKEMAKE_ONLY)}"
     )
     assert len(pip) == len(in_env), "a requirement is listed twice in envs/lumos.yaml"
     python = next(d for d in yaml.safe_load(LUMOS_ENV.read_text())["dependencies"]
@@ -99,7 +107,7 @@ def test_lumos_env_pins_match_pyproject():
 
 
 def test_lumos_imports_are_declared():
-    declared = {canonicalize_name(Requirement(r).name) for r in _pyproject()["dependencies"]}
+    declared = {canonicalize_name(Requirement(r).name) for r in declared_requirements()}
     missing, workflow_only = {}, {}
     for path in sorted((ROOT / "lumos").rglob("*.py")):
         rel = path.relative_to(ROOT).as_posix()
@@ -109,10 +117,23 @@ def test_lumos_imports_are_declared():
             dists = _distributions(module)
             if not dists & declared:
                 missing.setdefault(module, []).append(rel)
-            if dists & WORKFLOW_ONLY:  # would be missing from the rules' env
+            if dists & SNAKEMAKE_ONLY:  # would be missing from the rules' env
                 workflow_only.setdefault(module, []).append(rel)
-    assert not missing, f"imported by lumos, not in pyproject's dependencies (nor envs/lumos.yaml): {missing}"
+    assert not missing, f"imported by lumos, not in pyproject's dependencies or extras (nor envs/lumos.yaml): {missing}"
     assert not workflow_only, f"imports of distributions left out of envs/lumos.yaml: {workflow_only}"
+
+
+def test_extras_split_core_from_the_workflow():
+    """The `workflow` extra shares nothing with the core dependencies; `dev` installs it (the
+    README's `pip install -e '.[dev]'` still gives everything)."""
+    project = _pyproject()
+    core = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
+    extras = project["optional-dependencies"]
+    workflow = {canonicalize_name(Requirement(r).name) for r in extras["workflow"]}
+    assert workflow and not core & workflow and SNAKEMAKE_ONLY <= workflow
+    dev = [Requirement(r) for r in extras["dev"]]
+    assert any(canonicalize_name(r.name) == "lumos" and r.extras == {"workflow"} for r in dev)
+    assert {"pytest", "snakefmt"} <= {canonicalize_name(r.name) for r in dev}
 
 
 def test_optional_imports_are_guarded():

@@ -330,7 +330,8 @@ def test_paper_dag_dry_run_without_weights(tmp_path):
 # What a local rule (run by Snakemake itself: on a cluster, the login node) may run: commands that
 # read and write files only. A command that loads a network belongs in a job.
 FILE_ONLY_COMMANDS = {"table1", "table2", "table3", "table4", "table5", "figure", "fig12", "ablation-figure",
-                      "official-scores", "gather", "gather-data", "gather-clips", "gather-views", "lgm-inputs"}
+                      "official-scores", "gather", "gather-data", "gather-clips", "gather-views", "lgm-inputs",
+                      "job-benchmarks"}
 LOCAL_RULES = """
 import json, sys
 from pathlib import Path
@@ -642,3 +643,27 @@ def test_bad_config_stops_the_workflow_naming_the_key(tmp_path, args, message):
 def test_lint_is_clean(tmp_path):
     proc = snakemake("--lint", cwd=ROOT)
     assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_smoke_pipelines_and_model_cards(smoke_run):
+    """The four main models as diffusers pipelines (rule all's targets): each folder loads with
+    `DiffusionPipeline.from_pretrained(..., trust_remote_code=True)`, its model card lists the
+    run's measured numbers, and the card's usage snippet runs as written from the work folder."""
+    targets = ["results/t2i/lumos_i2i-t5-mixed-n0/pipeline", "results/pretrain/lumos_i2i/pipeline",
+               "results/nvs/i2i/pipeline", "results/i2v/i2i/pipeline"]
+    proc = snakemake(*targets, "--configfile", str(ROOT / "config" / "smoke.yaml"), "--cores", "2", cwd=smoke_run)
+    assert "rule pretrain:" not in proc.stdout + proc.stderr  # the exports reuse the trained models
+    numbers = {"t2i": "fid_coco_short.json", "pretrain": "lumos_i2i_coco.json", "nvs": "eval/final/summary.json",
+               "i2v": "eval/ucf.json"}
+    probe = ["import sys"]
+    for target in targets:
+        card = (smoke_run / target / "README.md").read_text()
+        assert card.startswith("---\nlibrary_name: diffusers\n") and "`smoke`" in card and "| steps |" in card
+        assert numbers[target.split("/")[1]] in card and "Shapes world" in card
+        snippet = card.split("```python\n")[1].split("```")[0]
+        probe.append(f"exec({snippet!r}, ns := {{}})\nsys.stdout.write(str(sorted(k for k in ns if k in "
+                     f"('image', 'view', 'frames'))) + ';')")
+    run = subprocess.run([sys.executable, "-c", "\n".join(probe)], cwd=smoke_run, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout == "['image'];['image'];['view'];['frames'];"

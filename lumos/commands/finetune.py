@@ -1,4 +1,5 @@
-"""Fine-tuning commands: T2I from an I2I prior, its pipeline export, its samples and benchmarks."""
+"""Fine-tuning commands: T2I from an I2I prior, its samples and benchmarks (its pipeline export:
+`lumos.commands.export`)."""
 
 from __future__ import annotations
 
@@ -88,20 +89,6 @@ def cmd_clip_score(args):
     print(json.dumps(result))
 
 
-def cmd_export_pipeline(args):
-    """Save a fine-tuned (or imported released) T2I model as a diffusers pipeline
-    (`LumosT2IPipeline.from_pretrained(folder)`), its scheduler the sampler of `--sample-key`."""
-    from lumos.pipelines import assemble_t2i_pipeline
-
-    cfg, _ = setup(args)
-    vae = cfg["components.vae"]
-    # The VAE's own config holds the scaling factor unless the config overrides it (as load_vae reads it).
-    pipe = assemble_t2i_pipeline(args.model, vae["pretrained"], cfg[f"components.{args.encoder}"]["pretrained"],
-                                 sampler=cfg[f"{args.sample_key}.sampler"], scaling_factor=vae.get("scaling_factor"))
-    pipe.save_pretrained(args.out)
-    print(f"saved {type(pipe).__name__} to {args.out}")
-
-
 def cmd_t2i_grid(args):
     """Samples for a fixed prompt list (`--prompts`: the Shapes-world prompts or the paper's own)
     from an exported pipeline, labels under the images; `--tile-size` shrinks large samples,
@@ -187,9 +174,6 @@ def register(add):
         data=("the split whose captions the samples were generated from", req), out=("output .json", req),
         captions=("which captions", {"choices": ["short", "long"], "required": True}),
         scorer=("the CLIP component that scores (components.<name>)", {"default": "clip"}))
-    add("export-pipeline", cmd_export_pipeline, model=("fine-tuned (or imported released) model folder", req),
-        encoder=("text encoder (components.<name>)", {"choices": ["t5", "clip", "t5_released"], "required": True}),
-        out=("pipeline folder", req), sample_key=sample_key)
     add("t2i-grid", cmd_t2i_grid, pipeline=("exported pipeline folder", req), out=("output PNG", req),
         images_per_prompt=("samples per prompt", {"type": int, "default": 4}),
         prompts=("prompt set: shapes (the Shapes world's) or paper (Figures 1a, S4, S5)",

@@ -125,6 +125,17 @@ def cmd_interpolate(args):
     print(df.to_string(index=False))
 
 
+def cmd_job_benchmarks(args):
+    """Gather the per-job benchmark files (wall time, memory) of a run into one CSV."""
+    from lumos.report.benchmarks import collect
+
+    df = collect(args.folder)
+    Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(args.csv, index=False)
+    print(f"{len(df)} benchmark records under {args.folder}")
+    print(df.to_string(index=False))
+
+
 def register(add):
     req = {"required": True}
     splits = ("the data splits the table rests on: a curated one short of its n is noted", {"nargs": "*", "default": []})
@@ -151,6 +162,8 @@ def register(add):
         i2i=("LABEL=STEP:FID_JSON points of panel a (I2I FID per pretraining snapshot)", {"nargs": "*", "default": []}),
         t2i=("LABEL=STEP:FID_JSON points of panel b (T2I FID per fine-tuning snapshot)", {"nargs": "+", "required": True}),
         png=("output PNG", req), csv=("output CSV", req))
+    add("job-benchmarks", cmd_job_benchmarks, config=False,
+        folder=("folder of the rules' benchmark: files (<stage>/<job>.tsv)", req), csv=("output CSV", req))
     add("interpolate", cmd_interpolate, model=("the I2I prior's model folder", req),
         data=("evaluation split folder", req), features=("its features folder", req), png=("output PNG", req),
         csv=("output CSV", req))

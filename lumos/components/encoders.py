@@ -85,6 +85,37 @@ def crop_offsets(h: int, w: int, size: int, resize: str = "bicubic") -> tuple[in
     return (h - size) // 2, (w - size) // 2
 
 
+def image_processor(input_size: int, mean, std, resize: str = "bicubic", clip: bool = False):
+    """The transformers image processor doing what `VisionEncoder.preprocess` does: shorter side to
+    `input_size` with PIL's `resize` filter, centre crop, 1/255, `(x - mean) / std`. It is the
+    layout of the hub's CLIP (`CLIPImageProcessor`) and DINOv2 (`BitImageProcessor`) configs, so
+    `AutoImageProcessor.from_pretrained(folder)` works on the component folders (transformers 4.x
+    and 5.x). Images already `input_size` square give `preprocess`'s tensor (float rounding apart);
+    on others transformers resizes to uint8 (measured: within 1.1 grey levels of 255) and
+    truncates the long side where ``bicubic`` here rounds it (`resized_size`)."""
+    from PIL import Image
+    from transformers import BitImageProcessor, CLIPImageProcessor
+
+    if resize not in RESIZE_FILTERS:
+        raise ValueError(f"resize filter {resize!r}: expected one of {RESIZE_FILTERS}")
+    resample = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}[resize]
+    return (CLIPImageProcessor if clip else BitImageProcessor)(
+        size={"shortest_edge": input_size}, crop_size={"height": input_size, "width": input_size},
+        resample=int(resample), image_mean=[float(m) for m in mean], image_std=[float(s) for s in std],
+        do_convert_rgb=True,
+    )
+
+
+TRAINED_MEAN_STD = [0.5] * 3  # `_batches` maps pixels to [-1, 1]: x / 127.5 - 1 = (x / 255 - 0.5) / 0.5
+
+
+def save_trained(model, out_dir: str, image_size: int) -> None:
+    """Save a trained ViT with the image processor of its training preprocessing (`_batches`:
+    `image_size` images, mean = std = 0.5), as the schema's defaults for the encoder load it."""
+    model.save_pretrained(out_dir)
+    image_processor(image_size, TRAINED_MEAN_STD, TRAINED_MEAN_STD).save_pretrained(out_dir)
+
+
 def build_tiny_vit(image_size: int, cfg: dict):
     """A small transformers ViTModel (no pooler) from a `components.<enc>.train` block."""
     from transformers import ViTConfig, ViTModel
@@ -163,7 +194,7 @@ def train_dino(images: np.ndarray, cfg: dict, out_dir: str, seed: int = 0) -> di
         ema_update(teacher, student, cfg["momentum"])
         ema_update(t_head, s_head, cfg["momentum"])
         center = 0.9 * center + 0.1 * torch.cat(t_raw).mean(0)
-    teacher.save_pretrained(out_dir)  # DINO keeps the teacher
+    save_trained(teacher, out_dir, images.shape[1])  # DINO keeps the teacher
     log.info("dino: final loss %.4f", loss.item())
     return {"final_loss": float(loss.item())}
 
@@ -195,7 +226,7 @@ def train_moco(images: np.ndarray, cfg: dict, out_dir: str, seed: int = 0) -> di
         optimiser_step(opt, loss, step, "MoCo", params, max_norm=3.0)
         ema_update(m_base, base, cfg["momentum"])
         ema_update(m_proj, proj, cfg["momentum"])
-    base.save_pretrained(out_dir)  # MoCo v3 keeps the base encoder
+    save_trained(base, out_dir, images.shape[1])  # MoCo v3 keeps the base encoder
     log.info("moco: final loss %.4f", loss.item())
     return {"final_loss": float(loss.item())}
 

@@ -15,13 +15,15 @@ and `mean: CLIP_MEAN, std: CLIP_STD` in the spec (what CLIPImageProcessor does).
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lumos.components.encoders import VisionEncoder
+from lumos.components.encoders import VisionEncoder, image_processor
 from lumos.components.loading import from_pretrained
 from lumos.data.worlds import shapes as S
 from lumos.utils import log, optimiser_step, progress
@@ -74,6 +76,49 @@ def build_tokenizer(extra_texts=()):
     )
 
 
+# The tokenizer class saved folders record: transformers 5 names a `PreTrainedTokenizerFast` object
+# `TokenizersBackend` (its new name; `PreTrainedTokenizerFast` stays an alias), which 4.x cannot
+# resolve; `PreTrainedTokenizerFast` loads the same tokenizer.json in 4.50+ and 5.x alike.
+PORTABLE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
+_V5_ONLY_TOKENIZER_CLASSES = ("TokenizersBackend",)
+
+
+def portable_tokenizer_class(name: str) -> str:
+    """`name`, or `PORTABLE_TOKENIZER_CLASS` for a class only transformers 5 knows (for the
+    tokenizer entry of a diffusers `model_index.json`)."""
+    return PORTABLE_TOKENIZER_CLASS if name in _V5_ONLY_TOKENIZER_CLASSES else name
+
+
+def make_tokenizer_portable(folder) -> None:
+    """Rewrite `tokenizer_class` in `folder`/tokenizer_config.json with `portable_tokenizer_class`."""
+    path = Path(folder) / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    name = config.get("tokenizer_class")
+    if name is not None and portable_tokenizer_class(name) != name:
+        config["tokenizer_class"] = portable_tokenizer_class(name)
+        path.write_text(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def make_pipeline_tokenizer_portable(folder, component: str = "tokenizer") -> None:
+    """The same for a saved diffusers pipeline: its `component` entry in model_index.json (diffusers
+    records the object's class, `TokenizersBackend` under transformers 5) and that subfolder."""
+    path = Path(folder) / "model_index.json"
+    index = json.loads(path.read_text())
+    if component not in index:
+        return
+    library, name = index[component]
+    if portable_tokenizer_class(name) != name:
+        index[component] = [library, portable_tokenizer_class(name)]
+        path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    make_tokenizer_portable(Path(folder) / component)
+
+
+def save_tokenizer(tokenizer, folder) -> None:
+    """`tokenizer.save_pretrained(folder)`, loadable by every transformers the package allows."""
+    tokenizer.save_pretrained(folder)
+    make_tokenizer_portable(folder)
+
+
 def normalise_text(text: str) -> str:
     """What the tokenizer round trip returns: lower case, single spaces, no space before . or ,."""
     text = " ".join(text.lower().split())
@@ -95,7 +140,7 @@ def train_t5(cfg: dict, out_dir: str, seed: int = 0) -> dict:
     torch.manual_seed(seed)
     model = T5EncoderModel(config)
     model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    save_tokenizer(tokenizer, out_dir)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("t5: random encoder with %d parameters saved to %s", n_params, out_dir)
     return {"kind": "t5", "vocab_size": len(tokenizer), "params": n_params, "seed": seed, "trained": False}
@@ -141,8 +186,8 @@ def train_clip(images: np.ndarray, captions: list[str], cfg: dict, out_dir: str,
     tokenizer = build_tokenizer()
     model = build_tiny_clip(len(tokenizer), cfg.get("input_size", images.shape[1]), cfg,
                             tokenizer.eos_token_id, tokenizer.pad_token_id).train()
-    pre = VisionEncoder(torch.nn.Identity(), "clip", model.config.vision_config.image_size,
-                        cfg.get("mean", [0.5] * 3), cfg.get("std", [0.5] * 3))
+    mean, std = cfg.get("mean", [0.5] * 3), cfg.get("std", [0.5] * 3)
+    pre = VisionEncoder(torch.nn.Identity(), "clip", model.config.vision_config.image_size, mean, std)
     enc = tokenizer(list(captions), padding="max_length", truncation=True, max_length=cfg["max_length"],
                     return_tensors="pt")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -163,7 +208,8 @@ def train_clip(images: np.ndarray, captions: list[str], cfg: dict, out_dir: str,
         first = float(loss.item()) if first is None else first
     acc = _retrieval_accuracy(logits.detach(), [captions[i] for i in idx.tolist()])
     model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    save_tokenizer(tokenizer, out_dir)
+    image_processor(pre.input_size, mean, std, clip=True).save_pretrained(out_dir)  # as `pre` does
     log.info("clip: loss %.4f -> %.4f, last-batch text->image accuracy %.3f", first, loss.item(), acc)
     return {"kind": "clip", "first_loss": first, "final_loss": float(loss.item()), "retrieval_acc": acc,
             "logit_scale": float(model.logit_scale.detach().exp()), "steps": cfg["steps"],

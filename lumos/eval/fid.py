@@ -20,7 +20,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_SIZE = 299  # clean-fid resizes every image to 299 x 299 before Inception
@@ -87,6 +86,7 @@ def check_inception_file(path: str | None) -> Path:
 
 def array_features(images: np.ndarray, ext: Extractor, batch_size: int = 250) -> np.ndarray:
     """Features of uint8 (n, H, W, 3) images, resized exactly as clean-fid resizes files."""
+    import torch
     from cleanfid.fid import get_batch_features
 
     from lumos.utils import fault_point, progress
@@ -107,6 +107,7 @@ def folder_features(folder: str, ext: Extractor, batch_size: int = 250, chunk_ba
     mode: how files are grouped does not change their features)."""
     from glob import glob
 
+    import torch
     from cleanfid.fid import get_files_features
     from cleanfid.utils import EXTENSIONS
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from diffusers import ModelMixin  # noqa: F401  diffusers' loader looks a component's base class up in its module
 from diffusers.configuration_utils import register_to_config
 
 from lumos.models.dit import LumosDiT, sincos_1d
