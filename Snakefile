@@ -47,3 +47,6 @@ rule all:
         f"results/nvs/{NVS_MAIN}/pipeline",
         f"results/i2v/{I2V_MAIN}/pipeline",
         "results/benchmarks.csv",  # per-job wall time and memory (rules/report.smk), made last
+
+
+read_signatures_once()  # after every rule (rules/common.smk): faster planning

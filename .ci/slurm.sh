@@ -12,6 +12,8 @@ up() {
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null
   fi
+  # a controller not running yet starts clean: jobs saved by an earlier session are not this one's
+  pgrep -x slurmctld >/dev/null || rm -rf "$SCRATCH/state"
   mkdir -p "$SCRATCH"/{state,spool,log} /etc/slurm /run/munge
   touch "$SCRATCH/fakegpu0" "$SCRATCH/fakegpu1"
   chown munge:munge /run/munge

@@ -5,6 +5,7 @@
 # lumos/workflow; each task's rules file holds its own constants and input functions, the latter as
 # lambdas (`snakemake --lint` flags a `def` in a file with rules).
 import functools
+import inspect
 import json
 import os
 import sys
@@ -147,11 +148,15 @@ def rule_resources(rule, signal=False):
         "mem_mb": lambda wc, attempt: mem * attempt,
         "runtime": lambda wc, attempt: minutes * attempt,
         # Under SLURM: gpus x nodes processes, one srun launcher per node. Elsewhere (a workstation,
-        # an interactive node): one process per GPU the job sees, on this machine.
+        # an interactive node): one process per GPU the job sees, on this machine. The executor is
+        # known only when jobs run, so these are functions, except where every executor agrees (a
+        # one-node CPU job: one process, no srun; Snakemake calls each function once per job).
         "processes": lambda wc: max(1, gpus * nodes) if on_slurm() else ("auto" if gpus else 1),
         "nodes": lambda wc: nodes if on_slurm() else 1,
         "mpi": lambda wc: "srun" if nodes > 1 and on_slurm() else "",
     }
+    if gpus == 0 and nodes == 1:
+        out.update(processes=1, nodes=1, mpi="")
     extra = [r["slurm_extra"]] if r.get("slurm_extra") else []
     if signal and config["slurm"]["signal_seconds"]:
         extra.append(f"--signal=USR1@{config['slurm']['signal_seconds']}")
@@ -177,6 +182,25 @@ def rule_resources(rule, signal=False):
         out["tasks_per_gpu"] = 0
         out["cpus_per_task"] = gpus * r.get("cpus_per_gpu", 1)
     return out
+
+
+def read_signatures_once():
+    """Snakemake reads the signature of an input, params or resources function (which of
+    wildcards, input, attempt... it takes) each time it calls it, once per job: ~70K
+    `inspect.signature` calls, ~15% of planning the paper DAG. Read each function's once, through
+    Snakemake's own hook for functions whose parameters it should not inspect
+    (`snakemake.common.overwrite_function_params`, given the function's own parameters). Called
+    by the Snakefile after its rules; without the hook (another Snakemake) planning is only slower."""
+    try:
+        from snakemake.common import overwrite_function_params
+    except ImportError:
+        return
+    for r in workflow.rules:
+        for item in [*r.input, *r.params, *(r.resources or {}).values()]:
+            item = getattr(item, "_evaluator", item)  # a resource's function
+            func = item if callable(item) and not isinstance(item, str) else getattr(item, "callable", None)
+            if callable(func):
+                overwrite_function_params(func, inspect.signature(func).parameters)
 
 
 def check_before_run():

@@ -164,3 +164,18 @@ def test_data_benchmark_quick_prints_the_jpeg_curation_lines(tmp_path, capsys, m
     assert re.search(r"of 255; tolerance mean <= 1.0, image <= 2.0, max <= 64: met \(", tolerance)
     assert json.loads((tmp_path / "job" / "curation.json").read_text())["totals"] == {"seen": 8, "kept": 8}
     assert json.loads((tmp_path / "curate_min512" / "curation.json").read_text())["totals"]["too_small"] >= 1
+
+
+def test_plan_benchmark_times_a_dry_run(capsys):
+    """`lumos bench --plan` dry-runs a DAG and prints its job count, CPU and wall seconds."""
+    from conftest import ROOT
+
+    from lumos.cli import main
+
+    main(["bench", "--plan", "--configfile", str(ROOT / "config" / "smoke.yaml"), "--targets",
+          "results/table1.csv", "--repeats", "1"])
+    out = capsys.readouterr().out
+    m = re.search(r"best of 1: ([\d.]+) CPU-s, ([\d.]+) s wall for (\d+) jobs", out)
+    assert m, out
+    cpu, wall, jobs = float(m.group(1)), float(m.group(2)), int(m.group(3))
+    assert jobs > 20 and 0 < cpu and 0 < wall, out

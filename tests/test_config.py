@@ -1,6 +1,7 @@
 """Config presets and schema validation: every error names the offending key."""
 
 import pytest
+from conftest import ROOT
 
 from lumos.config import ConfigError, load_config
 
@@ -93,3 +94,16 @@ def test_a_wrong_typed_value_on_the_cli_fails_with_the_keys_name(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert "config key 't2i.train.lr': 'fast' is not of type 'number'" in proc.stderr
+
+
+def test_fast_yaml_reads_every_config_file_as_safe_load_does():
+    """load_yaml (libyaml's C parser where present) gives the values yaml.safe_load gives."""
+    import yaml
+
+    from lumos.config import load_yaml
+
+    files = [ROOT / "lumos" / "config.yaml", *sorted((ROOT / "config").glob("*.yaml"))]
+    assert len(files) >= 7
+    for f in files:
+        text = f.read_text()
+        assert load_yaml(text) == yaml.safe_load(text), f

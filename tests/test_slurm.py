@@ -80,7 +80,7 @@ def test_real_run_without_account_or_data_is_a_clear_error(tmp_path):
 
 def slurm_jobs() -> list[dict]:
     out = subprocess.run(["scontrol", "show", "job", "-o"], capture_output=True, text=True).stdout
-    return [dict(re.findall(r"(\w[\w:/]*)=(\S*)", line)) for line in out.splitlines() if line.strip()]
+    return [dict(re.findall(r"(\w[\w:/]*)=(\S*)", line)) for line in out.splitlines() if line.startswith("JobId=")]
 
 
 ROW = "results/eval/fid/lumos_i2i_coco.json"  # one Table 1 cell: the smoke prior's FID on coco
@@ -94,6 +94,8 @@ def slurm_row(tmp_path_factory):
     if not slurm_available():
         pytest.skip("no SLURM reachable (start one: bash .ci/slurm.sh up)")
     work = tmp_path_factory.mktemp("slurm")
+    earlier = {j["JobId"] for j in slurm_jobs()}  # jobs SLURM still lists from before (MinJobAge, saved state)
+    (work / "jobs-before.json").write_text(json.dumps(sorted(earlier)))
     start = time.time()
     run(ROW, "--profile", str(ROOT / "profiles" / "slurm-ci"), "--configfile", *CI_CONFIGS, "--directory", str(work),
         cwd=work)
@@ -106,7 +108,9 @@ def slurm_row(tmp_path_factory):
 def test_smoke_row_through_slurm_asks_gpus_for_gpu_rules(slurm_row):
     fid = json.loads((slurm_row / ROW).read_text())
     assert fid["fid"] > 0 and fid["n_samples"] == 64, fid
-    jobs = [j for j in slurm_jobs() if str(slurm_row) in j.get("WorkDir", "") and j.get("JobState") == "COMPLETED"]
+    earlier = set(json.loads((slurm_row / "jobs-before.json").read_text()))
+    jobs = [j for j in slurm_jobs() if j["JobId"] not in earlier and str(slurm_row) in j.get("WorkDir", "")
+            and j.get("JobState") == "COMPLETED"]
     by_rule = {}
     for j in jobs:
         rule = re.match(r"rule_(\w+?)_wildcards|rule_(\w+)", j.get("Comment", ""))

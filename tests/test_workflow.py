@@ -293,13 +293,22 @@ def test_a_step_reruns_exactly_when_its_own_settings_change(smoke_run, tmp_path)
 @pytest.mark.slow
 def test_report_shows_the_tables_and_figures(smoke_run):
     """`snakemake <targets> --report` writes one browsable HTML file holding the marked tables and
-    figures of those targets (the fixture builds no figures, so the report has none)."""
-    proc = snakemake("results/table1.csv", "results/table2.csv", "results/table3.csv", STAGE3, "--report",
-                     "results/report.html", "--configfile", str(ROOT / "config" / "smoke.yaml"), cwd=smoke_run)
+    figures of those targets (the fixture builds no figures, so the report has none), and the
+    per-job runtime and memory of their jobs (results/benchmarks.csv, `report.benchmarks_of`)."""
+    targets = ["results/table1.csv", "results/table2.csv", "results/table3.csv", STAGE3]
+    args = [*targets, "results/benchmarks.csv", "--configfile", str(ROOT / "config" / "smoke.yaml"), "--config",
+            f"report={{benchmarks_of: [{', '.join(targets)}]}}"]
+    snakemake(*args, "--cores", "1", cwd=smoke_run)  # only the benchmark table is new
+    bench = pd.read_csv(smoke_run / "results" / "benchmarks.csv")
+    jobs = set(zip(bench["stage"], bench["job"]))
+    assert {("pretrain", "lumos_i2i"), ("fid", "lumos_i2i_coco"), ("t2i", "lumos_i2i-t5-mixed-n0")} <= jobs, jobs
+    assert (bench["s"] > 0).all() and bench["max_rss"].notna().any() and (bench["max_rss"].dropna() > 0).all()
+    proc = snakemake(*args, "--report", "results/report.html", cwd=smoke_run)
     html = (smoke_run / "results" / "report.html").read_text(errors="replace")
-    for name in ("table1.csv", "table2.csv", "table3.csv", "table1_samples.png", "t2i_samples.png"):
+    for name in ("table1.csv", "table2.csv", "table3.csv", "table1_samples.png", "t2i_samples.png", "benchmarks.csv"):
         assert name in html, (name, proc.stderr[-2000:])
     assert "I2I (Section 4.1)" in html and "T2I (Section 4.2.1)" in html
+    assert "Runtime and memory (per job)" in html and "max_rss" in html
 
 
 def test_paper_dag_dry_run_without_weights(tmp_path):

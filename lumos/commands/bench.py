@@ -5,7 +5,8 @@ from __future__ import annotations
 
 def cmd_bench(args):
     """Print throughput numbers: tiny models on CPU (cached vs online features, sampling), or with
-    --gpu the paper-scale DiT (images/s, peak memory, MFU, DPM-Solver++ sampling)."""
+    --gpu the paper-scale DiT (images/s, peak memory, MFU, DPM-Solver++ sampling), --data the data
+    path, --plan the time Snakemake takes to plan the paper DAG."""
     if args.gpu:
         from lumos.bench.gpu import benchmark_device, run_gpu_benchmark
 
@@ -14,6 +15,10 @@ def cmd_bench(args):
         except RuntimeError as err:
             raise SystemExit(f"lumos bench: error: {err}") from None
         return run_gpu_benchmark(args)
+    if args.plan:
+        from lumos.bench.plan import run_plan_benchmark
+
+        return run_plan_benchmark(args)
     if args.data:
         from lumos.bench.data import run_data_benchmarks
 
@@ -29,6 +34,11 @@ def register(add):
         gpu=("benchmark the paper-scale DiT on a GPU (lumos/bench/gpu.py)", {"action": "store_true"}),
         data=("benchmark the data path: peak RSS at N and scale x N images, curation and loader speed "
               "(lumos/bench/data.py)", {"action": "store_true"}),
+        plan=("benchmark planning: CPU and wall seconds of `snakemake -n all --configfile config/paper.yaml` "
+              "(lumos/bench/plan.py)", {"action": "store_true"}),
+        targets=("--plan: comma-separated targets (default all)", {"default": None}),
+        configfile=("--plan: the preset's config file (default config/paper.yaml)", {"default": None}),
+        repeats=("--plan: dry runs (the best is reported)", {"type": int, "default": 3}),
         n=("--data: images of the small run", {"type": int, "default": 20000}),
         scale=("--data: the large run has scale x n images", {"type": int, "default": 10}),
         image_size=("--data: image size", {"type": int, "default": 32}),
