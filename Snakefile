@@ -40,6 +40,8 @@ rule all:
         "results/table5.csv",
         "results/fig2d.png",
         "results/figS8.png",
+        # beyond the paper: I2I FID of Lumos-I2I, RCG, REPA and REG against pretraining steps, and their T2I transfer
+        *(["results/figG1.png"] if "figG1" in config["pretrain"]["figures"] else []),
         LGM_TARGETS,  # nvs.lgm set (paper preset only): LGM's Gaussians from the generated views
         expand("results/t2i/{ft}/stage{stage}/model", ft=T2I_MAIN, stage=sorted(STAGES)),
         # the main models as diffusers pipelines with model cards (docs/pipelines.md; T2I's: t2i_samples)

@@ -61,26 +61,28 @@ def batch_generator(seed: int, start: int) -> torch.Generator:
 
 def generate(model, codec, cond: torch.Tensor, cond_mask: torch.Tensor, latent_shape, out_dir: str, work_dir: str,
              sample_cfg: dict, seed: int, device="cpu", part: int = 0, parts: int = 1,
-             model_kwargs: dict | None = None) -> int:
+             model_kwargs: dict | None = None, n: int | None = None) -> int:
     """Sample `len(cond)` images (batch by batch, each batch seeded by its start index) as PNGs
     named by their index. `cond` and `cond_mask` are tensors or anything read by slices
     (`lumos.training.loader.Column`: an evaluation split read batch by batch). With `parts` > 1 this job makes every `parts`-th batch only; the
     parts' folders together hold exactly the images one job would have made. `model_kwargs` are
     further inputs of every model call, the same for every batch (the released T2I model's
-    micro-conditions: `lumos.models.dit.micro_condition_inputs`)."""
+    micro-conditions: `lumos.models.dit.micro_condition_inputs`). An unconditional model (REPA,
+    REG: no condition at sampling) takes `cond` None and `n` images."""
     from lumos.diffusion.sampling import sample
 
     model = model.to(device).eval()
 
     def make(start, stop):
-        lat = sample(model, (stop - start, *latent_shape), cond[start:stop].to(device),
+        lat = sample(model, (stop - start, *latent_shape), None if cond is None else cond[start:stop].to(device),
                      None if cond_mask is None else cond_mask[start:stop].to(device),
                      sampler=sample_cfg["sampler"], num_steps=sample_cfg["steps"],
                      guidance_scale=sample_cfg["guidance_scale"], generator=batch_generator(seed, start),
                      device=device, model_kwargs=model_kwargs)
         return codec.decode(lat)
 
-    return write_batches(len(cond), sample_cfg["batch_size"], make, out_dir, work_dir, part, parts)
+    return write_batches(len(cond) if cond is not None else n, sample_cfg["batch_size"], make, out_dir, work_dir,
+                         part, parts)
 
 
 def gather_pngs(parts: list[str], out_dir: str) -> int:

@@ -55,6 +55,7 @@ class TrainSettings(_FromConfig):
     fused_adamw: bool = False
     attention: str = "auto"
     nan_check_every: int | None = None
+    snr_gamma: float | None = None
     key: str = "pretrain.train"
 
     # The fields that do not change a run's weights, so not its resume key (`resume_key`,
@@ -65,12 +66,16 @@ class TrainSettings(_FromConfig):
     # not among them: the optimiser state a checkpoint holds follows it.
     STEP_FIELDS = ("compile", "compile_mode", "attention", "nan_check_every")
     NOT_WEIGHT_FIELDS = (*LOADER_FIELDS, *LOGGING_FIELDS, *STEP_FIELDS)
+    # objective options added after runs existed: in the key only when set, so the runs that do not
+    # use them keep their keys (and resume)
+    UNSET_NOT_IN_KEY = ("snr_gamma",)
 
     def resume_key(self) -> dict:
         """The settings a run's weights depend on (what keys its resumable state): every field
         but `NOT_WEIGHT_FIELDS`, so a run resumed with more or fewer loader workers, another
         logging cadence, or torch.compile switched on, continues from its checkpoint."""
-        return {k: v for k, v in vars(self).items() if k not in self.NOT_WEIGHT_FIELDS}
+        return {k: v for k, v in vars(self).items()
+                if k not in self.NOT_WEIGHT_FIELDS and not (k in self.UNSET_NOT_IN_KEY and v is None)}
 
     def nan_check_interval(self, device_type: str) -> int:
         """Steps between checks of the loss for nan/inf: `nan_check_every`, or when unset every
@@ -90,6 +95,7 @@ class ModelSettings(_FromConfig):
     learn_sigma: bool
     cond_dropout: float
     depth: int | None = None
+    prediction_type: str | None = None  # unset: epsilon, as the paper (eq. S1)
 
     def architecture(self) -> dict:
         """The LumosDiT arguments of the size (depth, hidden_size, num_heads, patch_size), with
@@ -111,10 +117,29 @@ class RunSettings(_FromConfig):
     data: str = "pool"
     pool_size: int | None = None
     patch_k: int | None = None
+    repa: dict | None = None  # REPA's alignment: {block, weight, hidden} (lumos.models.guidance)
+    reg: dict | None = None  # REG's entangled class token: {weight} (lumos.models.guidance)
 
     def __post_init__(self):
         if self.tokens in PATCH_SUBSETS and not self.patch_k:
             raise ValueError(f"tokens {self.tokens} keeps patch_k patch tokens: set config key pretrain.runs.<run>.patch_k")
+        if not (self.repa or self.reg):
+            return
+        where = "config key pretrain.runs.<run>"
+        if self.injection != "none" or not self.encoder:
+            raise ValueError(f"a REPA / REG run takes no condition at sampling and reads an encoder in training: "
+                             f"set injection: none and an encoder ({where}; got injection {self.injection}, "
+                             f"encoder {self.encoder})")
+        if self.repa and self.tokens not in ("patch", "cls_patch"):
+            raise ValueError(f"REPA aligns with the encoder's patch tokens: {where}.tokens must be patch or cls_patch "
+                             f"(cls_patch with reg), not {self.tokens}")
+        if self.reg and self.tokens not in ("cls", "cls_patch"):
+            raise ValueError(f"REG denoises the encoder's class token: {where}.tokens must be cls or cls_patch "
+                             f"(cls_patch with repa), not {self.tokens}")
+
+    def guidance(self) -> dict | None:
+        """The run's REPA / REG blocks ({"repa": ..., "reg": ...}), None for a run with neither."""
+        return {"repa": self.repa, "reg": self.reg} if (self.repa or self.reg) else None
 
 
 PATCH_SUBSETS = ("cls_top", "cls_random")  # token sets of the CLS and a subset of the patch tokens (Figure S2)

@@ -44,7 +44,7 @@ os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.enviro
 # With `--sdm conda`, envs/lumos.post-deploy.sh installs this checkout into the rules' env from here.
 os.environ.setdefault("LUMOS_ROOT", workflow.basedir)
 RUNS = sorted(config["pretrain"]["runs"])
-VISION_ENCODERS = ["dino", "dino_small", "dino_large", "moco", "clip"]
+VISION_ENCODERS = ["dino", "dino_small", "dino_large", "moco", "clip", "dinov2_base"]
 TRAINED_COMPONENTS = sorted(name for name, spec in config["components"].items() if spec.get("train"))
 RELEASED = released(config)  # kind -> the authors' released .pth (rules/released.smk)
 

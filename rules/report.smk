@@ -17,11 +17,27 @@ localrules:
     benchmarks,
 
 
+# Table 1's rows beyond the paper: the REPA and REG priors (pretrain.table1_beyond).
+TABLE1_BEYOND = config["pretrain"]["table1_beyond"]
+if set(TABLE1_BEYOND) - set(config["pretrain"]["runs"]):
+    raise ConfigError(
+        f"pretrain.table1_beyond names {sorted(set(TABLE1_BEYOND) - set(config['pretrain']['runs']))}: "
+        "not pretrain runs (define them under pretrain.runs, or drop them from the list)"
+    )
+
+
 rule table1:
     input:
         fid=expand(
             "results/eval/fid/{run}_{split}.json",
-            run=["lumos_i2i", "rcg", "untrained", "real", *(["released_i2i"] if "i2i" in RELEASED else [])],
+            run=[
+                "lumos_i2i",
+                "rcg",
+                "untrained",
+                "real",
+                *(["released_i2i"] if "i2i" in RELEASED else []),
+                *TABLE1_BEYOND,
+            ],
             split=EVAL_SPLITS,
         ),
         grid_data=f"results/data/{EVAL_SPLITS[0]}",

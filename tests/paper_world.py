@@ -680,6 +680,9 @@ def override_config(components: dict, data: dict) -> dict:
         "components": {
             "vae": {"pretrained": str(components["vae"])},
             "dino": {"pretrained": str(components["dino"])},
+            # REPA / REG's DINOv2-B (beyond the paper): the DINO ViT-B/16 stand-in (196 patch tokens,
+            # resampled to the DiT's grid)
+            "dinov2_base": {"pretrained": str(components["dino"])},
             "moco": {"pretrained": str(components["moco"])},
             "t5": {"pretrained": str(components["t5"])},
             "clip": {"pretrained": str(components["clip"])},
@@ -687,7 +690,9 @@ def override_config(components: dict, data: dict) -> dict:
         "features": {"batch_size": 16},
         # DiT-XL/2 (675M parameters, 825M with cross-attention) takes ~13 s a step (batch 4, one core) and
         # needs ~16 GB for weights, gradients, AdamW and EMA per run: two runs at once do not fit 24 GB.
-        "pretrain": {"model": {"depth": DIT_DEPTH}, "train": {"steps": 2, "batch_size": 4}},
+        # Table 1's paper rows only: REPA / REG (beyond the paper) would add two DiT-XL/2 runs on
+        # ImageNet-1K; the paper dry run plans them (tests/test_workflow.py)
+        "pretrain": {"model": {"depth": DIT_DEPTH}, "train": {"steps": 2, "batch_size": 4}, "table1_beyond": []},
         "t2i": {"train": {"steps": 2, "batch_size": 4}},
         "sample": {"steps": 2, "batch_size": 8, "jobs": 1},
         "eval": {"batch_size": 16},

@@ -111,6 +111,7 @@ features: {batch_size: 128}
 pretrain:
   train: {steps: 9, batch_size: 16, warmup_steps: 2, checkpoint_every: 4, log_every: 3, compile: false,
           nan_check_every: 2}
+  table1_beyond: []  # the paper's rows (REPA / REG: tests/test_guidance.py, the smoke Table 1)
 sample: {steps: 4, batch_size: 64}
 eval: {batch_size: 64, grid_images: 8}
 """

@@ -274,7 +274,8 @@ def test_figure_runs(smoke, paper):
     runs = figures.fig12_runs(paper)
     assert runs[("dropout", 10)] == "lumos_i2i" and runs[("dropout", 30)] == "lumos_i2i_drop30"
     assert runs[("guidance", 4.5)] == "lumos_i2i_cfg4.5"
-    assert figures.ablation_figures(paper) == ["fig10", "fig9", "figS2", "figS3", "fig2c"]
+    assert figures.ablation_figures(paper) == ["fig10", "fig9", "figS2", "figS3", "figG1", "fig2c"]
+    assert figures.ablation_lines(paper, "figG1") == {r: r for r in ("lumos_i2i_in1k", "rcg_in1k", "repa", "reg")}
     assert figures.ablation_lines(paper, "fig2c") == figures.ablation_lines(paper, "fig10")
     assert figures.ablation_lines(paper, "fig9")["patch (i2i_clip_patch)"] == "i2i_clip_patch"
     assert figures.ablation_finetune(paper, "i2i_moco") == "i2i_moco-t5-mixed-n0"

@@ -37,7 +37,8 @@ def test_smoke_table1_has_measured_and_reported_rows(smoke_run):
     assert reported.loc["RCG", "coco_fid"] == 12.70 and reported.loc["RCG", "imagenet_fid"] == 4.89
     assert reported.loc["Lumos-I2I", "coco_fid"] == 4.82 and reported.loc["Lumos-I2I", "imagenet_fid"] == 2.60
     measured = df[df["source"] == "measured"].set_index("method")
-    assert list(measured.index) == ["Lumos-I2I", "RCG", "untrained DiT (ceiling)", "real images, independent sample (floor)"]
+    assert list(measured.index) == ["Lumos-I2I", "RCG", "untrained DiT (ceiling)", "real images, independent sample (floor)",
+                                    "REPA (beyond the paper)", "REG (beyond the paper)"]
     assert (measured["coco_samples"] == 64).all() and (measured["imagenet_samples"] == 64).all()
     assert (measured["preset"] == "smoke").all()
     assert measured["feature_extractor"].str.contains("shapes-classifier").all()
@@ -81,7 +82,7 @@ def test_smoke_table1_through_the_webdataset_path(tmp_path):
     assert len(records) == shapes["kept"] and all(r["aesthetic"] > 5.0 and r["width"] > 32 for r in records)
     assert sorted(p.name for p in (res / "export" / "pool").glob("*.tar")) == ["00000.tar", "00001.tar"]
     measured = pd.read_csv(res / "table1.csv").query("source == 'measured'").set_index("method")
-    assert (measured["imagenet_fid"] >= 0).all() and len(measured) == 4
+    assert (measured["imagenet_fid"] >= 0).all() and len(measured) == 6  # with REPA and REG, beyond the paper
     summary = json.loads((res / "pretrain" / "lumos_i2i" / "train_summary.json").read_text())
     assert summary["steps"] == 30
 
@@ -318,6 +319,9 @@ def test_paper_dag_dry_run_without_weights(tmp_path):
     assert "--n-samples 30000" in out and "--n-samples 50000" in out
     assert "stabilityai/sd-vae-ft-mse" in out and "facebook/dino-vitb16" in out
     assert "train_component" not in out  # paper weights are loaded, not trained
+    # beyond the paper: REPA and REG priors on ImageNet-1K, guided by DINOv2-B as in their papers
+    assert re.search(r"wildcards: run=repa\n", out) and re.search(r"wildcards: run=reg\n", out)
+    assert "facebook/dinov2-base" in out and "results/features/imagenet1k+dinov2_base" in out
     for rule in ("data_part", "features", "pretrain", "sample", "fid_reference", "fid", "fid_real", "table1"):
         assert f"rule {rule}:" in out or f"localrule {rule}:" in out, rule
     # curation over many jobs; the paper's filters on LAION/COYO only, none on the evaluation splits

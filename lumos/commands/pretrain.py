@@ -42,15 +42,17 @@ def cmd_sample(args):
 
     cfg, device = setup(args)
     run = run_settings(cfg, args)
-    rows = load_run_data(args.features, run.replace(pool_size=None))
+    # a REPA / REG run samples without its encoder: the eval split's folder holds no tokens of it
+    rows = load_run_data(args.features, run.replace(pool_size=None, repa=None, reg=None))
     n = min(rows.sizes[0], args.n_samples or rows.sizes[0])
     model = load_model(args.model, lambda: untrained_model(ModelSettings.from_config(cfg["pretrain.model"], "pretrain.model"),
                                                            run, rows.latent_shape, rows, cfg["seed"]))
     codec = load_vae(cfg["components.vae"], device)
     mask = Column(rows, "cond_mask", n) if run.injection in ("cross_attn", "adaln") else None
+    cond = None if run.injection == "none" else Column(rows, "cond", n)  # REPA, REG: unconditional samples
     sample_cfg = {**cfg["sample"], **({"guidance_scale": args.guidance} if args.guidance is not None else {})}
-    generate(model, codec, Column(rows, "cond", n), mask, rows.latent_shape, args.out,
-             args.work, sample_cfg, cfg["seed"], device, args.part, args.parts)
+    generate(model, codec, cond, mask, rows.latent_shape, args.out,
+             args.work, sample_cfg, cfg["seed"], device, args.part, args.parts, n=n)
 
 
 def register(add):

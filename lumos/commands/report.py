@@ -7,7 +7,7 @@ from pathlib import Path
 from lumos.commands import setup
 
 FIGURES = ["fig2a", "figS1", "fig2b", "fig8", "fig11", "fig11b"]
-ABLATION_FIGURES = ["fig9", "fig10", "fig2c", "figS2", "figS3"]
+ABLATION_FIGURES = ["fig9", "fig10", "fig2c", "figS2", "figS3", "figG1"]
 
 
 def _write_table(df, csv: str, md: str, markdown: str) -> None:

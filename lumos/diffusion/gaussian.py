@@ -181,6 +181,25 @@ class GaussianDiffusion:
                 - self._gather(self.sqrt_one_minus_alphas_cumprod, t, x0) * x0
         raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, not {prediction_type!r}")
 
+    def min_snr_weight(self, t: torch.Tensor, gamma: float, prediction_type: str, like: torch.Tensor) -> torch.Tensor:
+        """Min-SNR-gamma loss weight per sample (Hang et al., ICCV 2023), (B,) in `like`'s dtype.
+
+        With ``SNR = abar / (1 - abar)``, the weight that makes each prediction type's MSE equal to
+        the x0 MSE clipped at gamma: ``min(SNR, gamma) / SNR`` for epsilon (its MSE is SNR times
+        the x0 MSE), ``min(SNR, gamma)`` for x0, ``min(SNR, gamma) / (SNR + 1)`` for v."""
+        abar = self._gather(self.alphas_cumprod, t, like.new_empty(len(t), dtype=torch.float64))
+        snr = abar / (1.0 - abar)
+        clipped = snr.clamp(max=gamma)
+        if prediction_type == "epsilon":
+            weight = clipped / snr
+        elif prediction_type == "sample":
+            weight = clipped
+        elif prediction_type == "v_prediction":
+            weight = clipped / (snr + 1.0)
+        else:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, not {prediction_type!r}")
+        return weight.reshape(-1).to(device=like.device, dtype=like.dtype)
+
     def learned_range_log_variance(self, v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``frac * log beta_t + (1 - frac) * log beta_tilde_t`` with ``frac = (v + 1) / 2``."""
         frac = (v + 1.0) / 2.0
@@ -209,7 +228,7 @@ class GaussianDiffusion:
         return torch.where(t.to(kl.device) == 0, nll, kl)
 
     def training_losses(self, model, x_start: torch.Tensor, t: torch.Tensor, model_kwargs=None, noise=None,
-                        mask=None, prediction_type: str = "epsilon") -> dict:
+                        mask=None, prediction_type: str = "epsilon", snr_gamma: float | None = None) -> dict:
         """Hybrid IDDPM loss for one batch.
 
         Returns a dict of per-sample (B,) tensors: ``mse`` (the MSE of what the
@@ -219,7 +238,9 @@ class GaussianDiffusion:
         ``mask`` (broadcastable to ``x_start``; 1 counts, 0 does not) restricts
         both means to some elements: a video's frames other than the clean first
         frame it is given (Lumos-I2V's mask strategy). Data may have any number of
-        dimensions after the channels, e.g. (B, C, T, H, W) for videos.
+        dimensions after the channels, e.g. (B, C, T, H, W) for videos. With
+        ``snr_gamma`` the MSE is weighted per sample by :meth:`min_snr_weight`
+        (the variance term is not).
         """
         model_kwargs = model_kwargs or {}
         if noise is None:
@@ -237,6 +258,8 @@ class GaussianDiffusion:
         else:
             raise ValueError(f"model output has {out.shape[1]} channels, expected {c} or {2 * c}")
         mse = mean_flat((self.target(x_start, noise, t, prediction_type) - pred) ** 2, mask)
+        if snr_gamma is not None:
+            mse = mse * self.min_snr_weight(t, snr_gamma, prediction_type, mse)
         return {"loss": mse + vb, "mse": mse, "vb": vb}
 
     def sample_timesteps(self, batch: int, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:

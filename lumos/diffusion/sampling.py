@@ -2,7 +2,9 @@
 
 Both schedulers use the training schedule of :class:`GaussianDiffusion`
 (linear betas 1e-4 .. 0.02, rescaled by 1000 / T). Guidance is applied to all
-output channels by :meth:`LumosDiT.forward_with_cfg`.
+output channels by :meth:`LumosDiT.forward_with_cfg`. A REG model (``config.reg_dim``,
+:mod:`lumos.models.guidance`) generates its class token with the image: the token starts from
+noise and is stepped by its own copy of the scheduler, at the same timesteps.
 """
 
 from __future__ import annotations
@@ -78,6 +80,9 @@ def sample(
             learned variance type, as ``make_scheduler`` sets it up.
         model_kwargs: further inputs of every model call (Lumos-NVS: ``concat``,
             the input view's latent, and ``camera``, the relative pose).
+
+    A REG model (``config.reg_dim`` > 0) also denoises its class token, drawn from the generator
+    after the latents' noise; it takes no condition, so guidance does not apply to it.
     """
     first = next(model.parameters())
     device = torch.device(device) if device is not None else first.device
@@ -99,6 +104,9 @@ def sample(
     if cond_mask is not None:
         cond_mask = cond_mask.to(device)
     extra = {k: v.to(device) for k, v in (model_kwargs or {}).items()}
+    token_dim = int(getattr(config, "reg_dim", 0) or 0)
+    if token_dim:
+        return _sample_with_token(model, x, scheduler, token_dim, generator, device, dtype, keep_variance, extra)
 
     timesteps = scheduler.timesteps
     if progress:
@@ -116,4 +124,34 @@ def sample(
         if not keep_variance and out.shape[1] == 2 * x.shape[1]:
             out = out[:, : x.shape[1]]
         x = scheduler.step(out, t, x, generator=generator).prev_sample
+    return x
+
+
+def token_scheduler(scheduler):
+    """A fresh scheduler like `scheduler` for a REG class token, which has no variance output:
+    a learned variance type becomes ``fixed_small``."""
+    changes = {}
+    if getattr(scheduler.config, "variance_type", None) in ("learned", "learned_range"):
+        changes["variance_type"] = "fixed_small"
+    return type(scheduler).from_config(scheduler.config, **changes)
+
+
+def _sample_with_token(model, x, scheduler, token_dim: int, generator, device, dtype, keep_variance: bool,
+                       extra: dict) -> torch.Tensor:
+    """`sample`'s loop for a REG model: the latents and the class token, denoised jointly (the
+    token stepped by its own scheduler at the same timesteps); returns the latents."""
+    gen_device = generator.device if generator is not None else device
+    tok = torch.randn((x.shape[0], token_dim), generator=generator, device=gen_device, dtype=torch.float32)
+    tok_sched = token_scheduler(scheduler)
+    tok_sched.set_timesteps(len(scheduler.timesteps), device=device)
+    tok = tok.to(device) * tok_sched.init_noise_sigma
+    for t in scheduler.timesteps:
+        tt = t.to(device).expand(x.shape[0])
+        out, extras = model(scheduler.scale_model_input(x, t).to(dtype), tt, None, None,
+                            reg_token=tok_sched.scale_model_input(tok, t).to(dtype), return_extras=True, **extra)
+        out = out.float()
+        if not keep_variance and out.shape[1] == 2 * x.shape[1]:
+            out = out[:, : x.shape[1]]
+        x = scheduler.step(out, t, x, generator=generator).prev_sample
+        tok = tok_sched.step(extras["reg"].float(), t, tok, generator=generator).prev_sample
     return x

@@ -25,6 +25,10 @@ its latent.
 The same null condition is the unconditional branch of classifier-free guidance
 (:meth:`LumosDiT.forward_with_cfg`).
 
+Beyond the paper, two options train the DiT with a frozen encoder's help and no condition at
+sampling (:mod:`lumos.models.guidance`): REPA's projector of the hidden states after one block
+(``repa_block``), and REG's class token, one more token denoised with the latents (``reg_dim``).
+
 Three options, off by default, reproduce the layout of the authors' released
 checkpoints (see :mod:`lumos.released`): a PixArt-style final layer
 (``final_layer_type="pixart"``), PixArt's multi-scale position table
@@ -43,6 +47,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
 from lumos.diffusion.gaussian import PREDICTION_TYPES
+from lumos.models.guidance import REPA_HIDDEN, ClassTokenEmbedder, build_projector
 
 INJECTIONS = ("cross_attn", "adaln", "class", "none")
 
@@ -334,9 +339,13 @@ class FinalLayer(nn.Module):
         self.linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def modulated(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """The tokens after the final norm and adaLN, before the linear projection."""
         shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
-        return self.linear(modulate(self.norm_final(x), shift, scale))
+        return modulate(self.norm_final(x), shift, scale)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.modulated(x, c))
 
 
 class PixArtFinalLayer(nn.Module):
@@ -355,9 +364,13 @@ class PixArtFinalLayer(nn.Module):
         self.linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels)
         self.scale_shift_table = nn.Parameter(torch.randn(2, hidden_size) / hidden_size**0.5)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def modulated(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """The tokens after the final norm and the table's shift/scale, before the projection."""
         shift, scale = (self.scale_shift_table[None] + c[:, None]).unbind(1)
-        return self.linear(modulate(self.norm_final(x), shift, scale))
+        return modulate(self.norm_final(x), shift, scale)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.modulated(x, c))
 
 
 #################################################################################
@@ -403,6 +416,13 @@ class LumosDiT(ModelMixin, ConfigMixin):
             timestep embedding, ``cat[emb(h), emb(w), emb(ar)]`` (``h``, ``w`` share
             ``csize_embedder``, ``ar`` has ``ar_embedder``; each D/3 wide, so the
             hidden size must be divisible by 3). See :meth:`forward`.
+        repa_block, repa_dim, repa_hidden: REPA (:mod:`lumos.models.guidance`): a projector
+            (``repa_projector``, widths hidden_size -> repa_hidden -> repa_hidden -> repa_dim) of
+            the hidden states after block ``repa_block`` (1-based; 0: no REPA), trained to align
+            with an encoder's ``repa_dim``-wide patch tokens; unused at sampling.
+        reg_dim: REG (:mod:`lumos.models.guidance`): the width of an encoder class token that
+            the model denoises jointly with the latents as one extra token (``reg_embedder`` in,
+            ``reg_head`` out; 0: no REG). :meth:`forward` takes it as ``reg_token``.
     """
 
     _supports_gradient_checkpointing = True
@@ -430,6 +450,10 @@ class LumosDiT(ModelMixin, ConfigMixin):
         pos_base_size: int | None = None,
         pos_interpolation_scale: float = 1.0,
         micro_conditions: bool = False,
+        repa_block: int = 0,
+        repa_dim: int = 0,
+        repa_hidden: int = REPA_HIDDEN,
+        reg_dim: int = 0,
     ):
         super().__init__()
         if prediction_type not in PREDICTION_TYPES:
@@ -444,6 +468,9 @@ class LumosDiT(ModelMixin, ConfigMixin):
             raise ValueError(f"final_layer_type must be 'dit' or 'pixart', got {final_layer_type!r}")
         if micro_conditions and hidden_size % 3:
             raise ValueError("micro_conditions need a hidden size divisible by 3")
+        if repa_block and not (1 <= repa_block <= depth and repa_dim > 0):
+            raise ValueError(f"repa_block must lie in [1, depth={depth}] with repa_dim > 0, got block {repa_block}, "
+                             f"repa_dim {repa_dim} (config key pretrain.runs.<run>.repa.block)")
         self.in_channels = in_channels
         self.out_channels = 2 * in_channels if learn_sigma else in_channels
         self.patch_size = patch_size
@@ -478,6 +505,9 @@ class LumosDiT(ModelMixin, ConfigMixin):
         )
         final_cls = PixArtFinalLayer if final_layer_type == "pixart" else FinalLayer
         self.final_layer = final_cls(hidden_size, patch_size, self.out_channels)
+        self.repa_projector = build_projector(hidden_size, repa_hidden, repa_dim) if repa_block else None
+        self.reg_embedder = ClassTokenEmbedder(reg_dim, hidden_size) if reg_dim else None
+        self.reg_head = nn.Linear(hidden_size, reg_dim) if reg_dim else None
         self.initialize_weights()
 
     @classmethod
@@ -529,6 +559,9 @@ class LumosDiT(ModelMixin, ConfigMixin):
         if self.camera_embedder is not None:
             nn.init.zeros_(self.camera_embedder.mlp[-1].weight)
             nn.init.zeros_(self.camera_embedder.mlp[-1].bias)
+        if self.reg_head is not None:  # REG's linear_cls starts at zero, as the image head
+            nn.init.zeros_(self.reg_head.weight)
+            nn.init.zeros_(self.reg_head.bias)
 
     # ------------------------------------------------------------------ helpers
 
@@ -649,7 +682,9 @@ class LumosDiT(ModelMixin, ConfigMixin):
         camera: torch.Tensor | None = None,
         resolution: torch.Tensor | None = None,
         aspect_ratio: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        reg_token: torch.Tensor | None = None,
+        return_extras: bool = False,
+    ):
         """Predict (B, out_channels, H, W) from noisy latents.
 
         Args:
@@ -676,6 +711,13 @@ class LumosDiT(ModelMixin, ConfigMixin):
                 Omitted: H / W of the latent. The official sampler passes the
                 bucket's rounded key (e.g. 0.68 for 832 x 1216, not 0.684), so
                 give it explicitly to match it exactly.
+            reg_token: (B, reg_dim) the noisy REG class token at ``timestep`` (REG models): one
+                more token, denoised with the latents and dropped from the image output. ``None``:
+                the model runs on the latent tokens alone.
+            return_extras: also return a dict: ``projected`` (REPA models: the projector's
+                output of the hidden states after ``repa_block``, (B, h*w [+1], repa_dim), the
+                REG token's last), ``reg`` (the REG token's prediction (B, reg_dim), or None) and
+                ``grid`` (h, w), the token grid.
         """
         b, _, hh, ww = x.shape
         device = x.device
@@ -698,14 +740,27 @@ class LumosDiT(ModelMixin, ConfigMixin):
         extra, y, mask = self._embed_condition(cond, cond_mask, b, drop, device)
         if extra is not None:
             c = c + extra
+        with_token = reg_token is not None
+        if with_token:
+            if self.reg_embedder is None:
+                raise ValueError("reg_token given to a model without reg_dim")
+            tokens = torch.cat([tokens, self.reg_embedder(reg_token.to(device).reshape(b, -1)).to(tokens.dtype)], 1)
 
-        for block in self.blocks:
+        projected = None
+        for k, block in enumerate(self.blocks, start=1):
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 tokens = self._gradient_checkpointing_func(block, tokens, c, y, mask)
             else:
                 tokens = block(tokens, c, y, mask)
-        out = self.final_layer(tokens, c)
-        return self.unpatchify(out, h, w)
+            if return_extras and k == self.config.repa_block:
+                projected = self.repa_projector(tokens)
+        if not with_token:
+            out = self.unpatchify(self.final_layer(tokens, c), h, w)
+            return (out, {"projected": projected, "reg": None, "grid": (h, w)}) if return_extras else out
+        feats = self.final_layer.modulated(tokens, c)
+        out = self.unpatchify(self.final_layer.linear(feats[:, :-1]), h, w)
+        reg = self.reg_head(feats[:, -1])
+        return (out, {"projected": projected, "reg": reg, "grid": (h, w)}) if return_extras else out
 
     def forward_with_cfg(
         self,

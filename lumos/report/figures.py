@@ -7,7 +7,8 @@
 - fig11: FID against fine-tuning steps, T5 vs CLIP text encoder on the Lumos-I2I prior (11b: on
   a CLIP-image prior).
 - the ablations (fig9, fig10, fig2c, figS2, figS3, `build_ablation_figure`): I2I FID against
-  pretraining steps and the T2I fine-tune's FID against fine-tuning steps, one line per prior.
+  pretraining steps and the T2I fine-tune's FID against fine-tuning steps, one line per prior;
+  figG1 (beyond the paper) the same for Lumos-I2I, RCG, REPA and REG.
 
 Metric files live at results/eval/t2i/<fine-tune>/<final|step-N>/<fid|clip>_<split>_<captions>.json.
 """
@@ -33,6 +34,7 @@ ABLATION_TITLES = {
     "fig2c": "Fig. 2c: vision encoders, T2I transfer",
     "figS2": "Fig. S2: CLS + patch-token subsets",
     "figS3": "Fig. S3: encoder scale",
+    "figG1": "Beyond the paper: encoder-guided priors (Lumos-I2I, RCG, REPA, REG)",
 }
 
 

@@ -2,6 +2,8 @@
 
 Measured rows (this run) and the paper's rows (reported, Inception FID-30K/50K on the real
 datasets) are kept apart by the `source` column; the two are never comparable number to number.
+Beyond the paper, REPA and REG priors (`pretrain.runs.repa` / `reg`, `lumos.models.guidance`) are
+measured rows with no reported counterpart (`BEYOND`), built when their FID files are given.
 """
 
 from __future__ import annotations
@@ -24,8 +26,17 @@ MEASURED = [  # (run name in the DAG, row label)
     ("untrained", "untrained DiT (ceiling)"),
     ("real", "real images, independent sample (floor)"),
     ("released_i2i", "Lumos-I2I (released weights, evaluated here)"),  # only with config released.i2i
+    ("repa", "REPA (beyond the paper)"),  # only with config pretrain.runs.repa
+    ("reg", "REG (beyond the paper)"),  # only with config pretrain.runs.reg
 ]
-OPTIONAL = {"released_i2i"}  # rows built only when their FID files are given
+BEYOND = {"repa", "reg"}  # rows beyond the paper: no reported numbers; unconditional samples
+OPTIONAL = {"released_i2i", *BEYOND}  # rows built only when their FID files are given
+BEYOND_NOTE = ("Rows marked `beyond the paper` (REPA, Yu et al. 2024; REG, Wu et al. 2025) have no paper numbers: "
+               "the same DiT, budget and sampler (data: their runs' `data`), trained with the encoder guiding the "
+               "DiT instead of conditioning it. Neither takes a condition at sampling, so their FID is of "
+               "unconditional samples (REPA) or of images generated jointly with their class token from noise "
+               "(REG), while Lumos-I2I's and RCG's "
+               "samples are conditioned on each eval image's features.")
 
 
 def build_table1(fid_files: list[str], preset: str) -> pd.DataFrame:
@@ -58,6 +69,9 @@ def to_markdown(df: pd.DataFrame, splits=()) -> str:
     note = ("Table 1 (I2I generation). `measured` rows come from this workflow's run (FID in the feature space "
             "named in `feature_extractor`, one sample per eval image); `reported (paper)` rows are copied from "
             "the paper (Inception FID on MS-COCO 30K / ImageNet 50K). " + fid_comparability(df))
+    labels = {label for run, label in MEASURED if run in BEYOND}
+    if labels & set(df["method"]):
+        note += " " + BEYOND_NOTE
     short = short_split_notes(splits)
     return markdown_table(df, "Table 1: RCG vs Lumos-I2I", note + (" " + short if short else ""))
 

@@ -6,6 +6,9 @@ The other priors of Figure 8a train on the same pool: class-to-image (the class 
 image's largest object, as a DiT label embedding) and unconditional.
 A run's optional `pool_size` trains on a nested seeded subset of N pool images (Figure 2b's ladder:
 `lumos.data.subsets`, membership by each image's key, independent of shard order).
+Beyond the paper, REPA and REG runs (`repa` / `reg` blocks, `lumos.models.guidance`) are unconditional
+at sampling; in training their batches carry the encoder's patch tokens (`enc_patch`) and class
+token (`enc_cls`) of each image, which the trainer's guided loss reads.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ def class_count(run: RunSettings) -> int:
 
 
 def build_model(model_cfg: ModelSettings | dict, run: RunSettings | dict, latent_shape, cond_dim: int,
-                n_tokens: int):
-    """A fresh LumosDiT for a run (`pretrain.runs.<name>`) on latents of `latent_shape` (C, h, w)."""
+                n_tokens: int, enc_dim: int = 0):
+    """A fresh LumosDiT for a run (`pretrain.runs.<name>`) on latents of `latent_shape` (C, h, w);
+    `enc_dim`: the width of the encoder tokens a REPA / REG run is guided by."""
     from lumos.models import LumosDiT
 
     model_cfg = ModelSettings.from_config(model_cfg, "pretrain.model")
@@ -50,8 +54,21 @@ def build_model(model_cfg: ModelSettings | dict, run: RunSettings | dict, latent
         cond_dim=cond_dim,
         max_cond_tokens=n_tokens,
         cond_dropout=model_cfg.cond_dropout,
+        prediction_type=model_cfg.prediction_type or "epsilon",
         num_classes=class_count(run) if run.injection == "class" else 0,
+        **guidance_architecture(run, enc_dim),
     )
+
+
+def guidance_architecture(run: RunSettings, enc_dim: int) -> dict:
+    """The LumosDiT arguments of a run's REPA / REG blocks (`lumos.models.guidance`): the aligned
+    block, the projector's widths, the REG token's width; {} for other runs."""
+    out = {}
+    if run.repa:
+        out.update(repa_block=run.repa["block"], repa_dim=enc_dim, repa_hidden=run.repa["hidden"])
+    if run.reg:
+        out["reg_dim"] = enc_dim
+    return out
 
 
 class PoolRows:
@@ -67,16 +84,19 @@ class PoolRows:
         from lumos.store import FeatureStore, SubsetRows
 
         self.injection, self.encoder, self.tokens, self.patch_k = run.injection, run.encoder, run.tokens, run.patch_k
+        self.guidance = run.guidance()
         if self.injection in ("cross_attn", "adaln") and not run.encoder:
             raise KeyError(f"a {self.injection} run needs an `encoder` (config key pretrain.runs.<run>.encoder)")
         self.store = FeatureStore(features_dir)
-        if self.injection in ("class", "none"):
+        if self.injection in ("class", "none") and not self.guidance:
             self.keys = ["labels"] if self.injection == "class" else []
         else:
             self.keys = feature_keys(run.encoder, run.tokens)
         for key in ["latents", *self.keys]:
             self.store.kind(key)  # a missing array fails here, naming the shard folder
         self.batch_keys = ("x0",) + {"class": ("cond",), "none": ()}.get(self.injection, ("cond", "cond_mask"))
+        if self.guidance:  # the REPA target and the REG token (lumos.training.rows.TRAINER_KEYS)
+            self.batch_keys += (("enc_patch",) if run.repa else ()) + (("enc_cls",) if run.reg else ())
         self.subset = SubsetRows(self.store, run.pool_size)
         self.sizes = [len(self.subset)]
         if self.injection == "class":
@@ -95,6 +115,11 @@ class PoolRows:
         return self.store.row_shape("latents")
 
     @property
+    def enc_dim(self) -> int:
+        """The width of a REPA / REG run's encoder tokens (0 for other runs)."""
+        return self.store.row_shape(self.keys[0])[-1] if self.guidance else 0
+
+    @property
     def cond_shape(self) -> tuple[int, int]:
         """(feature dim, token count) of the condition; (1, 1) for class labels / unconditional."""
         if self.injection in ("class", "none"):
@@ -108,6 +133,11 @@ class PoolRows:
         store_rows = self.subset.rows(np.asarray(rows))
         feats = self.store.get(store_rows, ["latents", *self.keys])
         out = {"x0": to_tensor(feats["latents"])}
+        if self.guidance:
+            if "enc_patch" in self.batch_keys:
+                out["enc_patch"] = torch.from_numpy(feats[f"{self.encoder}_patch"].astype(np.float32))
+            if "enc_cls" in self.batch_keys:
+                out["enc_cls"] = torch.from_numpy(feats[f"{self.encoder}_cls"].astype(np.float32))
         if self.injection == "class":
             out["cond"] = torch.from_numpy(feats["labels"]).long()
         elif self.injection != "none":
@@ -134,7 +164,7 @@ def untrained_model(model_cfg: ModelSettings, run: RunSettings, latent_shape, co
     """The run's architecture with seeded fresh weights: Table 1's untrained ceiling row. `cond`
     is the run's condition (a tensor) or its `PoolRows`."""
     torch.manual_seed(seed)
-    return build_model(model_cfg, run, latent_shape, *cond_shape(cond))
+    return build_model(model_cfg, run, latent_shape, *cond_shape(cond), enc_dim=getattr(cond, "enc_dim", 0))
 
 
 def pretrain(features_dir: str, run: RunSettings, model_cfg: ModelSettings, train_cfg: TrainSettings,
@@ -157,7 +187,7 @@ def pretrain(features_dir: str, run: RunSettings, model_cfg: ModelSettings, trai
     extra = {"rows": used, "pool_rows": rows.store.n, "pool_size": run.pool_size}
     summary = train_diffusion(model, rows, None, None, train_cfg, outputs, state_dir, seed=seed, device=device,
                               stop_after=stop_after, cleanup_state=True, summary_extra=extra,
-                              snapshot_every=snapshot_every)
+                              snapshot_every=snapshot_every, guidance=run.guidance())
     snapshots = getattr(outputs, "snapshots", None)
     if snapshots and not snapshot_every and Path(outputs.model).exists():
         Path(snapshots).mkdir(parents=True, exist_ok=True)

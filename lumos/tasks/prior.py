@@ -11,7 +11,9 @@ A task's `make_<task>_model` seeds torch, then either builds its model on `scrat
    modules),
 3. copies the prior's weights into it (`from_prior`): every tensor of the same name and shape,
    the patch embedding into its first input channels, the condition path (`CONDITION_PATH`) only
-   when kept.
+   when kept. A REPA prior's projector and a REG prior's class-token path (`GUIDANCE_KEYS`,
+   `lumos.models.guidance`) are never built into a fine-tune: `load_prior` leaves them out of the
+   config it returns, so `from_prior` reports their tensors as dropped.
 
 Loading the prior builds a model too, so the order (seed, load, build, copy) fixes every fresh
 weight; each task keeps that order.
@@ -26,6 +28,10 @@ from lumos.settings import ModelSettings
 #: A LumosDiT's condition path: the condition projection, the null condition of classifier-free
 #: guidance and the learned stand-in tokens. Fresh in a fine-tune unless its prior's is kept.
 CONDITION_PATH = ("y_embedder.", "null_cond", "fake_latent")
+#: A LumosDiT's config keys of REPA's projector and REG's class token (beyond the paper): a
+#: fine-tune from such a prior builds neither (REPA's projector only serves its pretraining loss;
+#: REG's token is an input no fine-tune gives).
+GUIDANCE_KEYS = ("repa_block", "repa_dim", "repa_hidden", "reg_dim")
 #: The kinds of prior a fine-tune with a vision condition (NVS, I2V) starts from (else `none`).
 PRIOR_KINDS = ("i2i", "t2i")
 
@@ -50,13 +56,14 @@ def check_prior_kind(prior_kind: str) -> None:
 
 
 def load_prior(prior_dir: str, what: str, config_key: str):
-    """The prior `LumosDiT` in `prior_dir` and its config (without diffusers' `_` entries); a
-    missing folder fails naming `what` and `config_key` (`lumos.components.loading`)."""
+    """The prior `LumosDiT` in `prior_dir` and its config (without diffusers' `_` entries and
+    `GUIDANCE_KEYS`: a fine-tune drops a REPA / REG prior's projector and token path); a missing
+    folder fails naming `what` and `config_key` (`lumos.components.loading`)."""
     from lumos.components.loading import from_pretrained
     from lumos.models import LumosDiT
 
     prior = from_pretrained(LumosDiT, prior_dir, what, config_key)
-    return prior, {k: v for k, v in prior.config.items() if not k.startswith("_")}
+    return prior, {k: v for k, v in prior.config.items() if not k.startswith("_") and k not in GUIDANCE_KEYS}
 
 
 def keeps_condition(prior_kind: str, prior_config: dict, cond_dim: int) -> bool:

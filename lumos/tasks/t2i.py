@@ -191,7 +191,8 @@ def make_t2i_model(prior_dir: str | None, model_cfg: ModelSettings | dict, laten
     torch.manual_seed(seed)
     if prior_dir is None:
         c, h, _ = latent_shape
-        model = build_t2i_model(scratch_backbone(model_cfg, c, h), text_dim, n_tokens, cond_dropout)
+        backbone = scratch_backbone(model_cfg, c, h) | {"prediction_type": model_cfg.prediction_type or "epsilon"}
+        model = build_t2i_model(backbone, text_dim, n_tokens, cond_dropout)
         return model, {"prior": "none"}
     prior, config = load_prior(prior_dir, "I2I prior", "t2i (run the pretrain rule for this prior)")
     model = build_t2i_model(config, text_dim, n_tokens, cond_dropout)

@@ -34,7 +34,9 @@ from typing import Any
 
 import torch
 
+from lumos.models.guidance import guided_training_losses
 from lumos.training.loader import BatchSampler, TensorRows, step_loader
+from lumos.training.rows import TRAINER_KEYS
 from lumos.settings import TrainSettings
 from lumos.utils import fault_point, log, progress
 
@@ -168,7 +170,10 @@ class StepNoise:
     def __call__(self, batch: dict, gen: torch.Generator) -> dict[str, torch.Tensor]:
         x0 = batch["x0"]
         t = torch.randint(0, self.num_timesteps, (x0.shape[0],), generator=gen)
-        return {"t": t, "noise": torch.randn(x0.shape, generator=gen)}
+        draws = {"t": t, "noise": torch.randn(x0.shape, generator=gen)}
+        if "enc_cls" in batch:  # a REG run's class token is noised at the same t (lumos.models.guidance)
+            draws["token_noise"] = torch.randn(batch["enc_cls"].shape, generator=gen)
+        return draws
 
 
 @dataclass(frozen=True)
@@ -194,7 +199,8 @@ class TrainOutputs:
 def train_diffusion(model, latents, cond: torch.Tensor | None, cond_mask: torch.Tensor | None,
                     cfg: TrainSettings | dict, outputs: TrainOutputs | str, state_dir: str, seed: int = 0,
                     device: str = "cpu", stop_after: int | None = None, cleanup_state: bool = False,
-                    snapshot_every: int | None = None, summary_extra: dict | None = None) -> dict:
+                    snapshot_every: int | None = None, summary_extra: dict | None = None,
+                    guidance: dict | None = None) -> dict:
     """Train `model` to denoise latents given their condition; write EMA and raw weights to `outputs`.
 
     `latents` is a row source (`lumos.training.rows.RowSource`; the pretrain and fine-tune paths pass one over the
@@ -220,6 +226,8 @@ def train_diffusion(model, latents, cond: torch.Tensor | None, cond_mask: torch.
     `stop_after` ends this invocation after that many steps (after checkpointing), as a kill
     would; a later call with the same `state_dir` resumes. SIGUSR1/SIGTERM do the same.
     `cleanup_state` removes `state_dir` once the outputs are written (the run is complete).
+    `guidance` (a REPA / REG run's blocks, `RunSettings.guidance`) adds their loss terms to the
+    step's (`lumos.models.guidance.guided_training_losses`).
     Returns the summary (steps, final loss, images/s, plus `summary_extra`), written once.
 
     The phases, each a function below: set-up, resume, the steps (each: the step, the loss
@@ -229,6 +237,7 @@ def train_diffusion(model, latents, cond: torch.Tensor | None, cond_mask: torch.
     if isinstance(outputs, (str, Path)):
         outputs = TrainOutputs.in_folder(outputs, snapshots=bool(snapshot_every))
     run = _set_up(model, latents, cond, cond_mask, cfg, Path(state_dir), seed, device)
+    run.guidance = guidance
     _resume(run)
     with _stop_signals() as stop:
         stopped_at = _train_steps(run, stop, stop_after, snapshot_every)
@@ -267,6 +276,7 @@ class _Run:
     agreed_stop: bool = False  # with several processes: the stop request agreed at the last check
     t0: float = 0.0  # when the steps began
     step_end: float = 0.0  # when the last timed step ended (compile times)
+    guidance: dict | None = None  # a REPA / REG run's blocks (lumos.models.guidance)
 
     @property
     def on_gpu(self) -> bool:
@@ -413,11 +423,18 @@ def _step(run: _Run, batch: dict) -> tuple[torch.Tensor, dict]:
     with accel.accumulate(model):
         # every other key of the batch is a model input (the source's batch_keys beyond
         # lumos.training.rows.TRAINER_KEYS: see lumos.training.rows.RowSource); a `loss_mask` weights the loss
-        kwargs = {k: v for k, v in batch.items() if k not in ("x0", "t", "noise", "loss_mask")}
+        kwargs = {k: v for k, v in batch.items() if k not in TRAINER_KEYS}
         # the attention backend is chosen in the forward; the backward runs its kernels
         with attention_backend(cfg.attention), accel.autocast():
-            losses = run.diffusion.training_losses(model, x0, t, model_kwargs=kwargs, noise=noise,
-                                                   mask=batch.get("loss_mask"), prediction_type=run.prediction_type)
+            if run.guidance:  # REPA / REG: their terms added to the diffusion loss
+                losses = guided_training_losses(run.diffusion, model, x0, t, noise, kwargs, run.guidance,
+                                                batch.get("enc_patch"), batch.get("enc_cls"), batch.get("token_noise"),
+                                                prediction_type=run.prediction_type, mask=batch.get("loss_mask"),
+                                                snr_gamma=cfg.snr_gamma)
+            else:
+                losses = run.diffusion.training_losses(model, x0, t, model_kwargs=kwargs, noise=noise,
+                                                       mask=batch.get("loss_mask"),
+                                                       prediction_type=run.prediction_type, snr_gamma=cfg.snr_gamma)
         loss = losses["loss"].mean()
         _watch_loss(run, loss)
         accel.backward(loss)

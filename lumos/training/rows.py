@@ -14,7 +14,9 @@ carries
   view), `camera` (NVS's relative pose), `first` (I2V's given first frame), or a new task's own.
 
 The trainer adds the step's `t` and `noise` (`lumos.training.loop.StepNoise`); every key but
-`TRAINER_KEYS` goes to the model. Sources: `lumos.training.loader` (`TensorRows`,
+`TRAINER_KEYS` goes to the model. A REPA / REG run's batches (`lumos.models.guidance`) also carry
+`enc_patch` (the encoder's patch tokens, REPA's target) and `enc_cls` (its class token, REG's extra
+token), which the guided loss reads; the trainer adds `token_noise` for `enc_cls`. Sources: `lumos.training.loader` (`TensorRows`,
 `StoreRows`, `BucketRows`), `lumos.tasks.i2i.PoolRows`, `lumos.tasks.t2i.PairRows`,
 `lumos.tasks.nvs.ViewRows`, `lumos.tasks.i2v.ClipRows`.
 """
@@ -27,7 +29,7 @@ import torch
 
 #: Batch keys the trainer takes itself (the latents, the step's timesteps and noise, the loss
 #: weight); every other key is a model input.
-TRAINER_KEYS = ("x0", "t", "noise", "loss_mask")
+TRAINER_KEYS = ("x0", "t", "noise", "loss_mask", "enc_patch", "enc_cls", "token_noise")
 
 
 @runtime_checkable

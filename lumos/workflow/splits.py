@@ -141,15 +141,22 @@ def run_features(config: dict, run: str, split: str | None = None) -> str:
     """The features folder a pretrain run reads on `split` (default: the split it trains on, the
     pool or ImageNet-1K, `data`): `+<encoder>` when its condition encoder is not a main one."""
     block = config["pretrain"]["runs"][parse_run(run)["base"]]
-    encoder = block.get("encoder")
+    encoder = block.get("encoder") if split in (None, block["data"]) or not guided(block) else None
     return features_folder(split or block["data"], encoder if encoder not in config["features"]["main_encoders"] else None)
 
 
+def guided(block: dict) -> bool:
+    """Whether a pretrain run block is a REPA / REG run (beyond the paper): its encoder guides
+    training only, so its samples read no encoder features."""
+    return bool(block.get("repa") or block.get("reg"))
+
+
 def runs_on(config: dict, split: str) -> list[dict]:
-    """The pretrain run blocks whose condition a features folder serves: every conditioned run on
-    an evaluation split (its samples' conditions), the runs that train on it otherwise."""
+    """The pretrain run blocks whose encoder a features folder serves: every conditioned run on
+    an evaluation split (its samples' conditions), the runs that train on it (REPA / REG runs
+    only there)."""
     return [r for r in config["pretrain"]["runs"].values()
-            if r.get("encoder") and (split in config["eval"]["splits"] or r["data"] == split)]
+            if r.get("encoder") and (r["data"] == split or (split in config["eval"]["splits"] and not guided(r)))]
 
 
 def feature_encoders(config: dict, folder: str) -> list[str]:
