@@ -20,7 +20,7 @@ import torch
 from lumos.data.shards import read_shard, split_index
 from lumos.data.subsets import subset_values
 from lumos.settings import PATCH_SUBSETS
-from lumos.store import FeatureStore, feature_index, max_tokens, to_ragged, write_shard
+from lumos.store import FeatureStore, feature_index, gather_parts, max_tokens, to_ragged, write_shard  # noqa: F401
 from lumos.utils import link_or_copy, log, progress
 
 CAPTION_KINDS = ("short", "long")
@@ -207,46 +207,6 @@ def _encode_captions(split_dir, out_dir, encs, encoders, batch_size, part, parts
     (out / "index.json").write_text(json.dumps(meta, indent=1))
     log.info("text features of %s: %d captions, tokens %s, %d without a long caption", split_dir, sum(sizes),
              meta["tokens"], sum(long_from_raw.values()))
-    return meta
-
-
-def gather_parts(parts: list[str], out_dir: str) -> dict:
-    """Join the folders of a split's feature jobs into one: each shard's files are hard-linked
-    (copied across filesystems) and the indexes merged; every data shard must appear exactly once.
-    Caption widths: `tokens` is the maximum over the parts. Bucketed parts are joined bucket by bucket."""
-    from lumos.data.buckets import bucket_dirs, index_buckets
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    buckets = bucket_dirs(parts[0])
-    if buckets is not None:
-        metas = {b.name: gather_parts([str(Path(p) / b.name) for p in parts], str(out / b.name)) for b in buckets}
-        return index_buckets(out, metas, parts=len(parts))
-    metas = [feature_index(p) for p in parts]
-    shards = sorted(s for m in metas for s in m["shards"])
-    if len(shards) != len(set(shards)):
-        raise ValueError(f"feature parts overlap: {parts}")
-    sizes, widths = {}, {}
-    for p, m in zip(parts, metas):
-        if len(m.get("shard_sizes") or []) != len(m["shards"]):
-            raise ValueError(f"{Path(p) / 'index.json'} lists no `shard_sizes`: features of an older lumos; "
-                             "rerun the features rule")
-        for name, size in zip(m["shards"], m["shard_sizes"]):
-            src = Path(p) / name
-            if not src.is_dir():
-                raise ValueError(f"{src} is not a feature shard folder (old .npz layout?): rerun the features rule")
-            (out / name).mkdir(exist_ok=True)
-            for f in sorted(src.iterdir()):
-                link_or_copy(f, out / name / f.name)
-            sizes[name] = size
-        widths.update(m.get("shard_tokens", {}))
-    meta = {k: v for m in metas for k, v in m.items()}  # shared keys; latent_shape from any part with shards
-    meta.update(shards=shards, shard_sizes=[sizes[s] for s in shards], parts=len(parts))
-    if any("tokens" in m for m in metas):
-        meta.update(tokens=max_tokens(m.get("tokens", {}) for m in metas), shard_tokens=widths)
-    if any("long_from_raw" in m for m in metas):
-        meta["long_from_raw"] = {k: v for m in metas for k, v in m.get("long_from_raw", {}).items()}
-    (out / "index.json").write_text(json.dumps(meta, indent=1))
     return meta
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lumos.utils import atomic_write, fault_point, link_or_copy, log, png_complete, progress
+from lumos.utils import atomic_write, fault_point, gather_pngs, link_or_copy, log, png_complete, progress  # noqa: F401
 
 
 def load_model(model_dir: str | None, fresh_from=None):
@@ -83,22 +83,6 @@ def generate(model, codec, cond: torch.Tensor, cond_mask: torch.Tensor, latent_s
 
     return write_batches(len(cond) if cond is not None else n, sample_cfg["batch_size"], make, out_dir, work_dir,
                          part, parts)
-
-
-def gather_pngs(parts: list[str], out_dir: str) -> int:
-    """Join sample folders of the jobs of one sampling task (hard links; copies across filesystems)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    count = 0
-    for p in parts:
-        for f in sorted(Path(p).glob("*.png")):
-            if (out / f.name).exists():
-                raise ValueError(f"sample {f.name} is in two parts ({p})")
-            link_or_copy(f, out / f.name)
-            count += 1
-            fault_point("gather")
-    log.info("gathered %d samples from %d parts into %s", count, len(parts), out)
-    return count
 
 
 def read_pngs(folder: str, limit: int | None = None) -> np.ndarray:

@@ -152,3 +152,19 @@ def fault_point(name: str) -> None:
     import signal
 
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def gather_pngs(parts: list[str], out_dir: str) -> int:
+    """Join sample folders of the jobs of one sampling task (hard links; copies across filesystems)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for p in parts:
+        for f in sorted(Path(p).glob("*.png")):
+            if (out / f.name).exists():
+                raise ValueError(f"sample {f.name} is in two parts ({p})")
+            link_or_copy(f, out / f.name)
+            count += 1
+            fault_point("gather")
+    log.info("gathered %d samples from %d parts into %s", count, len(parts), out)
+    return count

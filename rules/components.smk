@@ -12,6 +12,8 @@ rule train_component:
         lambda wc: f"results/data/{COMPONENT_DATA.get(wc.component, 'pool')}",
     output:
         directory("results/components/{component}"),
+    # the long chain first (VAE and encoders -> features -> pretraining); the FID net waits
+    priority: lambda wc: 0 if wc.component == "fid_net" else 10
     params:
         cfg=lambda wc: cfg_json(f"components.{wc.component}"),
     threads: 1

@@ -16,6 +16,8 @@ rule features:
         components=lambda wc: trained("vae", *feature_encoders(config, wc.split)),
     output:
         temp(directory("results/features/{split}.part{part}")),
+    # a training split's features first: pretraining, the longest jobs, waits for them
+    priority: lambda wc: 0 if features_of(wc.split)[0] in config["eval"]["splits"] else 10
     params:
         cfg=lambda wc: cfg_json(
             "components.vae",

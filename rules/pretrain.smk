@@ -18,6 +18,7 @@ rule pretrain:
         plot="results/pretrain/{run}/loss.png",
         summary="results/pretrain/{run}/train_summary.json",
         snapshots=directory("results/pretrain/{run}/snapshots"),
+    priority: 10  # before the sampling and FID jobs ready at the same time: the longest jobs start first
     params:
         cfg=lambda wc: cfg_json(
             f"pretrain.runs.{parse_run(wc.run)['base']}", "pretrain.model", "pretrain.train", "pretrain.snapshot_every"

@@ -5,6 +5,8 @@
     lumos vae-ceiling --data results/data/imagenet
     lumos memorise --data results/data/imagenet
     lumos nvs-probe --model results/nvs/i2i/model
+    lumos shape-agreement --samples results/samples/lumos_i2i/imagenet --data results/data/imagenet \
+        --untrained results/samples/untrained/imagenet
 """
 
 from __future__ import annotations
@@ -127,6 +129,48 @@ def cmd_memorise(args):
         write_json(args.out, r)
 
 
+def _read_samples(folder: str, limit: int | None = None):
+    """A sample folder's PNGs as `lumos sample` writes them, `{i:06d}.png` for eval item i; a clear
+    error unless they are items 0..n-1 (the first n eval images, in the split's order)."""
+    from lumos.sample import read_pngs
+
+    names = sorted(p.name for p in Path(folder).glob("*.png"))[:limit]
+    if names != [f"{i:06d}.png" for i in range(len(names))]:
+        raise SystemExit(f"error: {folder} does not hold samples 000000.png..{len(names) - 1:06d}.png "
+                         "(one per eval item, as `lumos sample` writes them)")
+    return read_pngs(folder, limit)
+
+
+def cmd_shape_agreement(args):
+    """Condition-sample shape agreement of I2I samples: the fraction of samples (sample i made from
+    the features of eval image i of --data) whose largest shape, as the Shapes classifier detects
+    it, is the labelled largest shape of their condition image; beside the untrained model's samples
+    of the same split (--untrained), the classifier's accuracy on the condition images (the ceiling)
+    and chance (1 / shapes, and the majority shape's rate)."""
+    from lumos.components.classifier import load_fid_net
+    from lumos.data.shards import read_images
+    from lumos.eval.diagnose import largest_object_attributes, shape_agreement
+
+    cfg, device = setup(args, preset_keys=("components.fid_net",))
+    net = load_fid_net(cfg["components.fid_net"], device)
+    folders = {"samples": args.samples, **({"untrained": args.untrained} if args.untrained else {})}
+    out = {"data": args.data}
+    for what, folder in folders.items():
+        samples = _read_samples(folder, args.limit)
+        records = _shapes_records(args.data, limit=len(samples))
+        if len(records) < len(samples):
+            raise SystemExit(f"error: {folder} holds {len(samples)} samples but {args.data} only {len(records)} images")
+        r = shape_agreement(net, samples, read_images(args.data, limit=len(samples)),
+                            largest_object_attributes(records)["shape"])
+        out[what] = {"folder": folder, **r}
+        print(f"{what:>9} {folder}: shape agreement {r['agreement']:.3f} over {r['n']} samples (ceiling: classifier "
+              f"on the conditions {r['condition_accuracy']:.3f}; chance {r['chance']:.3f}, majority "
+              f"{r['majority']:.3f} ({r['majority_shape']}), independent of the condition {r['independent']:.3f}); "
+              f"condition's shape present {r['present']:.3f} (conditions {r['condition_present']:.3f})")
+    if args.out:
+        write_json(args.out, out)
+
+
 def cmd_nvs_probe(args):
     """Does a Lumos-NVS model read its input view and its camera, and how white does it draw the
     white background? x0 errors per noise level (`lumos.eval.diagnose.nvs_probe`), then the mean
@@ -182,6 +226,13 @@ def register(add):
         grid=("optional PNG: each training image beside its class's sample", {"default": None}),
         steps=("optimiser steps", {"type": int, "default": 2000}),
         lr=("learning rate", {"type": float, "default": 3e-3}))
+    add("shape-agreement", cmd_shape_agreement,
+        samples=("I2I sample folder (e.g. results/samples/lumos_i2i/imagenet)", req),
+        data=("the labelled Shapes-world eval split it was sampled from (e.g. results/data/imagenet)", req),
+        untrained=("the untrained model's samples of the same split (results/samples/untrained/<split>)",
+                   {"default": None}),
+        limit=("score the first N samples only", {"type": int, "default": None}),
+        out=("optional JSON of the results", {"default": None}))
     add("nvs-probe", cmd_nvs_probe, model=("Lumos-NVS model folder", req),
         data=("rendered test split", {"default": "results/data/nvs_test"}),
         features=("its features", {"default": "results/features/nvs_test"}),

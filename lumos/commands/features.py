@@ -33,12 +33,13 @@ def cmd_gather(args):
     from lumos.utils import setup_logging
 
     setup_logging()
+    # torch-free modules: a gather is a local job between the GPU jobs, on the critical path
     if args.kind == "features":
-        from lumos.features import gather_parts
+        from lumos.store import gather_parts
 
         gather_parts(args.parts, args.out)
     else:
-        from lumos.sample import gather_pngs
+        from lumos.utils import gather_pngs
 
         gather_pngs(args.parts, args.out)
 

@@ -4,6 +4,7 @@
     lumos class-grid --model results/pretrain/class_i2i/model     # one row per shape, a column per colour
     lumos vae-ceiling --data results/data/imagenet                 # what survives the VAE round trip
     lumos memorise --data results/data/imagenet                    # can the DiT draw shapes it has seen?
+    lumos shape-agreement --samples results/samples/lumos_i2i/imagenet --data results/data/imagenet
 
 `linear_probe` fits a multinomial logistic regression (L-BFGS, L2 penalty) on standardised
 features of the first `train_fraction` of the items and reports accuracy on the rest: a
@@ -12,7 +13,8 @@ the class-to-image prior for every (shape, colour) class: it separates "the cond
 shape" from "the generator cannot draw the shape". `attributes_present` scores images with the DAG's
 Shapes classifier: the fraction in which the requested colour, shape and (shape, colour) pair are
 detected; `vae_ceiling` scores real images and their VAE reconstructions the same way;
-`memorisation` trains the class prior on one image per class and asks how well it redraws them.
+`memorisation` trains the class prior on one image per class and asks how well it redraws them;
+`shape_agreement` asks whether an I2I prior's samples keep their conditioning image's largest shape.
 Noise images already score 0.3-0.46 on shape (the classifier's guess on blobs), so a shape score
 means something only well above an untrained model's.
 """
@@ -68,6 +70,18 @@ def largest_object_attributes(records: list[dict]) -> dict[str, np.ndarray]:
 
 
 @torch.no_grad()
+def multi_logits(net, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    """The Shapes classifier's presence logits (its `multi` head: shape, colour and pair bits, laid
+    out as `target_groups`) for uint8 `images` (n, H, W, 3), batch by batch, as float32 (n, bits)."""
+    device = next(net.parameters()).device
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(images[start : start + batch_size]).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+        out.append(net(x)["multi"].float().cpu().numpy())
+    return np.concatenate(out)
+
+
+@torch.no_grad()
 def attributes_present(net, images: np.ndarray, shape: np.ndarray, colour: np.ndarray, batch_size: int = 500) -> dict:
     """Fractions of uint8 `images` (n, H, W, 3) in which the Shapes classifier `net` detects the
     requested colour, shape and (shape, colour) pair (sigmoid > 0.5); `shape` and `colour` are
@@ -75,12 +89,7 @@ def attributes_present(net, images: np.ndarray, shape: np.ndarray, colour: np.nd
     from lumos.components.classifier import target_groups
     from lumos.data.worlds.shapes import COLOURS
 
-    device = next(net.parameters()).device
-    hits = []
-    for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(images[start : start + batch_size]).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
-        hits.append((torch.sigmoid(net(x)["multi"]) > 0.5).cpu().numpy())
-    hits = np.concatenate(hits)
+    hits = torch.sigmoid(torch.from_numpy(multi_logits(net, images, batch_size))).numpy() > 0.5
     rows, groups = np.arange(len(images)), target_groups()
     wanted = {"colour": colour, "shape": shape, "pair": shape * len(COLOURS) + colour}
     return {k: float(hits[:, groups[k]][rows, idx].mean()) for k, idx in wanted.items()}
@@ -125,6 +134,47 @@ def vae_ceiling(codec, net, images: np.ndarray, records: list[dict], batch_size:
     return {"real": attributes_present(net, images, target["shape"], target["colour"]),
             "reconstruction": attributes_present(net, recon, target["shape"], target["colour"]),
             "psnr_db": float(10 * np.log10(255.0**2 / max(mse, 1e-12))), "n": len(images)}
+
+
+def shape_agreement(net, samples: np.ndarray, condition_images: np.ndarray, condition_shapes: np.ndarray,
+                    batch_size: int = 500) -> dict:
+    """Condition-sample shape agreement of an I2I prior: sample i was generated from the features
+    of condition image i. The reference is the condition's *labelled* largest-object shape
+    (`condition_shapes`, (n,) indices into SHAPES, from its record: `largest_object_attributes`),
+    not what the classifier makes of the condition. The classifier `net` has no largest-object
+    head; an image's detected shape is the shape bit of its `multi` head with the highest logit.
+
+    Returns, over the n pairs of uint8 images (n, H, W, 3):
+      `agreement`: the sample's detected shape equals the condition's labelled shape;
+      `condition_accuracy`: the same for the condition images themselves (the ceiling of
+        `agreement`: a perfect copy of every condition scores it);
+      `present`, `condition_present`: the condition's shape bit is on (sigmoid > 0.5, as
+        `attributes_present`) in the sample / in the condition;
+      `chance` (1 / number of shapes), `majority` (the most common labelled shape's rate, with
+        `majority_shape`: what always detecting it scores) and `independent` (the agreement
+        expected if the samples' detected shapes, with their own frequencies, ignored the
+        condition); and `n`."""
+    from lumos.components.classifier import target_groups
+    from lumos.data.worlds.shapes import SHAPES
+
+    ref = np.asarray(condition_shapes, dtype=np.int64)
+    if not len(samples) == len(condition_images) == len(ref):
+        raise ValueError(f"need one condition image and one shape per sample, got {len(samples)} samples, "
+                         f"{len(condition_images)} condition images and {len(ref)} shapes")
+    if len(ref) == 0:
+        raise ValueError("no samples to score")
+    group, rows, k = target_groups()["shape"], np.arange(len(ref)), len(SHAPES)
+    drawn = multi_logits(net, samples, batch_size)[:, group]
+    real = multi_logits(net, condition_images, batch_size)[:, group]
+    ref_freq = np.bincount(ref, minlength=k) / len(ref)
+    drawn_freq = np.bincount(drawn.argmax(1), minlength=k) / len(ref)
+    return {"n": len(ref),
+            "agreement": float((drawn.argmax(1) == ref).mean()),
+            "condition_accuracy": float((real.argmax(1) == ref).mean()),
+            "present": float((drawn[rows, ref] > 0).mean()),
+            "condition_present": float((real[rows, ref] > 0).mean()),
+            "chance": 1.0 / k, "majority": float(ref_freq.max()), "majority_shape": SHAPES[int(ref_freq.argmax())],
+            "independent": float(ref_freq @ drawn_freq)}
 
 
 def one_per_class(records: list[dict]) -> np.ndarray:
