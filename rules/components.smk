@@ -12,8 +12,9 @@ rule train_component:
         lambda wc: f"results/data/{COMPONENT_DATA.get(wc.component, 'pool')}",
     output:
         directory("results/components/{component}"),
-    # the long chain first (VAE and encoders -> features -> pretraining); the FID net waits
-    priority: lambda wc: 0 if wc.component == "fid_net" else 10
+    # the long chain first: the VAE (the longest, and every features job waits for it), then the
+    # encoders (features -> pretraining); the FID net waits
+    priority: lambda wc: {"vae": 20, "fid_net": 0}.get(wc.component, 10)
     params:
         cfg=lambda wc: cfg_json(f"components.{wc.component}"),
     threads: 1
