@@ -78,7 +78,7 @@ def test_gpu_everything_dry_run(tmp_path):
     ablations = [f"results/{f}.png" for f in ("fig9", "fig10", "fig2c", "figS2", "figS3", "fig11b")]
     out = snakemake("-n", "-p", "all", "results/fig12.png", *ablations, "--configfile", GPU, cwd=tmp_path)
     finetunes = commands(out, "finetune")
-    assert len(finetunes) == 24  # 15 + the 8 ablation priors' + Figure 11b's CLIP-text one
+    assert len(finetunes) == 26  # 15 + the 8 ablation priors' + Figure 11b's CLIP-text one + Figure G1's REPA / REG
     assert all(c["t2i.train"]["compile"] and c["t2i.train"]["steps"] == 4000 for c in finetunes)
     pretrain = commands(out, "pretrain")
     assert len(pretrain) >= 15  # 4 priors + Figure 2b's 3 pool subsets + the 8 ablation priors (+ Figure 12's)
