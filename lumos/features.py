@@ -20,8 +20,8 @@ import torch
 from lumos.data.shards import read_shard, split_index
 from lumos.data.subsets import subset_values
 from lumos.settings import PATCH_SUBSETS
-from lumos.store import FeatureStore, feature_index, gather_parts, max_tokens, to_ragged, write_shard  # noqa: F401
-from lumos.utils import link_or_copy, log, progress
+from lumos.store import FeatureStore, max_tokens, to_ragged, write_shard
+from lumos.utils import log, progress
 
 CAPTION_KINDS = ("short", "long")
 
@@ -95,7 +95,7 @@ def extract_features(split_dir: str, out_dir: str, components: dict, encoders: l
     CLS token of each encoder, and its patch tokens for the encoders in `patch_tokens` (True: all).
 
     With `parts` > 1 this job encodes only its share of the data shards (see `my_shards`);
-    `gather_parts` joins the parts' folders into one. A bucketed split (Table S1's aspect-ratio
+    `lumos.store.gather_parts` joins the parts' folders into one. A bucketed split (Table S1's aspect-ratio
     buckets) gets one features folder per bucket, encoded by the same loaded models. `seed` (the
     config's) seeds each row's `subset_u`, the hash that picks Figure 2b's nested pool subsets."""
     from lumos.components.encoders import load_encoder

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lumos.utils import atomic_write, fault_point, gather_pngs, link_or_copy, log, png_complete, progress  # noqa: F401
+from lumos.utils import atomic_write, fault_point, log, png_complete, progress
 
 
 def load_model(model_dir: str | None, fresh_from=None):

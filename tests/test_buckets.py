@@ -167,7 +167,8 @@ class _CharEncoder:
 def test_bucketed_curated_text_features_reuse_the_square_rows(tmp_path):
     """Stage 4 on curated folders: each bucket's caption tokens are copied from the square split's
     text features (one pass, shards of 2 rows on both sides) and equal encoding the bucket afresh."""
-    from lumos.features import _encode_captions, gather_parts, read_features, reuse_text_features
+    from lumos.features import _encode_captions, read_features, reuse_text_features
+    from lumos.store import gather_parts
 
     src = tmp_path / "src"
     src.mkdir()

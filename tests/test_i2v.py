@@ -240,7 +240,7 @@ def test_extract_video_features_in_parts(tmp_path):
     from lumos.components.encoders import load_encoder
     from lumos.components.vae import load_vae
     from lumos.data.worlds.shapes_video import build_video_split, read_clips
-    from lumos.features import gather_parts
+    from lumos.store import gather_parts
     from lumos.tasks.i2v import extract_video_features
     from lumos.store import FeatureStore
 

@@ -8,9 +8,11 @@ import torch
 from lumos.components.encoders import build_tiny_vit
 from lumos.components.vae import LatentCodec, build_tiny_vae
 from lumos.data.subsets import subset_values
-from lumos.features import extract_features, gather_parts, read_features, scene_labels
+from lumos.features import extract_features, read_features, scene_labels
 from lumos.models import LumosDiT
-from lumos.sample import gather_pngs, generate, read_pngs
+from lumos.sample import generate, read_pngs
+from lumos.store import gather_parts
+from lumos.utils import gather_pngs
 
 
 def _components(tmp_path):

@@ -41,7 +41,7 @@ def extract_video_features(split_dir: str, out_dir: str, components: dict, encod
     (`latents` (n, C, T, h, w) fp16) and the first frame with the vision encoder `encoder`
     (`<encoder>_cls` (n, D) fp16, the I2V condition). `batch_size` counts frames per VAE call
     (whole clips: max(1, batch_size // T) clips at a time). Job `part` of `parts` writes every
-    `parts`-th data shard (`lumos.features.my_shards`); `lumos.features.gather_parts` joins them."""
+    `parts`-th data shard (`lumos.features.my_shards`); `lumos.store.gather_parts` joins them."""
     from lumos.components.encoders import load_encoder
     from lumos.components.vae import load_vae
 
