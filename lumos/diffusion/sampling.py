@@ -105,8 +105,7 @@ def sample(
         cond_mask = cond_mask.to(device)
     extra = {k: v.to(device) for k, v in (model_kwargs or {}).items()}
     token_dim = int(getattr(config, "reg_dim", 0) or 0)
-    if token_dim:
-        return _sample_with_token(model, x, scheduler, token_dim, generator, device, dtype, keep_variance, extra)
+    tok, tok_sched = _token_start(x.shape[0], token_dim, scheduler, generator, device) if token_dim else (None, None)
 
     timesteps = scheduler.timesteps
     if progress:
@@ -116,7 +115,10 @@ def sample(
     for t in timesteps:
         inp = scheduler.scale_model_input(x, t).to(dtype)
         tt = t.to(device).expand(x.shape[0])
-        if guidance_scale != 1:
+        if tok is not None:  # REG: the class token with the latents; no condition, so no guidance
+            out, extras = model(inp, tt, None, None, reg_token=tok_sched.scale_model_input(tok, t).to(dtype),
+                                return_extras=True, **extra)
+        elif guidance_scale != 1:
             out = model.forward_with_cfg(inp, tt, cond, cond_mask, guidance_scale=guidance_scale, **extra)
         else:
             out = model(inp, tt, cond, cond_mask, **extra)
@@ -124,6 +126,8 @@ def sample(
         if not keep_variance and out.shape[1] == 2 * x.shape[1]:
             out = out[:, : x.shape[1]]
         x = scheduler.step(out, t, x, generator=generator).prev_sample
+        if tok is not None:
+            tok = tok_sched.step(extras["reg"].float(), t, tok, generator=generator).prev_sample
     return x
 
 
@@ -136,22 +140,11 @@ def token_scheduler(scheduler):
     return type(scheduler).from_config(scheduler.config, **changes)
 
 
-def _sample_with_token(model, x, scheduler, token_dim: int, generator, device, dtype, keep_variance: bool,
-                       extra: dict) -> torch.Tensor:
-    """`sample`'s loop for a REG model: the latents and the class token, denoised jointly (the
-    token stepped by its own scheduler at the same timesteps); returns the latents."""
+def _token_start(batch: int, token_dim: int, scheduler, generator, device):
+    """A REG model's class token at the first step (noise drawn from `generator` after the
+    latents') and its own scheduler, set to the same timesteps as `scheduler`."""
     gen_device = generator.device if generator is not None else device
-    tok = torch.randn((x.shape[0], token_dim), generator=generator, device=gen_device, dtype=torch.float32)
+    tok = torch.randn((batch, token_dim), generator=generator, device=gen_device, dtype=torch.float32)
     tok_sched = token_scheduler(scheduler)
     tok_sched.set_timesteps(len(scheduler.timesteps), device=device)
-    tok = tok.to(device) * tok_sched.init_noise_sigma
-    for t in scheduler.timesteps:
-        tt = t.to(device).expand(x.shape[0])
-        out, extras = model(scheduler.scale_model_input(x, t).to(dtype), tt, None, None,
-                            reg_token=tok_sched.scale_model_input(tok, t).to(dtype), return_extras=True, **extra)
-        out = out.float()
-        if not keep_variance and out.shape[1] == 2 * x.shape[1]:
-            out = out[:, : x.shape[1]]
-        x = scheduler.step(out, t, x, generator=generator).prev_sample
-        tok = tok_sched.step(extras["reg"].float(), t, tok, generator=generator).prev_sample
-    return x
+    return tok.to(device) * tok_sched.init_noise_sigma, tok_sched
