@@ -113,3 +113,27 @@ def test_the_checks_catch_what_they_guard(tmp_path, monkeypatch):
         test_imports_go_down_the_layers()
     with pytest.raises(AssertionError, match="lumos"):
         test_no_import_cycle()
+
+
+def imported_names(path: Path):
+    """(line, module, name) for every `from lumos... import name` in `path`, at any depth of the code."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "lumos":
+            for alias in node.names:
+                if alias.name != "*":
+                    yield node.lineno, node.module, alias.name
+
+
+def test_every_imported_name_exists():
+    """An import inside a function runs only when the function does: a name dropped from a module
+    must fail here, not in the one smoke job that calls that command."""
+    import importlib
+
+    files = [*PACKAGE.rglob("*.py"), *(PACKAGE.parent / "tests").rglob("*.py")]
+    missing = []
+    for path in sorted(files):
+        for line, module, name in imported_names(path):
+            mod = importlib.import_module(module)
+            if not hasattr(mod, name) and f"{module}.{name}" not in MODULES:
+                missing.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {module} has no {name}")
+    assert not missing, "\n".join(missing)

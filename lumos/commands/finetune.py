@@ -39,7 +39,7 @@ def _t2i_model(model_dir, cfg, text_dim: int, n_tokens: int, latent_shape):
 def cmd_t2i_sample(args):
     """Generate one image per caption of an eval split (short or long captions) from cached text features."""
     from lumos.components.vae import load_vae
-    from lumos.features import feature_index
+    from lumos.store import feature_index
     from lumos.tasks.t2i import load_captions
     from lumos.sample import generate
 
@@ -63,7 +63,7 @@ def cmd_t2i_bench(args):
         return
     from lumos.components.text import load_text_encoder
     from lumos.components.vae import load_vae
-    from lumos.features import feature_index
+    from lumos.store import feature_index
 
     text_encoder = load_text_encoder(cfg[f"components.{args.encoder}"], args.encoder, device)
     latent_shape = tuple(feature_index(args.features)["latent_shape"])
