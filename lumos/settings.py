@@ -126,9 +126,10 @@ class RunSettings(_FromConfig):
         if not (self.repa or self.reg):
             return
         where = "config key pretrain.runs.<run>"
-        if self.injection != "none" or not self.encoder:
-            raise ValueError(f"a REPA / REG run takes no condition at sampling and reads an encoder in training: "
-                             f"set injection: none and an encoder ({where}; got injection {self.injection}, "
+        if self.injection not in ("none", "class") or not self.encoder:
+            raise ValueError(f"a REPA / REG run reads an encoder in training only and takes no encoder tokens at "
+                             f"sampling: set injection none (unconditional) or class (class-conditional, as their "
+                             f"papers' ImageNet models) and an encoder ({where}; got injection {self.injection}, "
                              f"encoder {self.encoder})")
         if self.repa and self.tokens not in ("patch", "cls_patch"):
             raise ValueError(f"REPA aligns with the encoder's patch tokens: {where}.tokens must be patch or cls_patch "

@@ -5,6 +5,8 @@ trainer's guided step and the config's checks."""
 
 import types
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -199,6 +201,12 @@ def test_the_trainer_runs_the_guided_loss(tmp_path):
     back = LumosDiT.from_pretrained(tmp_path / "out" / "model")
     moved = [k for k, v in back.state_dict().items() if not torch.equal(v, before[k])]
     assert any(k.startswith("repa_projector.") for k in moved) and any(k.startswith("reg_") for k in moved)
+    # the loss curve logs each guidance term beside the loss (mean over the row's steps)
+    curve = pd.read_csv(tmp_path / "out" / "loss.csv")
+    assert list(curve.columns) == ["step", "loss", "mse", "vb", "repa", "reg", "lr"] and len(curve) == 3
+    assert (curve["repa"].abs() > 0).all() and (curve["reg"] > 0).all()  # repa: minus a cosine, in [-1, 1]
+    # loss = mse + vb + 0.5 repa + 0.03 reg, row by row (the columns are rounded to 6 decimals)
+    assert np.allclose(curve["loss"], curve["mse"] + curve["vb"] + 0.5 * curve["repa"] + 0.03 * curve["reg"], atol=1e-5)
 
 
 def test_run_settings_check_the_guidance_blocks():
@@ -214,9 +222,14 @@ def test_run_settings_check_the_guidance_blocks():
         RunSettings.from_config({"encoder": "dino", "injection": "none", "tokens": "patch", "repa": {"blok": 1}}, key)
     with pytest.raises(ConfigError, match=r"pretrain\.runs\.repa\.repa"):
         RunSettings.from_config({"encoder": "dino", "injection": "none", "tokens": "patch", "repa": {"block": 0}}, key)
-    with pytest.raises(ValueError, match="injection: none"):
+    with pytest.raises(ValueError, match="injection none .* or class"):
         RunSettings.from_config({"encoder": "dino", "injection": "cross_attn", "tokens": "patch", "repa": {"block": 1}},
                                 key)
+    with pytest.raises(ValueError, match="and an encoder"):
+        RunSettings.from_config({"injection": "class", "tokens": "patch", "repa": {"block": 1}}, key)
+    classed = RunSettings.from_config({"encoder": "dino", "injection": "class", "tokens": "patch", "repa": {"block": 1}},
+                                      key)  # class-conditional, as REPA's and REG's ImageNet models
+    assert classed.guidance()["repa"]["block"] == 1
     with pytest.raises(ValueError, match="patch tokens"):
         RunSettings.from_config({"encoder": "dino", "injection": "none", "tokens": "cls", "repa": {"block": 1}}, key)
     with pytest.raises(ValueError, match="repa_block must lie"):

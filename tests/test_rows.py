@@ -67,15 +67,16 @@ def _clip_rows(tmp_path):
     return ClipRows(str(tmp_path / "f"), "dino")
 
 
-def _pool_rows(tmp_path, injection="class"):
+def _pool_rows(tmp_path, injection="class", tokens="cls", **guided):
     from lumos.data.subsets import subset_values
     from lumos.tasks.i2i import PoolRows
     from lumos.settings import RunSettings
 
     n = 6
     write_store(tmp_path / "f", {"latents": np.ones((n, 4, 2, 2), np.float16), "labels": np.arange(n) % 3,
+                                 "dino_cls": np.ones((n, 8), np.float16), "dino_patch": np.ones((n, 4, 8), np.float16),
                                  "subset_u": subset_values([str(i) for i in range(n)], 0)})
-    return PoolRows(str(tmp_path / "f"), RunSettings(injection=injection, tokens="cls"))
+    return PoolRows(str(tmp_path / "f"), RunSettings(injection=injection, tokens=tokens, **guided))
 
 
 SOURCES = {
@@ -107,6 +108,11 @@ def test_pool_rows_declare_their_keys(tmp_path):
     for injection, keys in (("class", {"x0", "cond"}), ("none", {"x0"})):
         source = _pool_rows(tmp_path, injection)
         assert set(check_batch_keys(source, source.batch(0, np.array([0, 1])))) == keys
+    # a class-conditional REPA + REG run (as their papers' ImageNet models): labels and the encoder's tokens
+    source = _pool_rows(tmp_path, "class", "cls_patch", encoder="dino", repa={"block": 1}, reg={"weight": 0.03})
+    batch = check_batch_keys(source, source.batch(0, np.array([0, 4])))
+    assert set(batch) == {"x0", "cond", "enc_patch", "enc_cls"} and batch["cond"].tolist() == [0, 1]
+    assert batch["enc_patch"].shape == (2, 4, 8) and source.enc_dim == 8
 
 
 def test_an_undeclared_key_is_named():

@@ -37,8 +37,14 @@ def test_smoke_table1_has_measured_and_reported_rows(smoke_run):
     assert reported.loc["RCG", "coco_fid"] == 12.70 and reported.loc["RCG", "imagenet_fid"] == 4.89
     assert reported.loc["Lumos-I2I", "coco_fid"] == 4.82 and reported.loc["Lumos-I2I", "imagenet_fid"] == 2.60
     measured = df[df["source"] == "measured"].set_index("method")
-    # the paper's rows (config/smoke.yaml: pretrain.table1_beyond [], REPA / REG are the tiny preset's)
-    assert list(measured.index) == ["Lumos-I2I", "RCG", "untrained DiT (ceiling)", "real images, independent sample (floor)"]
+    assert list(measured.index) == ["Lumos-I2I", "RCG", "untrained DiT (ceiling)", "real images, independent sample (floor)",
+                                    "REPA (beyond the paper)", "REG (beyond the paper)"]
+    beyond = df[df["method"].str.contains("beyond the paper")]
+    assert set(beyond["source"]) == {"measured"}  # no reported numbers for rows the paper does not have
+    for run in ("repa", "reg"):  # trained with their guidance: the alignment term (minus a cosine) fell
+        loss = pd.read_csv(smoke_run / "results" / "pretrain" / run / "loss.csv")
+        assert loss["repa"].iloc[-1] < loss["repa"].iloc[0], (run, loss)
+    assert "reg" in pd.read_csv(smoke_run / "results" / "pretrain" / "reg" / "loss.csv")
     assert (measured["coco_samples"] == 64).all() and (measured["imagenet_samples"] == 64).all()
     assert (measured["preset"] == "smoke").all()
     assert measured["feature_extractor"].str.contains("shapes-classifier").all()
@@ -66,10 +72,11 @@ def test_smoke_outputs_a_person_looks_at(smoke_run):
 
 
 @pytest.mark.slow
-def test_smoke_table1_through_the_webdataset_path(tmp_path):
-    """Table 1 with the pool exported as img2dataset webdataset shards and curated by two jobs with
-    the paper's filters (shorter side > 32, aesthetic > 5.0), as LAION is at paper scale."""
-    snakemake("results/table1.csv", "--configfile", str(ROOT / "config" / "smoke.yaml"),
+def test_smoke_i2i_row_through_the_webdataset_path(tmp_path):
+    """Table 1's Lumos-I2I row (its COCO FID) with the pool exported as img2dataset webdataset shards
+    and curated by two jobs with the paper's filters (shorter side > 32, aesthetic > 5.0), as LAION
+    is at paper scale. One row: what follows curation is the smoke Table 1's own DAG."""
+    snakemake("results/eval/fid/lumos_i2i_coco.json", "--configfile", str(ROOT / "config" / "smoke.yaml"),
               str(ROOT / "config" / "webdataset.yaml"), "--cores", "2", cwd=tmp_path)
     res = tmp_path / "results"
     report = json.loads((res / "data" / "pool" / "curation.json").read_text())
@@ -81,8 +88,8 @@ def test_smoke_table1_through_the_webdataset_path(tmp_path):
     records = read_records(res / "data" / "pool")
     assert len(records) == shapes["kept"] and all(r["aesthetic"] > 5.0 and r["width"] > 32 for r in records)
     assert sorted(p.name for p in (res / "export" / "pool").glob("*.tar")) == ["00000.tar", "00001.tar"]
-    measured = pd.read_csv(res / "table1.csv").query("source == 'measured'").set_index("method")
-    assert (measured["imagenet_fid"] >= 0).all() and len(measured) == 4
+    fid = json.loads((res / "eval" / "fid" / "lumos_i2i_coco.json").read_text())
+    assert fid["fid"] >= 0 and fid["n_samples"] == 64
     summary = json.loads((res / "pretrain" / "lumos_i2i" / "train_summary.json").read_text())
     assert summary["steps"] == 30
 
@@ -177,18 +184,20 @@ def test_smoke_fig12_dropout_and_guidance(smoke_run):
     assert len(re.findall(r"wildcards: run=lumos_i2i\b", proc.stdout + proc.stderr)) == 0
 
 
-ABLATION_FIGURES = ["fig10", "fig2c", "fig9", "figS2", "figS3", "fig11b"]
+ABLATION_FIGURES = ["fig10", "fig2c", "fig9", "figS2", "figS3", "fig11b", "figG1"]
 
 
 @pytest.mark.slow
 def test_smoke_ablation_figures(smoke_run):
-    """Figures 9, 10, 2c, S2, S3 and 11b from the smoke preset's ablation priors: I2I FID at each
-    pretraining snapshot, the T2I fine-tune's FID at each fine-tuning snapshot, no run trained twice."""
+    """Figures 9, 10, 2c, S2, S3 and 11b from the smoke preset's ablation priors, and G1 (beyond the
+    paper: the REPA and REG priors of Table 1): I2I FID at each pretraining snapshot, the T2I
+    fine-tune's FID at each fine-tuning snapshot, no run trained twice."""
     proc = snakemake(*(f"results/{f}.png" for f in ABLATION_FIGURES), "--configfile",
                      str(ROOT / "config" / "smoke.yaml"), "--cores", "2", cwd=smoke_run)
     log = proc.stdout + proc.stderr
     assert not re.search(r"wildcards: run=lumos_i2i\n", log)  # Table 1's prior is reused, not retrained
     assert not re.search(r"wildcards: ft=lumos_i2i-t5-mixed-n0\n", log)  # so is Table 2's fine-tune
+    assert not re.search(r"wildcards: run=(repa|reg)\n", log)  # and Table 1's REPA / REG priors
     res = smoke_run / "results"
     fig10 = pd.read_csv(res / "fig10.csv")
     i2i, t2i = fig10[fig10.panel == "a: I2I"], fig10[fig10.panel == "b: T2I"]
@@ -203,6 +212,10 @@ def test_smoke_ablation_figures(smoke_run):
     tokens = {run: json.loads((res / "pretrain" / run / "model" / "config.json").read_text())["max_cond_tokens"]
               for run in ("i2i_clip", "i2i_clip_all", "i2i_top", "i2i_random")}
     assert tokens == {"i2i_clip": 1, "i2i_clip_all": 17, "i2i_top": 11, "i2i_random": 11}  # 4x4 patches, patch_k 10
+    g1 = pd.read_csv(res / "figG1.csv")
+    assert set(g1.panel) == {"a: I2I", "b: T2I"} and list(dict.fromkeys(g1.label)) == ["repa", "reg"]
+    assert sorted(set(g1[g1.panel == "a: I2I"].step)) == [15, 30] and (g1.fid > 0).all()
+    assert set(g1.source) == {"measured"}
     snapshots = sorted(p.name for p in (res / "pretrain" / "i2i_top" / "snapshots").glob("step-*"))
     assert snapshots == ["step-000015", "step-000030"]
 

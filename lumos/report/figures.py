@@ -34,7 +34,7 @@ ABLATION_TITLES = {
     "fig2c": "Fig. 2c: vision encoders, T2I transfer",
     "figS2": "Fig. S2: CLS + patch-token subsets",
     "figS3": "Fig. S3: encoder scale",
-    "figG1": "Beyond the paper: encoder-guided priors (Lumos-I2I, RCG, REPA, REG)",
+    "figG1": "Beyond the paper: encoder-guided priors (Lumos-I2I and RCG condition, REPA and REG align)",
 }
 
 

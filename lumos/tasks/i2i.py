@@ -88,10 +88,10 @@ class PoolRows:
         if self.injection in ("cross_attn", "adaln") and not run.encoder:
             raise KeyError(f"a {self.injection} run needs an `encoder` (config key pretrain.runs.<run>.encoder)")
         self.store = FeatureStore(features_dir)
-        if self.injection in ("class", "none") and not self.guidance:
-            self.keys = ["labels"] if self.injection == "class" else []
-        else:
-            self.keys = feature_keys(run.encoder, run.tokens)
+        # the encoder's tokens: the condition (cross_attn, adaln) or a REPA / REG target; then class labels
+        guided_tokens = self.injection not in ("class", "none") or self.guidance
+        self.keys = (feature_keys(run.encoder, run.tokens) if guided_tokens else []) + (
+            ["labels"] if self.injection == "class" else [])
         for key in ["latents", *self.keys]:
             self.store.kind(key)  # a missing array fails here, naming the shard folder
         self.batch_keys = ("x0",) + {"class": ("cond",), "none": ()}.get(self.injection, ("cond", "cond_mask"))

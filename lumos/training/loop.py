@@ -238,6 +238,7 @@ def train_diffusion(model, latents, cond: torch.Tensor | None, cond_mask: torch.
         outputs = TrainOutputs.in_folder(outputs, snapshots=bool(snapshot_every))
     run = _set_up(model, latents, cond, cond_mask, cfg, Path(state_dir), seed, device)
     run.guidance = guidance
+    run.terms = tuple(k for k in ("repa", "reg") if guidance and guidance.get(k))
     _resume(run)
     with _stop_signals() as stop:
         stopped_at = _train_steps(run, stop, stop_after, snapshot_every)
@@ -267,7 +268,7 @@ class _Run:
     check_every: int  # steps between loss checks (`TrainSettings.nan_check_interval`)
     step: int = 0  # the step being trained; before the loop, the one this invocation starts at
     rows: list[dict] = field(default_factory=list)  # the logged rows of the loss curve
-    window: torch.Tensor | None = None  # this rank's sums of loss, mse, vb since the last row
+    window: torch.Tensor | None = None  # this rank's sums of loss, mse, vb (and `terms`) since the last row
     window_steps: int = 0
     seen: int = 0  # images trained on by this invocation, all processes together
     ran: int = 0  # steps run by this invocation
@@ -277,6 +278,7 @@ class _Run:
     t0: float = 0.0  # when the steps began
     step_end: float = 0.0  # when the last timed step ended (compile times)
     guidance: dict | None = None  # a REPA / REG run's blocks (lumos.models.guidance)
+    terms: tuple = ()  # the guidance terms a row logs beside the loss ("repa", "reg")
 
     @property
     def on_gpu(self) -> bool:
@@ -336,7 +338,7 @@ def _resume(run: _Run) -> None:
     scheduler, EMA, RNG states), with the rows logged up to it and this rank's loss sums since
     the last row; the counters start at its step (at 0 without one)."""
     accel, state = run.accel, run.state
-    run.window = torch.zeros(3, device=accel.device)
+    run.window = torch.zeros(3 + len(run.terms), device=accel.device)
     last = latest_checkpoint(state)
     if last is not None:
         accel.load_state(str(last))
@@ -481,7 +483,8 @@ def _tally(run: _Run, x0: torch.Tensor, loss: torch.Tensor, losses: dict) -> Non
     run.ran += 1
     if run.compiled and run.ran <= 2:
         run.step_end = log_compile_time(run.ran, run.step_end, run.on_gpu)
-    run.window += torch.stack([loss, losses["mse"].mean(), losses["vb"].mean()]).detach().float()
+    terms = [losses[k].mean() for k in run.terms]
+    run.window += torch.stack([loss, losses["mse"].mean(), losses["vb"].mean(), *terms]).detach().float()
     run.window_steps += 1
 
 
@@ -511,11 +514,11 @@ def _stop_requested(run: _Run, stop: dict, due: bool) -> bool:
 def _log_row(run: _Run, bar) -> None:
     """Logging: a row of the loss curve, the mean over the steps since the last row and over the
     processes (every rank's batch counts)."""
-    mean_loss, mse, vb = run.accel.reduce(run.window / run.window_steps, "mean").tolist()
+    mean_loss, mse, vb, *terms = run.accel.reduce(run.window / run.window_steps, "mean").tolist()
     run.window.zero_()
     run.window_steps = 0
     row = {"step": run.step + 1, "loss": f"{mean_loss:.6f}", "mse": f"{mse:.6f}", "vb": f"{vb:.6f}",
-           "lr": f"{run.sched.get_last_lr()[0]:.3e}"}
+           **{k: f"{v:.6f}" for k, v in zip(run.terms, terms)}, "lr": f"{run.sched.get_last_lr()[0]:.3e}"}
     run.rows.append(row)
     bar.set_postfix(loss=row["loss"])
     if run.accel.is_main_process:
@@ -579,7 +582,7 @@ def state_key(settings: dict, *input_files: Path) -> str:
 
 def _write_rows(rows, path):
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["step", "loss", "mse", "vb", "lr"])
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["step", "loss", "mse", "vb", "lr"])
         writer.writeheader()
         writer.writerows(rows)
     return path
