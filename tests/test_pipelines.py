@@ -235,6 +235,10 @@ def test_assemble_from_saved_parts(tmp_path):
     pipe.set_progress_bar_config(disable=True)
     ref = pipe(PROMPTS[1], num_inference_steps=2, guidance_scale=2.0, generator=torch.Generator().manual_seed(0))
     assert np.array_equal(pixels, as_uint8(ref.images))
+    pair = generate_([PROMPTS[1]], 0, 2)  # the prompt encoded once, two images (the prompt grid's use)
+    ref = pipe(PROMPTS[1], num_inference_steps=2, guidance_scale=2.0, num_images_per_prompt=2,
+               generator=torch.Generator().manual_seed(0))
+    assert pair.shape == (2, 16, 16, 3) and np.array_equal(pair, as_uint8(ref.images))
     vision = dict(input_size=16, mean=[0.5] * 3, std=[0.5] * 3)
     i2i = assemble_i2i_pipeline(tmp_path / "dit_i2i", tmp_path / "vae", tmp_path / "vit", **vision)
     nvs = assemble_nvs_pipeline(tmp_path / "dit_nvs", tmp_path / "vae", tmp_path / "vit", sampler="ddpm", **vision)

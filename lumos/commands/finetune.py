@@ -102,7 +102,7 @@ def cmd_t2i_grid(args):
     per = args.images_per_prompt
     images, labels = [], []
     for i, (label, prompt) in enumerate(grid_prompts(args.prompts)):
-        images += list(generate([prompt] * per, i))
+        images += list(generate([prompt], i, per))  # the prompt encoded once (T5-XXL at paper scale)
         labels += [label] + [""] * (per - 1)
     if args.tile_size:
         images = shrink(images, args.tile_size)

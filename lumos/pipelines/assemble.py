@@ -101,7 +101,8 @@ def assemble_i2v_pipeline(transformer_dir: str, vae_dir: str, encoder_dir: str, 
 
 
 def pipeline_sampler(pipeline_dir: str, sample_cfg: dict, device):
-    """`generate(prompts, seed) -> uint8 (n, H, W, 3)` from an exported T2I pipeline, with the
+    """`generate(prompts, seed, per_prompt=1) -> uint8 (n * per_prompt, H, W, 3)` from an exported
+    T2I pipeline (each prompt encoded once, its images consecutive), with the
     configured sampler steps and guidance, at `sample_cfg["image_size"]` pixels square when the
     settings give one (the released T2I model's 1024), else at the model's training size. The
     pixels are the PIL output's, which round as the workflow's PNGs round."""
@@ -109,9 +110,10 @@ def pipeline_sampler(pipeline_dir: str, sample_cfg: dict, device):
     pipe.set_progress_bar_config(disable=True)
     size = sample_cfg.get("image_size")
 
-    def generate(prompts: list[str], seed: int):
+    def generate(prompts: list[str], seed: int, per_prompt: int = 1):
         images = pipe(prompts, num_inference_steps=sample_cfg["steps"], guidance_scale=sample_cfg["guidance_scale"],
-                      generator=torch.Generator().manual_seed(seed), height=size, width=size).images
+                      num_images_per_prompt=per_prompt, generator=torch.Generator().manual_seed(seed), height=size,
+                      width=size).images
         return np.stack([np.asarray(img) for img in images])
 
     return generate
