@@ -4,6 +4,7 @@ removal from the image output, saving and loading, sampling, fine-tunes from suc
 trainer's guided step and the config's checks."""
 
 import types
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -288,3 +289,20 @@ def test_table1_rows_beyond_the_paper(tmp_path):
     assert "beyond the paper" in note and "unconditional samples (REPA)" in note
     without = build_table1(files(base), "smoke")
     assert not without["method"].str.contains("beyond").any() and "unconditional" not in to_markdown(without)
+
+
+def test_the_lever_config_adds_class_conditional_guided_runs_to_the_tiny_preset_only():
+    """config/levers.yaml (docs/findings.md): REPA / REG on the class-to-image prior, merged on the
+    tiny preset; the presets themselves plan no such run (the paper pool caches no patch tokens)."""
+    from lumos.config import load_config, load_yaml
+    from lumos.settings import RunSettings
+    from lumos.workflow import splits
+
+    levers = load_yaml((Path(__file__).resolve().parent.parent / "config" / "levers.yaml").read_text())
+    tiny = load_config("tiny", levers)
+    for name in ("class_repa", "class_reg"):
+        run = RunSettings.from_config(tiny["pretrain"]["runs"][name], f"pretrain.runs.{name}")
+        assert run.injection == "class" and run.guidance()["repa"]["block"] == 1
+        assert splits.run_features(tiny, name) == "pool" and "dino" in splits.patch_encoders(tiny, "pool")
+    for preset in ("tiny", "smoke", "paper"):
+        assert not {"class_repa", "class_reg"} & set(load_config(preset)["pretrain"]["runs"])
