@@ -159,6 +159,31 @@ def test_sampling_a_reg_model_carries_the_token():
     assert torch.equal(out, again)
 
 
+def test_sampling_a_class_conditional_reg_model_follows_the_label_under_guidance():
+    """A class REG model (config/levers.yaml) is sampled with its labels, guided: the latents and
+    the token go through both branches of classifier-free guidance."""
+    from lumos.diffusion.sampling import sample
+
+    torch.manual_seed(0)
+    m = LumosDiT(sample_size=8, depth=2, hidden_size=32, num_heads=2, injection="class", num_classes=4,
+                 repa_block=1, repa_dim=ENC, repa_hidden=24, reg_dim=ENC).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            if not p.abs().sum():
+                p.normal_(0, 0.02)
+    calls = []
+    m.reg_embedder.register_forward_hook(lambda mod, inp, out: calls.append(tuple(inp[0].shape)) and None)
+
+    def draw(label, scale):
+        return sample(m, (2, 4, 8, 8), torch.tensor([label] * 2), None, num_steps=3, guidance_scale=scale,
+                      generator=torch.Generator().manual_seed(0))
+
+    assert not torch.equal(draw(0, 2.0), draw(3, 2.0))  # the label reaches the model
+    assert calls[:3] == [(4, ENC)] * 3  # guided: both branches carry the token
+    calls.clear()
+    assert not torch.equal(draw(0, 1.0), draw(3, 1.0)) and calls[:3] == [(2, ENC)] * 3
+
+
 def test_a_fine_tune_from_a_guided_prior_drops_the_projector_and_the_token(tmp_path):
     from lumos.tasks.prior import from_prior, load_prior
 

@@ -115,13 +115,14 @@ def sample(
     for t in timesteps:
         inp = scheduler.scale_model_input(x, t).to(dtype)
         tt = t.to(device).expand(x.shape[0])
-        if tok is not None:  # REG: the class token with the latents; no condition, so no guidance
-            out, extras = model(inp, tt, None, None, reg_token=tok_sched.scale_model_input(tok, t).to(dtype),
-                                return_extras=True, **extra)
-        elif guidance_scale != 1:
-            out = model.forward_with_cfg(inp, tt, cond, cond_mask, guidance_scale=guidance_scale, **extra)
+        # REG: the class token is denoised with the latents (guided with them under a condition)
+        reg = {} if tok is None else {"reg_token": tok_sched.scale_model_input(tok, t).to(dtype), "return_extras": True}
+        if guidance_scale != 1:
+            out = model.forward_with_cfg(inp, tt, cond, cond_mask, guidance_scale=guidance_scale, **reg, **extra)
         else:
-            out = model(inp, tt, cond, cond_mask, **extra)
+            out = model(inp, tt, cond, cond_mask, **reg, **extra)
+        if tok is not None:
+            out, extras = out
         out = out.float()
         if not keep_variance and out.shape[1] == 2 * x.shape[1]:
             out = out[:, : x.shape[1]]

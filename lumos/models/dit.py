@@ -773,18 +773,22 @@ class LumosDiT(ModelMixin, ConfigMixin):
         camera: torch.Tensor | None = None,
         resolution: torch.Tensor | None = None,
         aspect_ratio: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        reg_token: torch.Tensor | None = None,
+        return_extras: bool = False,
+    ):
         """Classifier-free guidance on all output channels.
 
         Runs the conditional and null branches in one doubled batch and returns
         ``uncond + guidance_scale * (cond - uncond)``. The null branch drops the
         condition and the concatenated latent; the camera is kept in both.
         ``resolution`` and ``aspect_ratio`` (micro-conditions) are as in
-        :meth:`forward`, the same for both branches.
+        :meth:`forward`, the same for both branches. ``reg_token`` (REG models) goes
+        to both branches; with ``return_extras`` the extras of :meth:`forward` come
+        back guided the same way (the REG token's prediction among them).
         """
         if self.injection == "none":
             return self.forward(x, timestep, concat=concat, camera=camera, resolution=resolution,
-                                aspect_ratio=aspect_ratio)
+                                aspect_ratio=aspect_ratio, reg_token=reg_token, return_extras=return_extras)
         b = x.shape[0]
         micro = {}  # per-sample micro-conditions, repeated for the null branch
         for key, value, n in (("resolution", resolution, 2), ("aspect_ratio", aspect_ratio, 1)):
@@ -801,7 +805,16 @@ class LumosDiT(ModelMixin, ConfigMixin):
             force_drop_ids=drop,
             concat=None if concat is None else torch.cat([concat, concat]),
             camera=None if camera is None else torch.cat([camera, camera]),
+            reg_token=None if reg_token is None else torch.cat([reg_token, reg_token]),
+            return_extras=return_extras,
             **micro,
         )
-        cond_out, uncond_out = out.chunk(2, dim=0)
-        return uncond_out + guidance_scale * (cond_out - uncond_out)
+
+        def guide(both: torch.Tensor) -> torch.Tensor:
+            cond_out, uncond_out = both.chunk(2, dim=0)
+            return uncond_out + guidance_scale * (cond_out - uncond_out)
+
+        if not return_extras:
+            return guide(out)
+        out, extras = out
+        return guide(out), {k: guide(v) if torch.is_tensor(v) else v for k, v in extras.items()}

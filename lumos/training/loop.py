@@ -238,7 +238,6 @@ def train_diffusion(model, latents, cond: torch.Tensor | None, cond_mask: torch.
         outputs = TrainOutputs.in_folder(outputs, snapshots=bool(snapshot_every))
     run = _set_up(model, latents, cond, cond_mask, cfg, Path(state_dir), seed, device)
     run.guidance = guidance
-    run.terms = tuple(k for k in ("repa", "reg") if guidance and guidance.get(k))
     _resume(run)
     with _stop_signals() as stop:
         stopped_at = _train_steps(run, stop, stop_after, snapshot_every)
@@ -278,7 +277,11 @@ class _Run:
     t0: float = 0.0  # when the steps began
     step_end: float = 0.0  # when the last timed step ended (compile times)
     guidance: dict | None = None  # a REPA / REG run's blocks (lumos.models.guidance)
-    terms: tuple = ()  # the guidance terms a row logs beside the loss ("repa", "reg")
+
+    @property
+    def terms(self) -> tuple:
+        """The guidance terms a row logs beside the loss: "repa" and / or "reg", those switched on."""
+        return tuple(k for k, block in (self.guidance or {}).items() if block)
 
     @property
     def on_gpu(self) -> bool:
