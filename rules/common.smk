@@ -44,7 +44,7 @@ os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.enviro
 # With `--sdm conda`, envs/lumos.post-deploy.sh installs this checkout into the rules' env from here.
 os.environ.setdefault("LUMOS_ROOT", workflow.basedir)
 RUNS = sorted(config["pretrain"]["runs"])
-VISION_ENCODERS = ["dino", "dino_small", "dino_large", "moco", "clip", "dinov2_base"]
+VISION_ENCODERS = ["dino", "dino_small", "dino_large", "dino_long", "moco", "clip", "dinov2_base"]
 TRAINED_COMPONENTS = sorted(name for name, spec in config["components"].items() if spec.get("train"))
 RELEASED = released(config)  # kind -> the authors' released .pth (rules/released.smk)
 
@@ -69,7 +69,7 @@ wildcard_constraints:
     clipsplit="video_train|ucf|msrvtt",
     vprior="|".join(["real", *config["i2v"]["priors"]]),
     stage="[0-9]+",
-    component="vae|dino|dino_small|dino_large|moco|fid_net|t5|clip|video_net",
+    component="vae|dino|dino_small|dino_large|dino_long|moco|fid_net|t5|clip|video_net",
     run=f"({'|'.join(RUNS)})(_pool[0-9]+)?(_drop[0-9]+)?(_cfg[0-9.]+)?(_step[0-9]+)?|untrained|released_i2i",
     kind="i2i|t2i",
     ft=f"{FINETUNE_WILDCARD}|untrained",

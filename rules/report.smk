@@ -25,6 +25,13 @@ if set(TABLE1_BEYOND) - set(config["pretrain"]["runs"]):
         "not pretrain runs (define them under pretrain.runs, or drop them from the list)"
     )
 
+# Beyond the paper: the levers for shapes (config/levers.yaml), class priors' class-grid scores
+# against pretraining steps.
+CLASS_CURVES = config["pretrain"]["class_curves"]
+for _run in CLASS_CURVES:
+    if config["pretrain"]["runs"].get(_run, {}).get("injection") != "class":
+        raise ConfigError(f"pretrain.class_curves names {_run!r}: not a pretrain run with injection class")
+
 
 rule table1:
     input:
@@ -76,6 +83,28 @@ rule table1:
 # With config released.t2i, Tables 2 and 3 gain the row "Lumos-T2I (released weights, evaluated
 # here)" and results/released_t2i_samples.png is made with Table 2 (rules/released.smk).
 RELEASED_T2I = "t2i" in RELEASED
+
+
+rule class_curves:
+    input:
+        snapshots=expand("results/pretrain/{run}/snapshots", run=CLASS_CURVES),
+        components=trained("vae", "fid_net"),
+    output:
+        png="results/class_curves.png",
+        csv="results/class_curves.csv",
+    params:
+        cfg=cfg_json("components.vae", "components.fid_net", "sample"),
+        runs=[f"{run}=results/pretrain/{run}/snapshots" for run in CLASS_CURVES],
+    threads: 1
+    log:
+        "results/logs/report/class_curves.log",
+    benchmark:
+        "results/benchmarks/report/class_curves.tsv"
+    conda:
+        "../envs/lumos.yaml"
+    shell:
+        "lumos class-curves --threads {threads} --cfg {params.cfg:q} --runs {params.runs:q}"
+        " --png {output.png} --csv {output.csv} > {log} 2>&1"
 
 
 rule table2:

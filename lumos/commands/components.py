@@ -6,8 +6,8 @@ from pathlib import Path
 
 from lumos.commands import setup, write_json
 
-COMPONENTS = ["vae", "dino", "dino_small", "dino_large", "moco", "fid_net", "t5", "clip", "video_net"]
-TRAINED_AS = {"dino_small": "dino", "dino_large": "dino"}  # Figure S3's encoder sizes: DINO-style ViTs
+COMPONENTS = ["vae", "dino", "dino_small", "dino_large", "dino_long", "moco", "fid_net", "t5", "clip", "video_net"]
+TRAINED_AS = {"dino_small": "dino", "dino_large": "dino", "dino_long": "dino"}  # DINO-style ViTs: Figure S3's sizes, a lever
 
 
 def cmd_train_component(args):

@@ -2,6 +2,7 @@
 
     lumos probe --data results/data/imagenet
     lumos class-grid --model results/pretrain/class_i2i/model --out class_grid.png
+    lumos class-curves --runs eps=results/pretrain/class_i2i/snapshots --png curves.png --csv curves.csv
     lumos vae-ceiling --data results/data/imagenet
     lumos memorise --data results/data/imagenet
     lumos nvs-probe --model results/nvs/i2i/model
@@ -81,6 +82,38 @@ def cmd_class_grid(args):
           + ", ".join(f"{k} {v:.3f} (untrained model: {chance[k]:.3f})" for k, v in scores.items()))
     if args.scores:
         write_json(args.scores, {"model": args.model, "samples": len(images), **scores, "untrained": chance})
+
+
+def cmd_class_curves(args):
+    """Score class-to-image priors' EMA snapshots with the class grid: the requested colour, shape and
+    pair rates against pretraining steps (step 0: untrained), one line per prior (the levers' curves)."""
+    from lumos.components.classifier import load_fid_net
+    from lumos.components.vae import load_vae
+    from lumos.eval.diagnose import class_scores_by_step
+    from lumos.report.figures import build_class_curves
+    from lumos.sample import load_model
+    from lumos.workflow.names import snapshot_step
+
+    cfg, device = setup(args, preset_keys=("components.vae", "components.fid_net", "sample"))
+    codec, net = load_vae(cfg["components.vae"], device), load_fid_net(cfg["components.fid_net"], device)
+    rows = []
+    for spec in args.runs:
+        label, _, folder = spec.rpartition("=")
+        snaps = sorted(Path(folder).glob("step-*"), key=lambda p: snapshot_step(p.name))
+        if not snaps:
+            raise SystemExit(f"error: {folder} holds no step-<N> snapshots (set pretrain.snapshot_every and train the run)")
+        checkpoints = [(snapshot_step(p.name), load_model(str(p)).to(device).eval()) for p in snaps]
+        model = checkpoints[0][1]
+        if model.config.injection != "class":
+            raise SystemExit(f"error: {folder} is a '{model.config.injection}' model; class-curves needs class priors")
+        c, size = model.config.in_channels, model.config.sample_size
+        for r in class_scores_by_step(checkpoints, codec, net, (c, size, size), cfg["sample"]["guidance_scale"],
+                                      cfg["sample"]["steps"], cfg["seed"], args.repeats):
+            rows.append({"label": label or Path(folder).parent.name, **r})
+            print(f"{rows[-1]['label']} step {r['step']}: colour {r['colour']:.3f} shape {r['shape']:.3f} "
+                  f"pair {r['pair']:.3f}", flush=True)
+    build_class_curves(rows, args.png, args.csv)
+    print(f"wrote {args.png} and {args.csv}")
 
 
 def cmd_vae_ceiling(args):
@@ -218,6 +251,11 @@ def register(add):
     add("class-grid", cmd_class_grid, model=("class-to-image prior folder", req), out=("output PNG", req),
         scores=("optional JSON of the attribute scores", {"default": None}),
         repeats=("samples per class (seeds) for the scores", {"type": int, "default": 4}))
+    add("class-curves", cmd_class_curves,
+        runs=("LABEL=FOLDER per class prior: its EMA snapshots (results/pretrain/<run>/snapshots)",
+              {"nargs": "+", "required": True}),
+        png=("output PNG", req), csv=("output CSV of the plotted scores", req),
+        repeats=("samples per class (seeds) at each point", {"type": int, "default": 4}))
     add("vae-ceiling", cmd_vae_ceiling, data=data, out=("optional JSON of the results", {"default": None}),
         limit=("images to round-trip", {"type": int, "default": 1000}))
     add("memorise", cmd_memorise, data=data,

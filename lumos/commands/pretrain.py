@@ -13,14 +13,22 @@ def run_settings(cfg, args):
     return RunSettings.from_config(cfg[key], key).replace(pool_size=args.pool_size)
 
 
+def model_settings(cfg, args):
+    """`pretrain.model` with the run's own `model` block over it (its objective: an objective lever)."""
+    from lumos.settings import ModelSettings
+
+    own = cfg[f"pretrain.runs.{args.run_name}"].get("model") or {}
+    return ModelSettings.from_config({**cfg["pretrain.model"], **own}, "pretrain.model")
+
+
 def cmd_pretrain(args):
     """Train one I2I run (resumes from --state after a kill)."""
     from lumos.tasks.i2i import pretrain
-    from lumos.settings import ModelSettings, TrainSettings
+    from lumos.settings import TrainSettings
 
     cfg, device = setup(args)
     run = run_settings(cfg, args)
-    model = ModelSettings.from_config(cfg["pretrain.model"], "pretrain.model")
+    model = model_settings(cfg, args)
     if args.cond_dropout is not None:  # a `<run>_drop<P>` run (Figure 12a)
         model = model.replace(cond_dropout=args.cond_dropout)
     # A run's own `train` block overrides pretrain.train key by key (e.g. an ablation's budget).
@@ -38,15 +46,14 @@ def cmd_sample(args):
     from lumos.training.loader import Column
     from lumos.tasks.i2i import load_run_data, untrained_model
     from lumos.sample import generate, load_model
-    from lumos.settings import ModelSettings
 
     cfg, device = setup(args)
     run = run_settings(cfg, args)
     # a REPA / REG run samples without its encoder: the eval split's folder holds no tokens of it
     rows = load_run_data(args.features, run.replace(pool_size=None, repa=None, reg=None))
     n = min(rows.sizes[0], args.n_samples or rows.sizes[0])
-    model = load_model(args.model, lambda: untrained_model(ModelSettings.from_config(cfg["pretrain.model"], "pretrain.model"),
-                                                           run, rows.latent_shape, rows, cfg["seed"]))
+    model = load_model(args.model, lambda: untrained_model(model_settings(cfg, args), run, rows.latent_shape, rows,
+                                                           cfg["seed"]))
     codec = load_vae(cfg["components.vae"], device)
     mask = Column(rows, "cond_mask", n) if run.injection in ("cross_attn", "adaln") else None
     cond = None if run.injection == "none" else Column(rows, "cond", n)  # REPA, REG: unconditional samples

@@ -14,6 +14,7 @@ shape" from "the generator cannot draw the shape". `attributes_present` scores i
 Shapes classifier: the fraction in which the requested colour, shape and (shape, colour) pair are
 detected; `vae_ceiling` scores real images and their VAE reconstructions the same way;
 `memorisation` trains the class prior on one image per class and asks how well it redraws them;
+`class_scores_by_step` scores a class prior's EMA snapshots the same way (the levers' curves);
 `shape_agreement` asks whether an I2I prior's samples keep their conditioning image's largest shape.
 Noise images already score 0.3-0.46 on shape (the classifier's guess on blobs), so a shape score
 means something only well above an untrained model's.
@@ -111,6 +112,22 @@ def class_samples(model, codec, latent_shape, guidance_scale: float, steps: int,
     z = sample(model, (len(labels), *latent_shape), labels, None, num_steps=steps, guidance_scale=guidance_scale,
                generator=torch.Generator().manual_seed(seed))
     return codec.decode(z), shape, colour
+
+
+def class_scores_by_step(checkpoints, codec, net, latent_shape, guidance_scale: float, steps: int, seed: int = 0,
+                         repeats: int = 4) -> list[dict]:
+    """`attributes_present` of a class prior's samples at each of its `checkpoints` [(step, model)]
+    (EMA snapshots, in order), and at step 0: the first model's architecture, freshly initialised
+    with `seed` (noise through the decoder, the level a score must beat). Rows: step, colour,
+    shape, pair; every point drawn from the same labels and sampling noise."""
+    first = checkpoints[0][1]
+    torch.manual_seed(seed)
+    fresh = type(first).from_config(first.config).eval()
+    rows = []
+    for step, model in [(0, fresh), *checkpoints]:
+        images, shape, colour = class_samples(model, codec, latent_shape, guidance_scale, steps, seed, repeats)
+        rows.append({"step": int(step), **attributes_present(net, images, shape, colour), "samples": len(images)})
+    return rows
 
 
 def class_grid(images: np.ndarray) -> np.ndarray:

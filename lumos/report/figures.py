@@ -9,6 +9,8 @@
 - the ablations (fig9, fig10, fig2c, figS2, figS3, `build_ablation_figure`): I2I FID against
   pretraining steps and the T2I fine-tune's FID against fine-tuning steps, one line per prior;
   figG1 (beyond the paper) the same for Lumos-I2I, RCG, REPA and REG.
+- class curves (beyond the paper, `build_class_curves`): the class-grid scores of class-to-image
+  priors (the levers for shapes, config/levers.yaml) against pretraining steps.
 
 Metric files live at results/eval/t2i/<fine-tune>/<final|step-N>/<fid|clip>_<split>_<captions>.json.
 """
@@ -154,4 +156,34 @@ def build_ablation_figure(fig: str, i2i: list[tuple[str, int, str]], t2i: list[t
         ax.set_title(f"({panel[0]}) {kind}" if len(panels) > 1 else kind, fontsize=9)
         ax.legend(fontsize=7)
     fig_.suptitle(ABLATION_TITLES[fig], fontsize=10)
+    return _save(fig_, png, df, csv)
+
+
+#: The class-grid score a lever must reach on shape (issue 31's moonshot), drawn on the shape panel.
+SHAPE_TARGET = 0.60
+
+
+def build_class_curves(rows: list[dict], png: str, csv: str) -> pd.DataFrame:
+    """The levers' curves: for each class-to-image prior (rows: label, step, colour, shape, pair,
+    samples; step 0 is the untrained model), the Shapes classifier's rate of the requested colour,
+    shape and (shape, colour) pair in its class-grid samples against pretraining steps, one panel
+    each, lines in the order given. Writes the CSV (every plotted number) and the PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = pd.DataFrame(rows)[["label", "step", "colour", "shape", "pair", "samples"]].assign(source="measured")
+    fig_, axes = plt.subplots(1, 3, figsize=(12, 3.6), dpi=120)
+    for ax, score in zip(axes, ("colour", "shape", "pair")):
+        for label, part in df.groupby("label", sort=False):
+            ax.plot(part.step, part[score], marker="o", label=label)
+        if score == "shape":
+            ax.axhline(SHAPE_TARGET, color="grey", linestyle="--", linewidth=1, label=f"target {SHAPE_TARGET}")
+        ax.set_xlabel("pretraining step (0: untrained)")
+        ax.set_ylabel(f"requested {score} present (measured)")
+        ax.set_ylim(0, 1)
+        ax.set_title(score, fontsize=9)
+    axes[1].legend(fontsize=7)
+    fig_.suptitle("Beyond the paper: levers for shapes (class-to-image priors, lumos class-grid scores)", fontsize=10)
     return _save(fig_, png, df, csv)
