@@ -234,6 +234,20 @@ def test_smoke_figG1_plans_the_guided_priors_and_their_t2i_transfer(smoke_run):
 
 
 @pytest.mark.slow
+def test_smoke_class_curves_score_each_snapshot_of_a_class_prior(smoke_run):
+    """The levers' curves (beyond the paper; config/levers.yaml at tiny scale) on the smoke run: the
+    class-to-image prior trained with its EMA snapshots, then one job scores each with the class
+    grid, step 0 being the untrained model."""
+    snakemake("results/class_curves.png", "--configfile", str(ROOT / "config" / "smoke.yaml"), "--config",
+              "pretrain={class_curves: [class_i2i]}", "--cores", "2", cwd=smoke_run)
+    curves = pd.read_csv(smoke_run / "results" / "class_curves.csv")
+    assert list(curves.step) == [0, 15, 30] and set(curves.label) == {"class_i2i"}
+    assert (curves.samples == 160).all() and set(curves.source) == {"measured"}  # 40 classes x 4 seeds
+    assert curves[["colour", "shape", "pair"]].stack().between(0, 1).all()
+    assert (smoke_run / "results" / "class_curves.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
 def test_smoke_nvs_table4_fig5_fig7(smoke_run):
     """Novel view synthesis from the smoke priors: rendered views, three NVS fine-tunes (no prior,
     the T2I fine-tune trained without a prior, the I2I prior), Table 4 with the input-view

@@ -122,7 +122,7 @@ def class_scores_by_step(checkpoints, codec, net, latent_shape, guidance_scale: 
     shape, pair; every point drawn from the same labels and sampling noise."""
     first = checkpoints[0][1]
     torch.manual_seed(seed)
-    fresh = type(first).from_config(first.config).eval()
+    fresh = type(first).from_config(first.config).to(next(first.parameters()).device).eval()
     rows = []
     for step, model in [(0, fresh), *checkpoints]:
         images, shape, colour = class_samples(model, codec, latent_shape, guidance_scale, steps, seed, repeats)
