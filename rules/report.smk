@@ -1,7 +1,7 @@
 # Report: the paper's tables and figures. Each is marked for Snakemake's report (captions in
 # docs/report/, one category per paper section):  snakemake --report results/report.html
 from lumos.report.released import RELEASED_T2I_LABEL  # noqa: E402
-from lumos.workflow.figures import fig12_runs, fig_runs  # noqa: E402
+from lumos.workflow.figures import class_curve_runs, fig12_runs, fig_runs  # noqa: E402
 from lumos.workflow.splits import curated_splits, run_features  # noqa: E402
 
 FIGURE_CATEGORY = "T2I from priors (Figures 2a, 2b, 8, 11, S1)"
@@ -27,10 +27,7 @@ if set(TABLE1_BEYOND) - set(config["pretrain"]["runs"]):
 
 # Beyond the paper: the levers for shapes (config/levers.yaml), class priors' class-grid scores
 # against pretraining steps.
-CLASS_CURVES = config["pretrain"]["class_curves"]
-for _run in CLASS_CURVES:
-    if config["pretrain"]["runs"].get(_run, {}).get("injection") != "class":
-        raise ConfigError(f"pretrain.class_curves names {_run!r}: not a pretrain run with injection class")
+CLASS_CURVES = class_curve_runs(config)
 
 
 rule table1:

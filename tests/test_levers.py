@@ -61,10 +61,16 @@ def test_the_lever_config_plans_the_curves_of_every_lever(tmp_path):
     assert "lumos train-component --component dino_long" in out and "results/features/pool+dino_long" in out
     assert out.count("lumos class-curves ") == 1
     assert all(f"{run}=results/pretrain/{run}/snapshots" in out for run in runs)
-    bad = subprocess.run([sys.executable, "-m", "snakemake", "results/class_curves.png", "--snakefile",
-                          str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile", levers, "-n",
-                          "--config", "pretrain={class_curves: [lumos_i2i]}"], capture_output=True, text=True)
-    assert bad.returncode != 0 and "pretrain.class_curves names 'lumos_i2i'" in bad.stdout + bad.stderr
+
+
+def test_class_curves_take_class_priors_only():
+    from lumos.workflow.figures import class_curve_runs
+
+    tiny = load_config("tiny", LEVERS)
+    assert class_curve_runs(tiny) == LEVERS["pretrain"]["class_curves"]
+    for bad in ("lumos_i2i", "no_such_run"):
+        with pytest.raises(ConfigError, match=f"pretrain.class_curves names '{bad}'"):
+            class_curve_runs(load_config("tiny", {**LEVERS, "pretrain": {**LEVERS["pretrain"], "class_curves": [bad]}}))
 
 
 class _BrightnessDetector(torch.nn.Module):

@@ -1,6 +1,7 @@
 """Which runs and fine-tunes each figure compares, by name: the T2I-from-priors figures (2a, 2b,
 8, 11, 11b, S1), Figure 12's dropout and guidance points and the ablation figures' lines (9, 10,
-S2, S3; 2c is Figure 10's T2I panel). The rules turn these names into the metric files they read."""
+S2, S3; 2c is Figure 10's T2I panel) and the levers' class curves (beyond the paper). The rules turn
+these names into the metric files they read."""
 
 from __future__ import annotations
 
@@ -62,3 +63,15 @@ def ablation_lines(config: dict, fig: str) -> dict:
 def ablation_finetune(config: dict, run: str) -> str:
     """The T2I fine-tune of an ablation line's prior: <run>-<main text encoder>-mixed-n0."""
     return format_finetune(run, main_text(config))
+
+
+def class_curve_runs(config: dict) -> list[str]:
+    """The class-to-image runs of the levers' curves (`pretrain.class_curves`, beyond the paper); a
+    ConfigError names any that is not a pretrain run with injection class."""
+    from lumos.config import ConfigError
+
+    runs = config["pretrain"]["runs"]
+    for run in config["pretrain"]["class_curves"]:
+        if runs.get(run, {}).get("injection") != "class":
+            raise ConfigError(f"pretrain.class_curves names {run!r}: not a pretrain run with injection class")
+    return list(config["pretrain"]["class_curves"])
