@@ -16,6 +16,7 @@ from snakemake.utils import min_version
 min_version("9.20")
 
 sys.path.insert(0, workflow.basedir)
+from lumos.components import COMPONENTS  # noqa: E402
 from lumos.config import ConfigError, config_slice, validate_config  # noqa: E402
 from lumos.data.sources import check_aesthetic  # noqa: E402
 from lumos.workflow.inputs import missing_inputs, released  # noqa: E402
@@ -69,7 +70,7 @@ wildcard_constraints:
     clipsplit="video_train|ucf|msrvtt",
     vprior="|".join(["real", *config["i2v"]["priors"]]),
     stage="[0-9]+",
-    component="vae|dino|dino_small|dino_large|dino_long|moco|fid_net|t5|clip|video_net",
+    component="|".join(COMPONENTS),
     run=f"({'|'.join(RUNS)})(_pool[0-9]+)?(_drop[0-9]+)?(_cfg[0-9.]+)?(_step[0-9]+)?|untrained|released_i2i",
     kind="i2i|t2i",
     ft=f"{FINETUNE_WILDCARD}|untrained",

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lumos.commands import setup, write_json
-
-COMPONENTS = ["vae", "dino", "dino_small", "dino_large", "dino_long", "moco", "fid_net", "t5", "clip", "video_net"]
+from lumos.components import COMPONENTS
 TRAINED_AS = {"dino_small": "dino", "dino_large": "dino", "dino_long": "dino"}  # DINO-style ViTs: Figure S3's sizes, a lever
 
 
