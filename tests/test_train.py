@@ -1,12 +1,15 @@
 """The training loop: loss goes down, a killed run resumes to the same weights, NaN stops cleanly."""
 
 import csv
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from lumos.models import LumosDiT
-from lumos.training.loop import latest_checkpoint, train_diffusion
+from lumos.training.loop import StateLockedError, latest_checkpoint, state_lock, train_diffusion
 
 CFG = {"steps": 12, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.03, "warmup_steps": 2, "grad_clip": 1.0,
        "ema_decay": 0.99, "ema_warmup": True, "checkpoint_every": 4, "log_every": 1}
@@ -160,8 +163,6 @@ def test_outputs_go_where_the_rule_declares_them(tmp_path):
 
 
 def test_state_key_follows_settings_and_input(tmp_path):
-    import os
-
     from lumos.training.loop import state_key
 
     f = tmp_path / "index.json"
@@ -180,10 +181,39 @@ def test_cleanup_state_removes_the_finished_runs_state(tmp_path):
     assert (tmp_path / "out" / "model").exists() and not (tmp_path / "state").exists()
 
 
-def _launch(*args, cwd):
-    import subprocess
-    import sys
+def test_a_second_trainer_on_a_busy_state_folder_stops_naming_the_holder(tmp_path):
+    lat, cond, mask = data()
+    state = tmp_path / "state"
+    state.mkdir()
+    with state_lock(state):  # the first trainer, still running
+        with pytest.raises(StateLockedError, match=rf"state folder .*state .*pid {os.getpid()} on "):
+            train_diffusion(model(), lat, cond, mask, {**CFG, "steps": 4}, str(tmp_path / "out"), str(state))
+        assert not list(state.glob("checkpoint-*")) and not (tmp_path / "out" / "model").exists()
+    # the first one gone, the same folder trains
+    summary = train_diffusion(model(), lat, cond, mask, {**CFG, "steps": 4}, str(tmp_path / "out"), str(state))
+    assert summary["steps"] == 4 and latest_checkpoint(state).name == "checkpoint-4"
 
+
+def test_a_killed_trainer_leaves_no_lock_behind(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from lumos.training.loop import state_lock\n"
+                               "with state_lock(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(60)",
+                               str(state)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StateLockedError, match=f"pid {holder.pid} "):
+            with state_lock(state):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with state_lock(state):  # SIGKILL released it
+        assert (state / "LOCK").read_text().startswith(f"pid {os.getpid()} ")
+
+
+def _launch(*args, cwd):
     return subprocess.run([sys.executable, "-m", "lumos.cli", "launch", "--processes", "2", "--", *args],
                           capture_output=True, text=True, cwd=cwd, env={**__import__("os").environ, "LUMOS_NO_PROGRESS": "1"})
 
@@ -274,10 +304,7 @@ def test_streaming_loader_run_resumes_exactly_with_any_worker_count(tmp_path):
 def test_a_signal_to_every_process_checkpoints_with_loader_workers(tmp_path):
     """SLURM's SIGUSR1 reaches the loader workers too: the run still checkpoints, exits 75 and resumes."""
     import json
-    import os
     import signal
-    import subprocess
-    import sys
 
     feats = _store(tmp_path)
     cfg = json.dumps({"seed": 0, "device": "cpu",

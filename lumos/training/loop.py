@@ -8,6 +8,8 @@ Resumable state lives in `state_dir`, *outside* the rule's declared outputs (Sna
 those before a job runs): `state_dir/checkpoint-<step>/` holds accelerate's state (model,
 optimiser, scheduler, RNG) plus the EMA (batches and noise are a function of the step, so the
 streaming loader simply starts at the resumed step); `state_dir/loss.csv` the curve.
+While a run trains, its main process holds `state_dir/LOCK` (`state_lock`): a second trainer
+on the same folder stops at once instead of overwriting the first one's checkpoints.
 The declared outputs are written only when training finishes. A training command names its
 state folder by the settings its weights depend on (`lumos.training.resume`).
 
@@ -22,11 +24,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import errno
 import hashlib
 import json
 import math
+import os
 import shutil
 import signal
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,13 +243,54 @@ def train_diffusion(model, latents, cond: torch.Tensor | None, cond_mask: torch.
         outputs = TrainOutputs.in_folder(outputs, snapshots=bool(snapshot_every))
     run = _set_up(model, latents, cond, cond_mask, cfg, Path(state_dir), seed, device)
     run.guidance = guidance
-    _resume(run)
-    with _stop_signals() as stop:
-        stopped_at = _train_steps(run, stop, stop_after, snapshot_every)
-    if stopped_at is not None:
-        log.warning("stopped at step %s after a stop request; rerun to resume", stopped_at)
-        return {"stopped_at": stopped_at}
-    return _write_outputs(run, outputs, snapshot_every, cleanup_state, summary_extra)
+    with state_lock(run.state, hold=run.accel.is_main_process):
+        _resume(run)
+        with _stop_signals() as stop:
+            stopped_at = _train_steps(run, stop, stop_after, snapshot_every)
+        if stopped_at is not None:
+            log.warning("stopped at step %s after a stop request; rerun to resume", stopped_at)
+            return {"stopped_at": stopped_at}
+        return _write_outputs(run, outputs, snapshot_every, cleanup_state, summary_extra)
+
+
+class StateLockedError(RuntimeError):
+    """Another trainer holds the state folder."""
+
+
+@contextlib.contextmanager
+def state_lock(state: Path, hold: bool = True):
+    """Hold an exclusive lock on `state/LOCK` for the block (`hold`: the main process; the
+    others train under its lock). Two trainers on one state folder (a Snakemake restarted with
+    `--nolock` while the old job still runs, a job submitted twice) would overwrite each other's
+    checkpoints and the first to finish would delete the state, snapshots included: the second
+    stops here with `StateLockedError`, naming the holder. The lock goes with the process (a
+    killed trainer leaves none behind). On a file system without locks (Lustre mounted without
+    `flock`) the run goes on unlocked, said in the log."""
+    if not hold:
+        yield
+        return
+    import fcntl
+
+    path = Path(state) / "LOCK"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                log.warning("%s: no lock (%s): nothing stops a second trainer on this state folder", path, e)
+            else:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+                raise StateLockedError(
+                    f"another trainer is using the state folder {state} (holder: {holder}); two trainers "
+                    f"on one state folder overwrite each other's checkpoints. Wait for it to finish or stop "
+                    f"it, then rerun") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 @dataclass
