@@ -126,3 +126,31 @@ def test_class_curves_score_each_snapshot_and_the_untrained_model(tmp_path):
     assert list(saved.label) == ["eps"] * 3 + ["x0"] and (saved.source == "measured").all()
     np.testing.assert_allclose(saved["shape"], table["shape"])
     assert (tmp_path / "c.png").stat().st_size > 10_000
+
+
+def test_class_curves_let_each_snapshot_go_before_loading_the_next():
+    import gc
+    import weakref
+
+    from lumos.components.vae import LatentCodec, build_tiny_vae
+    from lumos.data.worlds.shapes import NUM_CLASSES
+    from lumos.eval.diagnose import class_scores_by_step
+    from lumos.models import LumosDiT
+
+    torch.manual_seed(0)
+    codec = LatentCodec(build_tiny_vae(16, 4, [8, 8, 8]), 1.0)
+    loaded, alive = [], []
+
+    def snapshots():  # as `lumos class-curves` loads them: one by one, when asked for
+        for step in (500, 1000, 1500, 2000):
+            gc.collect()
+            alive.append(sum(ref() is not None for ref in loaded))
+            model = LumosDiT.from_size("DiT-N/2", sample_size=4, injection="class", num_classes=NUM_CLASSES).eval()
+            loaded.append(weakref.ref(model))
+            yield step, model
+
+    rows = class_scores_by_step(snapshots(), codec, _BrightnessDetector(), (4, 4, 4), guidance_scale=2.0, steps=1,
+                                seed=3, repeats=1)
+    assert [r["step"] for r in rows] == [0, 500, 1000, 1500, 2000]
+    # when each snapshot is loaded, at most the one before it is still referenced (by the generator)
+    assert alive == [0, 1, 1, 1]

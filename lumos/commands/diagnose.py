@@ -90,6 +90,7 @@ def cmd_class_curves(args):
     from lumos.components.classifier import load_fid_net
     from lumos.components.vae import load_vae
     from lumos.eval.diagnose import class_scores_by_step
+    from lumos.models import LumosDiT
     from lumos.report.figures import build_class_curves
     from lumos.sample import load_model
     from lumos.workflow.names import snapshot_step
@@ -102,11 +103,12 @@ def cmd_class_curves(args):
         snaps = sorted(Path(folder).glob("step-*"), key=lambda p: snapshot_step(p.name))
         if not snaps:
             raise SystemExit(f"error: {folder} holds no step-<N> snapshots (set pretrain.snapshot_every and train the run)")
-        checkpoints = [(snapshot_step(p.name), load_model(str(p)).to(device).eval()) for p in snaps]
-        model = checkpoints[0][1]
-        if model.config.injection != "class":
-            raise SystemExit(f"error: {folder} is a '{model.config.injection}' model; class-curves needs class priors")
-        c, size = model.config.in_channels, model.config.sample_size
+        config = LumosDiT.load_config(str(snaps[0]))
+        if config.get("injection") != "class":
+            raise SystemExit(f"error: {folder} is a '{config.get('injection')}' model; class-curves needs class priors")
+        c, size = config["in_channels"], config["sample_size"]
+        # loaded one at a time as they are scored (a paper-scale DiT is GBs per snapshot)
+        checkpoints = ((snapshot_step(p.name), load_model(str(p)).to(device).eval()) for p in snaps)
         for r in class_scores_by_step(checkpoints, codec, net, (c, size, size), cfg["sample"]["guidance_scale"],
                                       cfg["sample"]["steps"], cfg["seed"], args.repeats):
             rows.append({"label": label or Path(folder).parent.name, **r})

@@ -116,17 +116,24 @@ def class_samples(model, codec, latent_shape, guidance_scale: float, steps: int,
 
 def class_scores_by_step(checkpoints, codec, net, latent_shape, guidance_scale: float, steps: int, seed: int = 0,
                          repeats: int = 4) -> list[dict]:
-    """`attributes_present` of a class prior's samples at each of its `checkpoints` [(step, model)]
-    (EMA snapshots, in order), and at step 0: the first model's architecture, freshly initialised
-    with `seed` (noise through the decoder, the level a score must beat). Rows: step, colour,
-    shape, pair; every point drawn from the same labels and sampling noise."""
-    first = checkpoints[0][1]
+    """`attributes_present` of a class prior's samples at each of its `checkpoints`, an iterable of
+    (step, model) in order (EMA snapshots), and at step 0: the first model's architecture, freshly
+    initialised with `seed` (noise through the decoder, the level a score must beat). Each model is
+    scored and let go before the next is taken, so a generator that loads each snapshot holds at most
+    two in memory. Rows: step, colour, shape, pair; every point drawn from the same labels and
+    sampling noise."""
+    checkpoints = iter(checkpoints)
+    first_step, first = next(checkpoints)
     torch.manual_seed(seed)
     fresh = type(first).from_config(first.config).to(next(first.parameters()).device).eval()
-    rows = []
-    for step, model in [(0, fresh), *checkpoints]:
+
+    def score(step, model) -> dict:
         images, shape, colour = class_samples(model, codec, latent_shape, guidance_scale, steps, seed, repeats)
-        rows.append({"step": int(step), **attributes_present(net, images, shape, colour), "samples": len(images)})
+        return {"step": int(step), **attributes_present(net, images, shape, colour), "samples": len(images)}
+
+    rows = [score(0, fresh), score(first_step, first)]
+    del fresh, first
+    rows += [score(step, model) for step, model in checkpoints]
     return rows
 
 
