@@ -54,7 +54,8 @@ def register(add):
                   {"type": int, "default": 768}),
         variants=("--gpu: comma-separated training-step variants measured one after another at one batch, e.g. "
                   "baseline,bf16,sdpa-flash,sdpa-cudnn,compile,fused-adamw,step-sync,all (switches join with +; "
-                  "see lumos/bench/gpu.py SWITCHES)", {"default": None}),
+                  "every variant but baseline runs under bf16 autocast, add +fp32 to measure a switch in fp32, "
+                  "e.g. compile+fp32 on a CPU without bf16 instructions; see lumos/bench/gpu.py SWITCHES)", {"default": None}),
         steps=("--gpu: timed training steps", {"type": int, "default": 50}),
         batch=("--gpu: training batch (default: the largest that fits)", {"type": int, "default": None}),
         sample_batch=("--gpu: images per sampling run", {"type": int, "default": 256}),
