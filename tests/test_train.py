@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from lumos.models import LumosDiT
-from lumos.training.loop import StateLockedError, latest_checkpoint, state_lock, train_diffusion
+from lumos.training.lock import StateLockedError, state_lock
+from lumos.training.loop import latest_checkpoint, train_diffusion
 
 CFG = {"steps": 12, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.03, "warmup_steps": 2, "grad_clip": 1.0,
        "ema_decay": 0.99, "ema_warmup": True, "checkpoint_every": 4, "log_every": 1}
@@ -198,7 +199,7 @@ def test_a_killed_trainer_leaves_no_lock_behind(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                               "from lumos.training.loop import state_lock\n"
+                               "from lumos.training.lock import state_lock\n"
                                "with state_lock(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(60)",
                                str(state)], stdout=subprocess.PIPE, text=True)
     try:

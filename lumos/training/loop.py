@@ -8,7 +8,7 @@ Resumable state lives in `state_dir`, *outside* the rule's declared outputs (Sna
 those before a job runs): `state_dir/checkpoint-<step>/` holds accelerate's state (model,
 optimiser, scheduler, RNG) plus the EMA (batches and noise are a function of the step, so the
 streaming loader simply starts at the resumed step); `state_dir/loss.csv` the curve.
-While a run trains, its main process holds `state_dir/LOCK` (`state_lock`): a second trainer
+While a run trains, its main process holds `state_dir/LOCK` (`lumos.training.lock`): a second trainer
 on the same folder stops at once instead of overwriting the first one's checkpoints.
 The declared outputs are written only when training finishes. A training command names its
 state folder by the settings its weights depend on (`lumos.training.resume`).
@@ -24,14 +24,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
-import errno
 import hashlib
 import json
 import math
-import os
 import shutil
 import signal
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +38,7 @@ import torch
 
 from lumos.models.guidance import guided_training_losses
 from lumos.training.loader import BatchSampler, TensorRows, step_loader
+from lumos.training.lock import state_lock
 from lumos.training.rows import TRAINER_KEYS
 from lumos.settings import TrainSettings
 from lumos.utils import fault_point, log, progress
@@ -251,46 +249,6 @@ def train_diffusion(model, latents, cond: torch.Tensor | None, cond_mask: torch.
             log.warning("stopped at step %s after a stop request; rerun to resume", stopped_at)
             return {"stopped_at": stopped_at}
         return _write_outputs(run, outputs, snapshot_every, cleanup_state, summary_extra)
-
-
-class StateLockedError(RuntimeError):
-    """Another trainer holds the state folder."""
-
-
-@contextlib.contextmanager
-def state_lock(state: Path, hold: bool = True):
-    """Hold an exclusive lock on `state/LOCK` for the block (`hold`: the main process; the
-    others train under its lock). Two trainers on one state folder (a Snakemake restarted with
-    `--nolock` while the old job still runs, a job submitted twice) would overwrite each other's
-    checkpoints and the first to finish would delete the state, snapshots included: the second
-    stops here with `StateLockedError`, naming the holder. The lock goes with the process (a
-    killed trainer leaves none behind). On a file system without locks (Lustre mounted without
-    `flock`) the run goes on unlocked, said in the log."""
-    if not hold:
-        yield
-        return
-    import fcntl
-
-    path = Path(state) / "LOCK"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                log.warning("%s: no lock (%s): nothing stops a second trainer on this state folder", path, e)
-            else:
-                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-                raise StateLockedError(
-                    f"another trainer is using the state folder {state} (holder: {holder}); two trainers "
-                    f"on one state folder overwrite each other's checkpoints. Wait for it to finish or stop "
-                    f"it, then rerun") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
-                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 @dataclass
