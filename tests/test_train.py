@@ -216,7 +216,7 @@ def test_a_killed_trainer_leaves_no_lock_behind(tmp_path):
 
 def _launch(*args, cwd):
     return subprocess.run([sys.executable, "-m", "lumos.cli", "launch", "--processes", "2", "--", *args],
-                          capture_output=True, text=True, cwd=cwd, env={**__import__("os").environ, "LUMOS_NO_PROGRESS": "1"})
+                          capture_output=True, text=True, cwd=cwd, env={**os.environ, "LUMOS_NO_PROGRESS": "1"})
 
 
 def test_two_processes_train_checkpoint_and_resume_like_one_run(tmp_path):
