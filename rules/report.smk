@@ -1,7 +1,7 @@
 # Report: the paper's tables and figures. Each is marked for Snakemake's report (captions in
 # docs/report/, one category per paper section):  snakemake --report results/report.html
 from lumos.report.released import RELEASED_T2I_LABEL  # noqa: E402
-from lumos.workflow.figures import class_curve_runs, fig12_runs, fig_runs  # noqa: E402
+from lumos.workflow.figures import class_curve_runs, fig12_runs, fig_runs, table1_beyond_runs  # noqa: E402
 from lumos.workflow.splits import curated_splits, run_features  # noqa: E402
 
 FIGURE_CATEGORY = "T2I from priors (Figures 2a, 2b, 8, 11, S1)"
@@ -18,12 +18,7 @@ localrules:
 
 
 # Table 1's rows beyond the paper: the REPA and REG priors (pretrain.table1_beyond).
-TABLE1_BEYOND = config["pretrain"]["table1_beyond"]
-if set(TABLE1_BEYOND) - set(config["pretrain"]["runs"]):
-    raise ConfigError(
-        f"pretrain.table1_beyond names {sorted(set(TABLE1_BEYOND) - set(config['pretrain']['runs']))}: "
-        "not pretrain runs (define them under pretrain.runs, or drop them from the list)"
-    )
+TABLE1_BEYOND = table1_beyond_runs(config)
 
 # Beyond the paper: the levers for shapes (config/levers.yaml), class priors' class-grid scores
 # against pretraining steps.

@@ -316,6 +316,18 @@ def test_table1_rows_beyond_the_paper(tmp_path):
     assert not without["method"].str.contains("beyond").any() and "unconditional" not in to_markdown(without)
 
 
+def test_table1_beyond_names_pretrain_runs_only():
+    from lumos.config import ConfigError, load_config
+    from lumos.workflow.figures import table1_beyond_runs
+
+    smoke = load_config("smoke")
+    assert table1_beyond_runs(smoke) == ["repa", "reg"]
+    assert table1_beyond_runs(load_config("smoke", {"pretrain": {"table1_beyond": []}})) == []
+    del smoke["pretrain"]["runs"]["reg"]  # a preset without the REG prior
+    with pytest.raises(ConfigError, match=r"pretrain.table1_beyond names \['reg'\]: not pretrain runs"):
+        table1_beyond_runs(smoke)
+
+
 def test_the_lever_config_adds_class_conditional_guided_runs_to_the_tiny_preset_only():
     """config/levers.yaml (docs/findings.md): REPA / REG on the class-to-image prior, merged on the
     tiny preset; the presets themselves plan no such run (the paper pool caches no patch tokens)."""

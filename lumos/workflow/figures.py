@@ -1,7 +1,7 @@
 """Which runs and fine-tunes each figure compares, by name: the T2I-from-priors figures (2a, 2b,
 8, 11, 11b, S1), Figure 12's dropout and guidance points and the ablation figures' lines (9, 10,
-S2, S3; 2c is Figure 10's T2I panel) and the levers' class curves (beyond the paper). The rules turn
-these names into the metric files they read."""
+S2, S3; 2c is Figure 10's T2I panel), the levers' class curves and Table 1's rows beyond the paper.
+The rules turn these names into the metric files they read."""
 
 from __future__ import annotations
 
@@ -75,3 +75,15 @@ def class_curve_runs(config: dict) -> list[str]:
         if runs.get(run, {}).get("injection") != "class":
             raise ConfigError(f"pretrain.class_curves names {run!r}: not a pretrain run with injection class")
     return list(config["pretrain"]["class_curves"])
+
+
+def table1_beyond_runs(config: dict) -> list[str]:
+    """Table 1's rows beyond the paper: the representation-guided priors (`pretrain.table1_beyond`);
+    a ConfigError names any that is not a pretrain run."""
+    from lumos.config import ConfigError
+
+    missing = sorted(set(config["pretrain"]["table1_beyond"]) - set(config["pretrain"]["runs"]))
+    if missing:
+        raise ConfigError(f"pretrain.table1_beyond names {missing}: not pretrain runs (define them under "
+                          "pretrain.runs, or drop them from the list)")
+    return list(config["pretrain"]["table1_beyond"])
