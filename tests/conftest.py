@@ -14,30 +14,18 @@ os.environ.setdefault("LUMOS_NO_PROGRESS", "1")
 torch.set_num_threads(1)
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     """Spread over pytest-xdist workers (`-n`, pyproject's addopts) without building a fixture
     twice: each test file is one `xdist_group` (its module fixtures are built once), and every test
     of the shared smoke run (`smoke_run`, whichever file it is in) joins one group. The groups with
     slow tests go first, the smoke run's first of all, so that no long group starts last."""
     def group(item):
-        return "smoke_run" if "smoke_run" in item.fixturenames else item.nodeid.split("::")[0]
+        return "smoke_run" if "smoke_run" in item.fixturenames else item.path.name
 
     slow = {group(item) for item in items if item.get_closest_marker("slow")}
     for item in items:
         item.add_marker(pytest.mark.xdist_group(group(item)))
     items.sort(key=lambda item: (group(item) != "smoke_run", group(item) not in slow))  # stable: file order kept
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_node_collection_finished(node, ids):
-    """pytest-xdist's hook, on the controller: say so when the groups above did not reach it (it
-    reads them from suffixes of the node ids, which pytest 9.2 no longer lets it add); the tests
-    still pass, slower, each worker building the shared fixtures again."""
-    if node.gateway.id == "gw0" and node.config.getvalue("dist") == "loadgroup" and not any("@" in i for i in ids):
-        node.config.pluginmanager.get_plugin("terminalreporter").write_line(
-            "WARNING: pytest-xdist ignored the test groups (pytest-dev/pytest-xdist#1386): shared fixtures are "
-            "built once per worker", yellow=True)
 
 
 @pytest.fixture(scope="session")
