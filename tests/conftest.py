@@ -14,20 +14,6 @@ os.environ.setdefault("LUMOS_NO_PROGRESS", "1")
 torch.set_num_threads(1)
 
 
-def pytest_collection_modifyitems(config, items):
-    """Spread over pytest-xdist workers (`-n`, pyproject's addopts) without building a fixture
-    twice: each test file is one `xdist_group` (its module fixtures are built once), and every test
-    of the shared smoke run (`smoke_run`, whichever file it is in) joins one group. The groups with
-    slow tests go first, the smoke run's first of all, so that no long group starts last."""
-    def group(item):
-        return "smoke_run" if "smoke_run" in item.fixturenames else item.path.name
-
-    slow = {group(item) for item in items if item.get_closest_marker("slow")}
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group(item)))
-    items.sort(key=lambda item: (group(item) != "smoke_run", group(item) not in slow))  # stable: file order kept
-
-
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
