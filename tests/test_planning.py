@@ -278,6 +278,9 @@ def test_figure_runs(smoke, paper):
     assert figures.ablation_lines(paper, "figG1") == {r: r for r in ("lumos_i2i_in1k", "rcg_in1k", "repa", "reg")}
     assert figures.ablation_lines(paper, "fig2c") == figures.ablation_lines(paper, "fig10")
     assert figures.ablation_lines(paper, "fig9")["patch (i2i_clip_patch)"] == "i2i_clip_patch"
+    assert figures.ablation_lines(smoke, "fig9") == {"cls (i2i_clip)": "i2i_clip", "cls_patch (i2i_clip_all)": "i2i_clip_all"}
+    assert list(figures.ablation_lines(smoke, "figS2")) == ["cls_top (i2i_top)", "cls_random (i2i_random)"]
+    assert list(figures.ablation_lines(smoke, "figS3")) == ["dino_small (i2i_dino_small)", "dino (lumos_i2i)"]
     assert figures.ablation_finetune(paper, "i2i_moco") == "i2i_moco-t5-mixed-n0"
 
 

@@ -115,6 +115,23 @@ def test_pool_rows_declare_their_keys(tmp_path):
     assert batch["enc_patch"].shape == (2, 4, 8) and source.enc_dim == 8
 
 
+def test_pool_rows_token_count_is_the_models(tmp_path):
+    """The condition's token count (Figures 9 and S2's runs): the CLS, the CLS and every patch token,
+    or the CLS and patch_k of them; the prior is built for exactly that many (`max_cond_tokens`)."""
+    from lumos.settings import ModelSettings, RunSettings
+    from lumos.tasks.i2i import untrained_model
+
+    model_cfg = ModelSettings.from_config({"size": "DiT-N/2", "learn_sigma": True, "cond_dropout": 0.1}, "pretrain.model")
+    for tokens, patch_k, length in (("cls", None, 1), ("cls_patch", None, 5), ("cls_top", 2, 3), ("cls_random", 3, 4)):
+        source = _pool_rows(tmp_path, "cross_attn", tokens, encoder="dino", patch_k=patch_k)
+        assert source.cond_shape == (8, length), tokens
+        batch = source.batch(0, np.array([0, 5]))
+        assert batch["cond"].shape == (2, length, 8) and batch["cond_mask"].shape == (2, length), tokens
+        run = RunSettings(injection="cross_attn", tokens=tokens, encoder="dino", patch_k=patch_k)
+        model = untrained_model(model_cfg, run, source.latent_shape, source, seed=0)
+        assert model.config.max_cond_tokens == length and model.config.cond_dim == 8, tokens
+
+
 def test_an_undeclared_key_is_named():
     class Extra:
         batch_keys, sizes = ("x0",), [2]
