@@ -99,13 +99,14 @@ def test_random_views_are_crops_of_the_input():
 
 
 def test_fid_net_trains_saves_and_extracts_features(small_split, tmp_path):
-    from lumos.components.classifier import CleanFIDExtractor, load_fid_net, train_fid_net
+    from lumos.components.classifier import load_fid_net, train_fid_net
+    from lumos.components.fid_features import CleanFIDExtractor
 
     _, images, records = small_split
     train_fid_net(images, records, {"steps": 3, "batch_size": 16, "lr": 1e-3, "width": 4, "feature_dim": 8},
                   str(tmp_path / "fid_net"))
     net = load_fid_net({"pretrained": str(tmp_path / "fid_net")})
-    feats = CleanFIDExtractor(net)(torch.from_numpy(images[:3]).permute(0, 3, 1, 2).float())
+    feats = CleanFIDExtractor(net.trunk)(torch.from_numpy(images[:3]).permute(0, 3, 1, 2).float())
     assert feats.shape == (3, 8)
 
 

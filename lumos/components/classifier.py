@@ -2,7 +2,8 @@
 
 It predicts which shapes, colours and (shape, colour) pairs are present, the object count and
 the background kind; its penultimate layer is the feature space FID is computed in (the role
-Inception plays at paper scale). Passed to clean-fid as a custom feature extractor.
+Inception plays at paper scale). Its trunk is clean-fid's custom feature extractor, read without
+diffusers by FID jobs (`lumos.components.fid_features`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 
+from lumos.components.fid_features import shapes_trunk
 from lumos.components.loading import from_pretrained
 from lumos.utils import log, optimiser_step, progress
 
@@ -45,12 +47,9 @@ def target_groups() -> dict[str, slice]:
     return {"shape": slice(0, n_s), "colour": slice(n_s, n_s + n_c), "pair": slice(n_s + n_c, None)}
 
 
-def _conv(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), nn.BatchNorm2d(c_out), nn.GELU()]
-
-
 class ShapesClassifier(ModelMixin, ConfigMixin):
-    """Four conv-BN-GELU layers, global max pooling -> `feature_dim` features -> attribute heads.
+    """The trunk (four conv-BN-GELU layers, global max pooling -> `feature_dim` features:
+    `lumos.components.fid_features.shapes_trunk`) -> attribute heads.
 
     Max pooling suits "is there a red triangle anywhere": with average pooling (and no
     normalisation) the same net stayed at the label marginals after 300 steps (colour recall 0.20);
@@ -60,12 +59,7 @@ class ShapesClassifier(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, width: int = 32, feature_dim: int = 64, num_multi: int = 53, num_counts: int = 4, num_backgrounds: int = 3):
         super().__init__()
-        w = width
-        self.trunk = nn.Sequential(
-            *_conv(3, w), *_conv(w, 2 * w, 2), *_conv(2 * w, 2 * w), *_conv(2 * w, 4 * w, 2),
-            nn.AdaptiveMaxPool2d(1), nn.Flatten(),
-            nn.Linear(4 * w, feature_dim),
-        )
+        self.trunk = shapes_trunk(width, feature_dim)  # what FID reads (lumos.components.fid_features)
         self.heads = nn.ModuleDict({
             "multi": nn.Linear(feature_dim, num_multi),
             "count": nn.Linear(feature_dim, num_counts),
@@ -124,18 +118,6 @@ def train_fid_net(images: np.ndarray, records: list[dict], cfg: dict, out_dir: s
     net.save_pretrained(out_dir)
     log.info("fid_net: %s", metrics)
     return metrics
-
-
-class CleanFIDExtractor(nn.Module):
-    """Adapter for clean-fid's `custom_feat_extractor`: float images in [0, 255] -> features."""
-
-    def __init__(self, net: ShapesClassifier):
-        super().__init__()
-        self.net = net.eval()
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.features(x / 127.5 - 1)
 
 
 def load_fid_net(spec: dict, device="cpu") -> ShapesClassifier:

@@ -46,10 +46,14 @@ def load_extractor(kind: str, fid_net_spec: dict | None, device="cpu", inception
     from cleanfid.resize import build_resizer
 
     if kind == "fid_net":
-        from lumos.components.classifier import CleanFIDExtractor, load_fid_net
+        from lumos.components.fid_features import CleanFIDExtractor, read_trunk
 
-        net = load_fid_net(fid_net_spec, device)
-        return Extractor(CleanFIDExtractor(net).to(device), _identity, fid_net_name(fid_net_spec), device)
+        trunk = read_trunk(fid_net_spec["pretrained"], device)  # without diffusers: ~2 s of a 5 s job
+        if trunk is None:  # a hub id, a .bin checkpoint, a missing folder (named there)
+            from lumos.components.classifier import load_fid_net
+
+            trunk = load_fid_net(fid_net_spec, device).trunk
+        return Extractor(CleanFIDExtractor(trunk).to(device), _identity, fid_net_name(fid_net_spec), device)
     from cleanfid.inception_torchscript import InceptionV3W
 
     path = check_inception_file(inception)
