@@ -1,4 +1,5 @@
-"""Fault injection on the smoke Table 1 DAG: each long rule's worker is killed with SIGKILL once,
+"""Fault injection on one smoke Table 1 cell (the Lumos-I2I prior's COCO FID: data, components,
+features, pretraining, sampling, FID): each long rule's worker is killed with SIGKILL once,
 mid-work, the workflow is rerun, and every output is byte for byte the uninterrupted run's.
 
 The kills come from `lumos.utils.fault_point`: with $LUMOS_FAULT_POINTS set, the worker kills
@@ -20,11 +21,11 @@ import hashlib
 import json
 import os
 
-import pandas as pd
 import pytest
 
 from conftest import ROOT, run_snakemake
 
+CELL = "results/eval/fid/lumos_i2i_coco.json"  # every fault point's rule is in its DAG
 POINTS = ["shard", "component", "features", "train", "sample", "gather", "fid"]
 NOT_COMPARED = ("logs", "benchmarks")  # wall times and process ids differ from run to run
 
@@ -57,9 +58,7 @@ def test_killed_workers_rerun_to_the_uninterrupted_outputs(smoke_run, tmp_path):
     work.mkdir()
     markers.mkdir()
     env = {**os.environ, "LUMOS_FAULT_POINTS": ",".join(POINTS), "LUMOS_FAULT_DIR": str(markers)}
-    # the paper's rows: the REPA / REG rows (beyond the paper) add two more priors of the same rules
-    args = ("results/table1.csv", "--configfile", str(ROOT / "config" / "smoke.yaml"), "--config",
-            "pretrain={table1_beyond: []}", "--cores", "2")
+    args = (CELL, "--configfile", str(ROOT / "config" / "smoke.yaml"), "--cores", "2")
     runs = []
     for _ in range(len(POINTS) + 1):
         proc = run_snakemake(*args, cwd=work, check=False, env=env)
@@ -70,17 +69,10 @@ def test_killed_workers_rerun_to_the_uninterrupted_outputs(smoke_run, tmp_path):
     assert fired == sorted(POINTS), (fired, runs)
     assert runs[-1] == 0 and len(runs) >= 2, runs
     faulted, reference = digests(work / "results"), digests(smoke_run / "results")
-    # the table itself: the reference's paper rows (its REPA / REG rows and their sample columns aside)
-    table = pd.read_csv(work / "results" / "table1.csv")
-    expected = pd.read_csv(smoke_run / "results" / "table1.csv")
-    pd.testing.assert_frame_equal(table, expected[~expected["method"].str.contains("beyond the paper")]
-                                  .reset_index(drop=True))
-    for rel in ("table1.csv", "table1.md", "table1_samples.png"):
-        faulted.pop(rel)
-    compared = {"pretrain/lumos_i2i/loss.csv",
-                "pretrain/rcg/loss.csv", "pretrain/rcg/model/diffusion_pytorch_model.safetensors",
-                "pretrain/rcg/train_summary.json", "components/vae/diffusion_pytorch_model.safetensors",
-                "eval/fid/lumos_i2i_coco.json"}
+    compared = {CELL.removeprefix("results/"), "eval/fid/reference_coco.npz", "pretrain/lumos_i2i/loss.csv",
+                "pretrain/lumos_i2i/model/diffusion_pytorch_model.safetensors", "pretrain/lumos_i2i/train_summary.json",
+                "components/vae/diffusion_pytorch_model.safetensors", "components/fid_net/diffusion_pytorch_model.safetensors",
+                "samples/lumos_i2i/coco/000000.png"}
     assert compared <= set(faulted), sorted(compared - set(faulted))
     differ = sorted(rel for rel in faulted if faulted[rel] != reference.get(rel))
     assert not differ, differ
