@@ -186,7 +186,7 @@ def rule_resources(rule, signal=False):
 
 
 def read_signatures_once():
-    """Snakemake reads the signature of an input, params or resources function (which of
+    """Snakemake reads the signature of an input, params, resources or priority function (which of
     wildcards, input, attempt... it takes) each time it calls it, once per job: ~70K
     `inspect.signature` calls, ~15% of planning the paper DAG. Read each function's once, through
     Snakemake's own hook for functions whose parameters it should not inspect
@@ -196,8 +196,14 @@ def read_signatures_once():
         from snakemake.common import overwrite_function_params
     except ImportError:
         return
+    # Snakemake evaluates each resource through a bound `Resource.evaluate` (signature `*args,
+    # **kwargs`) and reads that method's signature too, twice per resource per job; the hook set on
+    # the function is seen through every bound method. tests/test_bench.py counts what is left: none.
+    from snakemake.resources import Resource
+
+    overwrite_function_params(Resource.evaluate, inspect.signature(Resource.evaluate).parameters)
     for r in workflow.rules:
-        for item in [*r.input, *r.params, *(r.resources or {}).values()]:
+        for item in [*r.input, *r.params, *(r.resources or {}).values(), r.priority]:
             item = getattr(item, "_evaluator", item)  # a resource's function
             func = item if callable(item) and not isinstance(item, str) else getattr(item, "callable", None)
             if callable(func):

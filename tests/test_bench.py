@@ -179,3 +179,38 @@ def test_plan_benchmark_times_a_dry_run(capsys):
     assert m, out
     cpu, wall, jobs = float(m.group(1)), float(m.group(2)), int(m.group(3))
     assert jobs > 20 and 0 < cpu and 0 < wall, out
+
+
+def test_planning_reads_no_function_signature_per_job(tmp_path):
+    """Snakemake reads the signature of every input, params and resources function it calls, once per
+    job (`get_function_params`), unless told the parameters (`read_signatures_once`, rules/common.smk).
+    Counted in a dry run of the smoke Table 1 with its jobs printed (where resources are evaluated):
+    none is read per job, so planning does not slow down with every job added. Fails if a Snakemake
+    upgrade drops the hook or a new rule's function escapes it."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    counter = (
+        "import atexit, inspect, sys\n"
+        "calls = []\n"
+        "real = inspect.signature\n"
+        "def counted(obj, *a, **k):\n"
+        "    if sys._getframe(1).f_code.co_name == 'get_function_params':\n"
+        "        code = getattr(obj, '__code__', None)\n"
+        "        calls.append(f'{code.co_filename}:{code.co_firstlineno}' if code else repr(obj))\n"
+        "    return real(obj, *a, **k)\n"
+        "inspect.signature = counted\n"
+        "atexit.register(lambda: print('SIGNATURES', len(calls), sorted(set(calls))[:5], file=sys.stderr))\n"
+        "from snakemake.cli import main\n"
+        "sys.argv = ['snakemake'] + sys.argv[1:]\n"
+        "main()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", counter, "-n", "results/table1.csv", "--snakefile", str(ROOT / "Snakefile"),
+                           "--configfile", str(ROOT / "config" / "smoke.yaml"), "--directory", str(tmp_path)],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = int(re.search(r"^total\s+(\d+)$", proc.stdout, re.M).group(1))
+    assert jobs > 20 and "resources:" in proc.stdout, proc.stdout[-2000:]
+    assert "SIGNATURES 0 []" in proc.stderr, proc.stderr[-2000:]
