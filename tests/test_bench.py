@@ -182,7 +182,7 @@ def test_plan_benchmark_times_a_dry_run(capsys):
 
 
 def test_planning_reads_no_function_signature_per_job(tmp_path):
-    """Snakemake reads the signature of every input, params and resources function it calls, once per
+    """Snakemake reads the signature of every input, params, resources and priority function it calls, once per
     job (`get_function_params`), unless told the parameters (`read_signatures_once`, rules/common.smk).
     Counted in a dry run of the smoke Table 1 with its jobs printed (where resources are evaluated):
     none is read per job, so planning does not slow down with every job added. Fails if a Snakemake
@@ -207,9 +207,9 @@ def test_planning_reads_no_function_signature_per_job(tmp_path):
         "sys.argv = ['snakemake'] + sys.argv[1:]\n"
         "main()\n"
     )
-    proc = subprocess.run([sys.executable, "-c", counter, "-n", "results/table1.csv", "--snakefile", str(ROOT / "Snakefile"),
-                           "--configfile", str(ROOT / "config" / "smoke.yaml"), "--directory", str(tmp_path)],
-                          capture_output=True, text=True, cwd=tmp_path)
+    args = ["-n", "results/table1.csv", "--snakefile", str(ROOT / "Snakefile"),
+            "--configfile", str(ROOT / "config" / "smoke.yaml"), "--directory", str(tmp_path)]
+    proc = subprocess.run([sys.executable, "-c", counter, *args], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = int(re.search(r"^total\s+(\d+)$", proc.stdout, re.M).group(1))
     assert jobs > 20 and "resources:" in proc.stdout, proc.stdout[-2000:]
