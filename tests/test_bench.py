@@ -194,6 +194,8 @@ def test_planning_reads_no_function_signature_per_job(tmp_path):
 
     counter = (
         "import atexit, inspect, sys\n"
+        "import snakemake.common\n"
+        "assert snakemake.common.get_function_params.__code__.co_name == 'get_function_params'  # the frame seen\n"
         "calls = []\n"
         "real = inspect.signature\n"
         "def counted(obj, *a, **k):\n"
