@@ -144,16 +144,26 @@ def test_job_counts_smoke(smoke):
 
 
 def test_job_counts_paper(paper):
-    # curation: 400 jobs at most, one per 10,000 images: the pool all of them, COCO's 30K three
-    assert jobs.data_jobs(paper, "pool") == 400 and jobs.data_jobs(paper, "coco") == 3
-    assert jobs.data_jobs(paper, "imagenet") == 5 and jobs.data_jobs(paper, "pairs_512px") == 400
-    assert jobs.data_jobs(paper, "imagenet1k") == 129  # 1,281,167 images
+    # curation: 400 jobs at most, one per 200,000 images (images_per_job): the 190M pool all of them,
+    # the 30M pairs at each size 150, ImageNet-1K train 7, the 30K-50K evaluation splits one
+    assert jobs.data_jobs(paper, "pool") == 400 and jobs.data_jobs(paper, "coco") == 1
+    assert jobs.data_jobs(paper, "imagenet") == 1 and jobs.data_jobs(paper, "pairs_512px") == 150
+    assert jobs.data_jobs(paper, "pairs") == jobs.data_jobs(paper, "pairs_1024px_ar4") == 150
+    assert jobs.data_jobs(paper, "imagenet1k") == 7  # 1,281,167 images
+    # without images_per_job (its default, 1), one job per 10,000-file unit begun
+    unit = {**paper, "data": {**paper["data"], "curation": {**paper["data"]["curation"], "images_per_job": 1}}}
+    assert jobs.data_jobs(unit, "coco") == 3 and jobs.data_jobs(unit, "imagenet1k") == 129
+    assert jobs.data_jobs(unit, "pairs_512px") == jobs.data_jobs(unit, "pool") == 400
     # features: 64 jobs at most, one per 10,000-image shard
     assert jobs.feature_jobs(paper, "pool") == jobs.feature_jobs(paper, "pool+clip") == 64
     assert jobs.feature_jobs(paper, "coco") == 3 and jobs.feature_jobs(paper, "coco+dino_small") == 3
-    # sampling: 8 jobs of 64-image batches for a 30K split; the released model's batches of 8
-    assert jobs.sample_jobs(paper, 30_000) == 8 and jobs.sample_jobs(paper, 64) == 1
+    # sampling: 8 jobs of 3,750 images for a 30K split, 8 for 50K (the cap), 3 for a curve's
+    # FID-10K, one for a batch; the released model's batches of 8 the same way
+    assert jobs.sample_jobs(paper, 30_000) == jobs.sample_jobs(paper, 50_000) == 8
+    assert jobs.sample_jobs(paper, 10_000) == 3 and jobs.sample_jobs(paper, 64) == 1
     assert jobs.released_sample_jobs(paper, "coco") == 8
+    unit = {**paper, "sample": {**paper["sample"], "images_per_job": 1}}  # one job per 64-image batch begun
+    assert jobs.sample_jobs(unit, 10_000) == 8 and jobs.sample_jobs(unit, 65) == 2
     # videos: 400 ingestion jobs of 1,000 files for 10M clips, 3 for 2,048 evaluation clips
     assert jobs.clip_jobs(paper, "video_train") == 400 and jobs.clip_jobs(paper, "ucf") == 3
     assert jobs.clip_feature_jobs(paper, "video_train") == 64 and jobs.clip_feature_jobs(paper, "ucf") == 1

@@ -18,12 +18,12 @@ def jobs(n: int, unit: int, cap: int) -> int:
 
 def data_jobs(config: dict, split: str) -> int:
     """Jobs building a split: one for the Shapes world; when curated, `data.curation.jobs` at most,
-    one per `files_per_unit` images of the split (evaluation splits of 30K-50K images get a few
-    jobs, the 190M pool all of them)."""
+    one per `files_per_unit` images of the split or per `images_per_job` when that is more (paper:
+    a 30K-50K evaluation split is one job, the 30M pairs 150 jobs, the 190M pool all 400)."""
     if not curated(config, split):
         return 1
     cur = config["data"]["curation"]
-    return jobs(split_size(config, split), cur["files_per_unit"], cur["jobs"])
+    return jobs(split_size(config, split), max(cur["files_per_unit"], cur["images_per_job"]), cur["jobs"])
 
 
 def feature_jobs(config: dict, split: str) -> int:
@@ -39,14 +39,17 @@ def text_jobs(config: dict, split: str) -> int:
 
 
 def sample_jobs(config: dict, n: int) -> int:
-    """Jobs for a sampling task of `n` images: `sample.jobs`, at most one per batch."""
-    return jobs(n, config["sample"]["batch_size"], config["sample"]["jobs"])
+    """Jobs for a sampling task of `n` images: `sample.jobs`, at most one per batch, or per
+    `sample.images_per_job` when that is more (paper: 8 jobs for COCO-30K, 3 for a curve's FID-10K)."""
+    s = config["sample"]
+    return jobs(n, max(s["batch_size"], s["images_per_job"]), s["jobs"])
 
 
 def released_sample_jobs(config: dict, split: str) -> int:
     """Jobs sampling the released T2I model from a split's captions: `sample.jobs`, at most one per
-    batch of `released.t2i_sample.batch_size`."""
-    return jobs(split_size(config, split), config["released"]["t2i_sample"]["batch_size"], config["sample"]["jobs"])
+    batch of `released.t2i_sample.batch_size` or per `sample.images_per_job` when that is more."""
+    unit = max(config["released"]["t2i_sample"]["batch_size"], config["sample"]["images_per_job"])
+    return jobs(split_size(config, split), unit, config["sample"]["jobs"])
 
 
 def clip_jobs(config: dict, split: str) -> int:
