@@ -210,6 +210,35 @@ def read_signatures_once():
                 overwrite_function_params(func, inspect.signature(func).parameters)
 
 
+def format_shell_commands_once():
+    """Snakemake's `Job.log_info`, which prints a job in a dry run and when it starts, formats the
+    job's shell command three times (`Job.shellcmd` is a property), each time copying the workflow's
+    ~470 globals several times: ~16% of planning the paper DAG. Format it once per call and hand
+    that to the other two. Called by the Snakefile; without these names (another Snakemake)
+    planning is only slower. tests/test_bench.py counts the formats: one per job."""
+    from snakemake.jobs import Job
+
+    shellcmd, log_info = Job.__dict__.get("shellcmd"), Job.__dict__.get("log_info")
+    if not isinstance(shellcmd, property) or not callable(log_info) or hasattr(log_info, "formats_once"):
+        return
+    logging_now = {}  # id(job) -> its shell command, while its log_info runs
+
+    def shell_command(job):
+        key = id(job)
+        return logging_now[key] if key in logging_now else shellcmd.fget(job)
+
+    def log_info_formatting_once(job, *args, **kwargs):
+        logging_now[id(job)] = shellcmd.fget(job)
+        try:
+            return log_info(job, *args, **kwargs)
+        finally:
+            logging_now.pop(id(job), None)
+
+    log_info_formatting_once.formats_once = True
+    Job.shellcmd = property(shell_command, doc=shellcmd.__doc__)
+    Job.log_info = functools.wraps(log_info)(log_info_formatting_once)
+
+
 def check_before_run():
     """Stop a real run early, with a message, when the cluster or the data is not set up."""
     executor = getattr(workflow.executor_plugin, "name", "local")

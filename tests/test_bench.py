@@ -181,20 +181,24 @@ def test_plan_benchmark_times_a_dry_run(capsys):
     assert jobs > 20 and 0 < cpu and 0 < wall, out
 
 
-def test_planning_reads_no_function_signature_per_job(tmp_path):
-    """Snakemake reads the signature of every input, params, resources and priority function it calls, once per
-    job (`get_function_params`), unless told the parameters (`read_signatures_once`, rules/common.smk).
-    Counted in a dry run of the smoke Table 1 with its jobs printed (where resources are evaluated):
-    none is read per job, so planning does not slow down with every job added. Fails if a Snakemake
-    upgrade drops the hook or a new rule's function escapes it."""
+def test_planning_reads_no_signature_and_formats_each_command_once(tmp_path):
+    """Planning work per job, counted in a dry run of the smoke Table 1 with its jobs printed (where
+    resources are evaluated and shell commands formatted), so planning does not slow down more than
+    it must with every job added:
+    - Snakemake reads the signature of every input, params, resources and priority function it calls,
+      once per job (`get_function_params`), unless told the parameters (`read_signatures_once`,
+      rules/common.smk): none is read per job;
+    - `Job.log_info` formats a job's shell command three times unless `format_shell_commands_once`
+      hands it one: each job's is formatted once.
+    Fails if a Snakemake upgrade drops either hook or a new rule's function escapes the first."""
     import subprocess
     import sys
 
     from conftest import ROOT
 
     counter = (
-        "import atexit, inspect, sys\n"
-        "import snakemake.common\n"
+        "import atexit, collections, inspect, sys\n"
+        "import snakemake.common, snakemake.jobs\n"
         "assert snakemake.common.get_function_params.__code__.co_name == 'get_function_params'  # the frame seen\n"
         "calls = []\n"
         "real = inspect.signature\n"
@@ -204,7 +208,16 @@ def test_planning_reads_no_function_signature_per_job(tmp_path):
         "        calls.append(f'{code.co_filename}:{code.co_firstlineno}' if code else repr(obj))\n"
         "    return real(obj, *a, **k)\n"
         "inspect.signature = counted\n"
+        "formats = collections.Counter()\n"
+        "real_format = snakemake.jobs.Job.format_wildcards\n"
+        "def format_counted(job, string, **k):\n"
+        "    if string is not None and string == job.rule.shellcmd:\n"
+        "        formats[id(job)] += 1\n"
+        "    return real_format(job, string, **k)\n"
+        "snakemake.jobs.Job.format_wildcards = format_counted\n"
         "atexit.register(lambda: print('SIGNATURES', len(calls), sorted(set(calls))[:5], file=sys.stderr))\n"
+        "atexit.register(lambda: print('FORMATS', len(formats), sorted(collections.Counter(formats.values()).items()),"
+        " file=sys.stderr))\n"
         "from snakemake.cli import main\n"
         "sys.argv = ['snakemake'] + sys.argv[1:]\n"
         "main()\n"
@@ -216,3 +229,6 @@ def test_planning_reads_no_function_signature_per_job(tmp_path):
     jobs = int(re.search(r"^total\s+(\d+)$", proc.stdout, re.M).group(1))
     assert jobs > 20 and "resources:" in proc.stdout, proc.stdout[-2000:]
     assert "SIGNATURES 0 []" in proc.stderr, proc.stderr[-2000:]
+    # jobs whose command was formatted, [(times, jobs)]: every job of Table 1 runs a shell command,
+    # each formatted once (three times without the hook)
+    assert f"FORMATS {jobs} [(1, {jobs})]" in proc.stderr, proc.stderr[-2000:]
