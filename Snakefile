@@ -52,4 +52,4 @@ rule all:
 
 
 read_signatures_once()  # after every rule (rules/common.smk): faster planning
-format_shell_commands_once()
+format_shell_commands_once()  # likewise
