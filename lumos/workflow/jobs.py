@@ -38,18 +38,18 @@ def text_jobs(config: dict, split: str) -> int:
     return 1 if text_reused(config, split) else feature_jobs(config, split)
 
 
-def sample_jobs(config: dict, n: int) -> int:
-    """Jobs for a sampling task of `n` images: `sample.jobs`, at most one per batch, or per
-    `sample.images_per_job` when that is more (paper: 8 jobs for COCO-30K, 3 for a curve's FID-10K)."""
+def sample_jobs(config: dict, n: int, batch_size: int | None = None) -> int:
+    """Jobs for a sampling task of `n` images: `sample.jobs`, at most one per batch (of
+    `sample.batch_size` unless given), or per `sample.images_per_job` when that is more (paper: 8
+    jobs for COCO-30K, 3 for a curve's FID-10K)."""
     s = config["sample"]
-    return jobs(n, max(s["batch_size"], s["images_per_job"]), s["jobs"])
+    return jobs(n, max(batch_size or s["batch_size"], s["images_per_job"]), s["jobs"])
 
 
 def released_sample_jobs(config: dict, split: str) -> int:
-    """Jobs sampling the released T2I model from a split's captions: `sample.jobs`, at most one per
-    batch of `released.t2i_sample.batch_size` or per `sample.images_per_job` when that is more."""
-    unit = max(config["released"]["t2i_sample"]["batch_size"], config["sample"]["images_per_job"])
-    return jobs(split_size(config, split), unit, config["sample"]["jobs"])
+    """Jobs sampling the released T2I model from a split's captions: `sample_jobs` in batches of
+    `released.t2i_sample.batch_size`."""
+    return sample_jobs(config, split_size(config, split), config["released"]["t2i_sample"]["batch_size"])
 
 
 def clip_jobs(config: dict, split: str) -> int:
